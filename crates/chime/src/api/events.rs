@@ -1,0 +1,243 @@
+//! `/v1/tenants/{tenant}/events`: publishing (the start of the hot path) and reading events.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::{ApiError, ApiResult, Code};
+use super::extract::{PageParams, Principal, Query, parse_json};
+use super::{AppState, ListOut};
+use crate::model::{format_time, new_id, now_millis, parse_event_name};
+use crate::store::{Delivery, DeliveryFilter, Event, NewEvent, Page, StoreError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/events", get(list).post(publish))
+        .route("/v1/tenants/{tenant}/events/{event}", get(show))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct PublishedDelivery {
+    id: String,
+    endpoint_id: String,
+}
+
+#[derive(Serialize)]
+struct PublishedOut {
+    id: String,
+    event: String,
+    timestamp: String,
+    deliveries: Vec<PublishedDelivery>,
+}
+
+/// The envelope exactly as stored and sent: built once here, never re-serialized later.
+fn envelope(name: &str, data: &RawValue) -> Bytes {
+    let name_json = serde_json::to_string(name).expect("a string serializes");
+    let mut out = Vec::with_capacity(name_json.len() + data.get().len() + 20);
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(name_json.as_bytes());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.get().as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            ApiError::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant_id): Path<String>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
+    principal.check_tenant(&tenant_id)?;
+    let key = idempotency_key(&headers)?;
+    let body = Bytes::from_request(req, &state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "the event is larger than the limit of {} bytes",
+                    state.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::new(Code::MalformedJson, format!("could not read the body: {r}"))
+        }
+    })?;
+    let input: EventIn = parse_json(&body)?;
+    let name = parse_event_name(&input.event)?;
+    let payload = envelope(&name, input.data);
+    let new = NewEvent {
+        id: new_id("evt"),
+        tenant_id,
+        name,
+        payload,
+        idempotency_key: key,
+        created_at: now_millis(),
+    };
+    let published = state
+        .store
+        .publish(new, state.dispatch.lease())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("tenant"),
+            other => other.into(),
+        })?;
+    let repeated = published.repeated;
+    state.dispatch.submit(published.jobs, published.endpoints);
+    let out = PublishedOut {
+        id: published.event.id,
+        event: published.event.name,
+        timestamp: format_time(published.event.created_at),
+        deliveries: published
+            .deliveries
+            .into_iter()
+            .map(|(id, endpoint_id)| PublishedDelivery { id, endpoint_id })
+            .collect(),
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(out)).into_response();
+    if repeated {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+pub struct EventOut {
+    id: String,
+    event: String,
+    timestamp: String,
+    idempotency_key: Option<String>,
+    data: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliveries: Option<Vec<super::deliveries::DeliveryOut>>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    data: Box<RawValue>,
+}
+
+impl EventOut {
+    fn of(e: Event, deliveries: Option<Vec<Delivery>>) -> Self {
+        let data = serde_json::from_slice::<Envelope>(&e.payload)
+            .map(|env| env.data)
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+        Self {
+            id: e.id,
+            event: e.name,
+            timestamp: format_time(e.created_at),
+            idempotency_key: e.idempotency_key,
+            data,
+            deliveries: deliveries.map(|ds| {
+                ds.into_iter()
+                    .map(super::deliveries::DeliveryOut::from)
+                    .collect()
+            }),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventListParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    event: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant_id): Path<String>,
+    Query(params): Query<EventListParams>,
+) -> ApiResult<Json<ListOut<EventOut>>> {
+    super::visible_tenant(&state, &principal, &tenant_id).await?;
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .page()?;
+    let name = params.event.as_deref().map(parse_event_name).transpose()?;
+    let listed = state
+        .store
+        .list_events(&tenant_id, name.as_deref(), page)
+        .await?;
+    Ok(Json(ListOut::from_listed(listed, |e| {
+        EventOut::of(e, None)
+    })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant_id, id)): Path<(String, String)>,
+) -> ApiResult<Json<EventOut>> {
+    super::visible_tenant(&state, &principal, &tenant_id).await?;
+    let event = state
+        .store
+        .get_event(&tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))?;
+    let filter = DeliveryFilter {
+        event_id: Some(id),
+        ..Default::default()
+    };
+    let deliveries = state
+        .store
+        .list_deliveries(
+            &tenant_id,
+            &filter,
+            Page {
+                limit: 250,
+                cursor: None,
+            },
+        )
+        .await?;
+    Ok(Json(EventOut::of(event, Some(deliveries.rows))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_keeps_data_bytes() {
+        let data: &RawValue = serde_json::from_str(r#"{"order_id": 1234,  "amount":50}"#).unwrap();
+        let env = envelope("order_created", data);
+        assert_eq!(
+            &env[..],
+            br#"{"event":"order_created","data":{"order_id": 1234,  "amount":50}}"#
+        );
+    }
+}

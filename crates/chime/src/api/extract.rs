@@ -1,0 +1,161 @@
+//! Request extractors whose rejections are `ApiError`s: the bearer token (`Principal`), a
+//! JSON body (`JsonBody`) that tells malformed JSON (400) from invalid fields (422) and
+//! over-size bodies (413), query strings (`Query`), and list pagination (`PageQuery`).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::{ApiError, Code};
+use crate::store::{Page, TokenScope};
+
+/// Who is calling, from `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Tenant(String),
+}
+
+impl Principal {
+    /// Admin tokens reach every tenant; a tenant token only its own (403 otherwise, without
+    /// saying whether the other tenant exists).
+    pub fn check_tenant(&self, tenant_id: &str) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Tenant(t) if t == tenant_id => Ok(()),
+            Principal::Tenant(_) => Err(ApiError::forbidden()),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Tenant(_) => Err(ApiError::new(
+                Code::Forbidden,
+                "this operation needs the admin token",
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::Unauthorized,
+                    "missing Authorization: Bearer <token> header",
+                )
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::Unauthorized,
+                    "the Authorization header must be Bearer <token>",
+                )
+            })?;
+        match state.auth.lookup(token).await? {
+            Some(TokenScope::Admin) => Ok(Principal::Admin),
+            Some(TokenScope::Tenant(t)) => Ok(Principal::Tenant(t)),
+            None => Err(ApiError::new(Code::Unauthorized, "the token is not valid")),
+        }
+    }
+}
+
+/// A JSON request body. An empty body reads as `{}`, so optional-only bodies can be omitted.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    Code::PayloadTooLarge,
+                    format!(
+                        "the request body is larger than the limit of {} bytes",
+                        state.max_body_bytes
+                    ),
+                )
+            } else {
+                ApiError::new(
+                    Code::MalformedJson,
+                    format!("could not read the body: {rejection}"),
+                )
+            }
+        })?;
+        parse_json(if bytes.is_empty() { b"{}" } else { &bytes }).map(JsonBody)
+    }
+}
+
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
+        _ => ApiError::new(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        ),
+    })
+}
+
+/// A query string parsed into `T`; unknown or ill-typed parameters answer 422.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(q)
+            .map(Query)
+            .map_err(|e| ApiError::invalid(format!("bad query parameters: {e}")))
+    }
+}
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 250;
+
+/// `?limit=&cursor=`, shared by every list.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let cursor = match &self.cursor {
+            None => None,
+            Some(c) if c.is_empty() => None,
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ApiError::invalid("cursor is not one this API returned"))?,
+            ),
+        };
+        Ok(Page { limit, cursor })
+    }
+}

@@ -1,0 +1,99 @@
+//! The REST API v1: thin handlers that extract (auth, tenant, body), call the store or the
+//! dispatcher, and map rows to `…Out` DTOs. One module per resource.
+//!
+//! Architecture invariant: the API never makes outbound HTTP; it only stores and hands
+//! deliveries to the dispatcher.
+
+mod deliveries;
+mod endpoints;
+pub mod error;
+mod events;
+mod extract;
+mod tenants;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::auth::Authenticator;
+use crate::dispatch::DispatchHandle;
+use crate::net_policy::TargetPolicy;
+use crate::store::{Listed, Store};
+use error::{ApiError, Code};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub dispatch: DispatchHandle,
+    pub auth: Arc<Authenticator>,
+    pub policy: Arc<TargetPolicy>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(tenants::routes())
+        .merge(endpoints::routes())
+        .merge(events::routes())
+        .merge(deliveries::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        Code::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        Code::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// The shape of every list: `{"data": [...], "next_cursor": "..." | null}`.
+#[derive(Serialize)]
+pub struct ListOut<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListOut<T> {
+    pub fn from_listed<R>(listed: Listed<R>, f: impl FnMut(R) -> T) -> Self {
+        Self {
+            data: listed.rows.into_iter().map(f).collect(),
+            next_cursor: listed.next_cursor.map(|c| c.to_string()),
+        }
+    }
+}
+
+/// Loads a tenant after checking the caller may see it: 403 for another tenant's token,
+/// 404 when an admin names a tenant that does not exist.
+pub async fn visible_tenant(
+    state: &AppState,
+    principal: &extract::Principal,
+    tenant_id: &str,
+) -> Result<crate::store::Tenant, ApiError> {
+    principal.check_tenant(tenant_id)?;
+    state
+        .store
+        .get_tenant(tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))
+}

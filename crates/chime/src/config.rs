@@ -1,0 +1,221 @@
+//! Settings: one typed `Config`, built from the commented defaults in `config.default.toml`,
+//! then a config file, then `CHIME_*` environment variables and flags; validated once here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The defaults, which are also the documentation of every setting.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config.default.toml");
+
+/// The validated settings of one `chime serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the REST API listens.
+    pub listen: SocketAddr,
+    /// Holds the SQLite file and the generated admin token.
+    pub data_dir: PathBuf,
+    /// `sqlite://…`; `None` means `<data_dir>/chime.db`.
+    pub database_url: Option<String>,
+    /// Internal ranges opened for delivery.
+    pub allow_targets: Vec<IpNet>,
+    /// Fixed admin token; `None` means generate one on first start.
+    pub admin_token: Option<String>,
+    /// Delays before each retry.
+    pub retry_schedule: Vec<Duration>,
+    /// Deadline of one attempt.
+    pub request_timeout: Duration,
+    /// API request body limit.
+    pub max_body_bytes: usize,
+    /// How long in-flight attempts may finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// Attempts in flight per endpoint.
+    pub endpoint_concurrency: u32,
+    /// Attempts in flight in all.
+    pub max_in_flight: usize,
+    /// Reservation time of a claimed delivery.
+    pub lease: Duration,
+    /// Fallback scan period.
+    pub poll_interval: Duration,
+    /// Bytes of a response kept with its attempt.
+    pub response_capture_bytes: usize,
+}
+
+/// One layer of settings as written in a file or given by flags/environment: every field
+/// optional, so layers can be merged.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub allow_targets: Option<String>,
+    pub admin_token: Option<String>,
+    pub retry_schedule: Option<String>,
+    pub request_timeout: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub shutdown_grace: Option<String>,
+    pub endpoint_concurrency: Option<u32>,
+    pub max_in_flight: Option<usize>,
+    pub lease: Option<String>,
+    pub poll_interval: Option<String>,
+    pub response_capture_bytes: Option<usize>,
+}
+
+impl Layer {
+    pub fn parse_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// `self` wins where it has a value.
+    pub fn over(self, base: Layer) -> Layer {
+        Layer {
+            listen: self.listen.or(base.listen),
+            data_dir: self.data_dir.or(base.data_dir),
+            database_url: self.database_url.or(base.database_url),
+            allow_targets: self.allow_targets.or(base.allow_targets),
+            admin_token: self.admin_token.or(base.admin_token),
+            retry_schedule: self.retry_schedule.or(base.retry_schedule),
+            request_timeout: self.request_timeout.or(base.request_timeout),
+            max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+            shutdown_grace: self.shutdown_grace.or(base.shutdown_grace),
+            endpoint_concurrency: self.endpoint_concurrency.or(base.endpoint_concurrency),
+            max_in_flight: self.max_in_flight.or(base.max_in_flight),
+            lease: self.lease.or(base.lease),
+            poll_interval: self.poll_interval.or(base.poll_interval),
+            response_capture_bytes: self.response_capture_bytes.or(base.response_capture_bytes),
+        }
+    }
+}
+
+fn duration(name: &str, v: Option<String>) -> Result<Duration, String> {
+    let v = v.ok_or_else(|| format!("{name} is not set"))?;
+    humantime::parse_duration(v.trim()).map_err(|e| format!("{name} = {v:?}: {e}"))
+}
+
+fn required<T>(name: &str, v: Option<T>) -> Result<T, String> {
+    v.ok_or_else(|| format!("{name} is not set"))
+}
+
+impl Config {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Self {
+        Self::from_layer(Layer::default()).expect("the default config is valid")
+    }
+
+    /// Validates a layer merged over the defaults.
+    pub fn from_layer(layer: Layer) -> Result<Self, String> {
+        let defaults = Layer::parse_toml(DEFAULT_CONFIG_TOML).expect("default config parses");
+        let l = layer.over(defaults);
+        let listen_text = required("listen", l.listen)?;
+        let listen = listen_text.parse().map_err(|_| {
+            format!("listen = {listen_text:?} is not an address such as 127.0.0.1:8088")
+        })?;
+        let database_url = l.database_url.filter(|s| !s.trim().is_empty());
+        if let Some(url) = &database_url {
+            if !url.starts_with("sqlite://") {
+                return Err(format!(
+                    "database_url {url:?}: only sqlite:// URLs are supported by this build"
+                ));
+            }
+        }
+        let allow_targets =
+            crate::net_policy::parse_cidr_list(&l.allow_targets.unwrap_or_default())
+                .map_err(|e| format!("allow_targets: {e}"))?;
+        let retry_schedule =
+            crate::retry::parse_schedule(&required("retry_schedule", l.retry_schedule)?)
+                .map_err(|e| format!("retry_schedule: {e}"))?;
+        let request_timeout = duration("request_timeout", l.request_timeout)?;
+        let lease = duration("lease", l.lease)?;
+        if lease <= request_timeout + Duration::from_secs(5) {
+            return Err(format!(
+                "lease ({lease:?}) must exceed request_timeout ({request_timeout:?}) by more than 5s"
+            ));
+        }
+        let endpoint_concurrency = required("endpoint_concurrency", l.endpoint_concurrency)?;
+        if !(1..=100).contains(&endpoint_concurrency) {
+            return Err("endpoint_concurrency must be between 1 and 100".into());
+        }
+        let max_in_flight = required("max_in_flight", l.max_in_flight)?;
+        if max_in_flight == 0 {
+            return Err("max_in_flight must be at least 1".into());
+        }
+        let admin_token = l.admin_token.filter(|t| !t.is_empty());
+        if let Some(t) = &admin_token {
+            if t.len() < 16 {
+                return Err("the admin token must be at least 16 characters".into());
+            }
+        }
+        Ok(Config {
+            listen,
+            data_dir: required("data_dir", l.data_dir)?,
+            database_url,
+            allow_targets,
+            admin_token,
+            retry_schedule,
+            request_timeout,
+            max_body_bytes: required("max_body_bytes", l.max_body_bytes)?,
+            shutdown_grace: duration("shutdown_grace", l.shutdown_grace)?,
+            endpoint_concurrency,
+            max_in_flight,
+            lease,
+            poll_interval: duration("poll_interval", l.poll_interval)?,
+            response_capture_bytes: required("response_capture_bytes", l.response_capture_bytes)?,
+        })
+    }
+
+    /// Path of the SQLite database file.
+    pub fn sqlite_path(&self) -> PathBuf {
+        match &self.database_url {
+            Some(url) => PathBuf::from(url.trim_start_matches("sqlite://")),
+            None => self.data_dir.join("chime.db"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = Config::defaults();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8088");
+        assert_eq!(c.data_dir, PathBuf::from("./chime-data"));
+        assert_eq!(c.retry_schedule.len(), 7);
+        assert_eq!(c.request_timeout, Duration::from_secs(15));
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert!(c.allow_targets.is_empty());
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn layers_override_and_validate() {
+        let file =
+            Layer::parse_toml("retry_schedule = \"10ms,20ms\"\nendpoint_concurrency = 2").unwrap();
+        let cli = Layer {
+            endpoint_concurrency: Some(3),
+            ..Default::default()
+        };
+        let c = Config::from_layer(cli.over(file)).unwrap();
+        assert_eq!(c.endpoint_concurrency, 3);
+        assert_eq!(
+            c.retry_schedule,
+            vec![Duration::from_millis(10), Duration::from_millis(20)]
+        );
+        assert!(Layer::parse_toml("nonsense = 1").is_err());
+        let bad = Layer {
+            request_timeout: Some("1h".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_layer(bad).unwrap_err().contains("lease"));
+        let bad = Layer {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_layer(bad).is_err());
+    }
+}

@@ -1,0 +1,302 @@
+//! The outbound HTTP side of a delivery: one pooled client whose resolver refuses internal
+//! addresses, and `attempt`, which signs and POSTs one delivery and classifies the result.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
+
+use crate::net_policy::TargetPolicy;
+
+/// Where and how to deliver for one endpoint, as the dispatcher caches it.
+#[derive(Debug)]
+pub struct Target {
+    pub endpoint_id: Arc<str>,
+    pub uri: http::Uri,
+    /// Every secret currently signing (several while a rotated secret overlaps).
+    pub secrets: Vec<chime_webhooks::Secret>,
+    pub enabled: bool,
+}
+
+/// The result of one HTTP try, before it is turned into a delivery state.
+#[derive(Debug, Clone)]
+pub struct HttpResult {
+    pub started_at_ms: i64,
+    pub duration: Duration,
+    pub status: Option<u16>,
+    /// `None` when the receiver answered 2xx.
+    pub error_kind: Option<ErrorKind>,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// Stable, documented reasons of a failed attempt (shown in the API as `error_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// TCP connection failed (refused, unreachable, reset while connecting).
+    Connect,
+    /// The host name did not resolve.
+    Dns,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// The target resolved to an address closed by the target policy.
+    RefusedTarget,
+    /// The receiver answered with a non-2xx status (redirects included: never followed).
+    Status,
+    /// The connection broke or the receiver spoke malformed HTTP.
+    Protocol,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Dns => "dns",
+            Self::Tls => "tls",
+            Self::RefusedTarget => "refused_target",
+            Self::Status => "status",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// Why the resolver refused a name; found again in the error chain to classify the attempt.
+#[derive(Debug, thiserror::Error)]
+enum ResolveError {
+    #[error("{0} resolves only to addresses closed to delivery")]
+    Refused(String),
+    #[error("could not resolve {0}: {1}")]
+    Lookup(String, std::io::Error),
+}
+
+/// A DNS resolver that drops addresses the policy closes, so a name cannot be used to reach
+/// an internal address and there is no window between check and connect.
+#[derive(Clone)]
+struct GuardedResolver {
+    policy: Arc<TargetPolicy>,
+}
+
+impl tower::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ResolveError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| ResolveError::Lookup(host.clone(), e))?
+                .collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(ResolveError::Refused(host));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
+
+type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+
+/// The shared delivery client: keep-alive connections pooled per endpoint host.
+#[derive(Clone)]
+pub struct DeliveryClient {
+    client: Client<HttpsConnector, Full<Bytes>>,
+    policy: Arc<TargetPolicy>,
+    timeout: Duration,
+    capture: usize,
+    user_agent: http::HeaderValue,
+}
+
+/// Bytes of a response read in all; past that the connection is dropped rather than drained.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+impl DeliveryClient {
+    pub fn new(policy: TargetPolicy, timeout: Duration, capture: usize) -> Self {
+        let policy = Arc::new(policy);
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+            policy: policy.clone(),
+        });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring provider supports the default protocol versions")
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(tls);
+        Self {
+            client,
+            policy,
+            timeout,
+            capture,
+            user_agent: http::HeaderValue::from_static(concat!(
+                "chime/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+
+    /// Signs and POSTs one delivery. Never fails: every problem becomes an `HttpResult`.
+    pub async fn attempt(&self, target: &Target, msg_id: &str, body: Bytes) -> HttpResult {
+        let started_at_ms = crate::model::now_millis();
+        let started = Instant::now();
+        let finish =
+            |status, kind: Option<ErrorKind>, error: Option<String>, response| HttpResult {
+                started_at_ms,
+                duration: started.elapsed(),
+                status,
+                error_kind: kind,
+                error,
+                response,
+            };
+
+        if let Some(ip) = crate::model::ip_literal(&target.uri) {
+            if !self.policy.permits(ip) {
+                return finish(
+                    None,
+                    Some(ErrorKind::RefusedTarget),
+                    Some(format!("{ip} is closed to delivery (see --allow-targets)")),
+                    None,
+                );
+            }
+        }
+
+        let timestamp = started_at_ms / 1000;
+        let signature = signature_header(&target.secrets, msg_id, timestamp, &body);
+        let request = http::Request::post(target.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, self.user_agent.clone())
+            .header("webhook-id", msg_id)
+            .header("webhook-timestamp", timestamp)
+            .header("webhook-signature", signature)
+            .body(Full::new(body));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return finish(None, Some(ErrorKind::Protocol), Some(e.to_string()), None),
+        };
+
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            let captured = read_capped(response.into_body(), self.capture).await;
+            Ok::<_, hyper_util::client::legacy::Error>((status, captured))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => finish(
+                None,
+                Some(ErrorKind::Timeout),
+                Some(format!("no complete answer within {:?}", self.timeout)),
+                None,
+            ),
+            Ok(Err(e)) => {
+                let (kind, text) = classify(&e);
+                finish(None, Some(kind), Some(text), None)
+            }
+            Ok(Ok((status, captured))) => {
+                let kind = (!status.is_success()).then_some(ErrorKind::Status);
+                let error = kind.map(|_| format!("the receiver answered {status}"));
+                finish(Some(status.as_u16()), kind, error, Some(captured))
+            }
+        }
+    }
+}
+
+/// `v1,<sig>` for each secret, space separated, as the Standard Webhooks spec asks.
+pub fn signature_header(
+    secrets: &[chime_webhooks::Secret],
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    let mut out = String::with_capacity(secrets.len() * 48);
+    for (i, secret) in secrets.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(&chime_webhooks::sign(secret, msg_id, timestamp, body));
+    }
+    out
+}
+
+/// Reads the first `capture` bytes of a body as text, then drains up to `DRAIN_LIMIT` so the
+/// connection can be reused; a longer body is abandoned (and its connection closed).
+async fn read_capped(mut body: hyper::body::Incoming, capture: usize) -> String {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while seen <= DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    seen += data.len();
+                    if kept.len() < capture {
+                        let take = (capture - kept.len()).min(data.len());
+                        kept.extend_from_slice(&data[..take]);
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> (ErrorKind, String) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut text = e.to_string();
+    while let Some(err) = source {
+        if let Some(r) = err.downcast_ref::<ResolveError>() {
+            let kind = match r {
+                ResolveError::Refused(_) => ErrorKind::RefusedTarget,
+                ResolveError::Lookup(..) => ErrorKind::Dns,
+            };
+            return (kind, r.to_string());
+        }
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return (ErrorKind::Tls, format!("TLS: {tls}"));
+        }
+        // rustls reports through io::Error, whose `source()` skips the wrapped error itself.
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return (ErrorKind::Tls, format!("TLS: {tls}"));
+        }
+        if err.source().is_none() {
+            text = format!("{e}: {err}");
+        }
+        source = err.source();
+    }
+    if e.is_connect() {
+        (ErrorKind::Connect, text)
+    } else {
+        (ErrorKind::Protocol, text)
+    }
+}

@@ -1,0 +1,121 @@
+//! From an HTTP result to a delivery's next state: a pure function, so retry behaviour is
+//! tested without a network.
+
+use std::time::Duration;
+
+use crate::dispatch::http::HttpResult;
+use crate::model::new_id;
+use crate::retry::{NextStep, next_step};
+use crate::store::{Attempt, DeliveryStatus, Job, Outcome};
+
+/// The attempt row and the delivery's new state for one finished try.
+pub fn outcome_of(job: &Job, res: HttpResult, schedule: &[Duration], jitter: f64) -> Outcome {
+    let duration_ms = res.duration.as_millis().min(u32::MAX as u128) as u32;
+    let finished_at = res.started_at_ms + duration_ms as i64;
+    let succeeded = res.error_kind.is_none();
+    let (status, next_attempt_at, cycle_failures) = if succeeded {
+        (DeliveryStatus::Succeeded, None, job.cycle_failures)
+    } else {
+        let failures = job.cycle_failures + 1;
+        match next_step(schedule, failures, jitter) {
+            NextStep::RetryIn(delay) => (
+                DeliveryStatus::Pending,
+                Some(finished_at + delay.as_millis() as i64),
+                failures,
+            ),
+            NextStep::GiveUp => (DeliveryStatus::Failed, None, failures),
+        }
+    };
+    Outcome {
+        delivery_id: job.delivery_id.clone(),
+        lease_token: job.lease_token,
+        attempt: Attempt {
+            id: new_id("att"),
+            delivery_id: job.delivery_id.clone(),
+            started_at: res.started_at_ms,
+            duration_ms,
+            status_code: res.status,
+            error_kind: res.error_kind.map(|k| k.as_str().to_owned()),
+            error: res.error,
+            response: res.response,
+            succeeded,
+        },
+        status,
+        next_attempt_at,
+        cycle_failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::http::ErrorKind;
+    use std::sync::Arc;
+
+    fn job(cycle_failures: u32) -> Job {
+        Job {
+            delivery_id: "dlv_1".into(),
+            event_id: "evt_1".into(),
+            tenant_id: "t".into(),
+            endpoint_id: Arc::from("ep_1"),
+            body: bytes::Bytes::from_static(b"{}"),
+            cycle_failures,
+            lease_token: 7,
+        }
+    }
+
+    fn result(status: Option<u16>, kind: Option<ErrorKind>) -> HttpResult {
+        HttpResult {
+            started_at_ms: 1_000,
+            duration: Duration::from_millis(50),
+            status,
+            error_kind: kind,
+            error: None,
+            response: None,
+        }
+    }
+
+    #[test]
+    fn success_finishes_the_delivery() {
+        let o = outcome_of(
+            &job(2),
+            result(Some(200), None),
+            &[Duration::from_secs(1)],
+            0.0,
+        );
+        assert_eq!(o.status, DeliveryStatus::Succeeded);
+        assert_eq!(o.next_attempt_at, None);
+        assert!(o.attempt.succeeded);
+        assert_eq!(o.lease_token, 7);
+    }
+
+    #[test]
+    fn failure_schedules_from_the_end_of_the_attempt() {
+        let sched = [Duration::from_secs(10), Duration::from_secs(20)];
+        let o = outcome_of(
+            &job(0),
+            result(Some(500), Some(ErrorKind::Status)),
+            &sched,
+            0.0,
+        );
+        assert_eq!(o.status, DeliveryStatus::Pending);
+        assert_eq!(o.next_attempt_at, Some(1_050 + 10_000));
+        assert_eq!(o.cycle_failures, 1);
+        assert_eq!(o.attempt.error_kind.as_deref(), Some("status"));
+        let o = outcome_of(&job(1), result(None, Some(ErrorKind::Timeout)), &sched, 0.0);
+        assert_eq!(o.next_attempt_at, Some(1_050 + 20_000));
+    }
+
+    #[test]
+    fn exhausted_schedule_fails() {
+        let o = outcome_of(
+            &job(2),
+            result(Some(503), Some(ErrorKind::Status)),
+            &[Duration::ZERO; 2],
+            0.0,
+        );
+        assert_eq!(o.status, DeliveryStatus::Failed);
+        assert_eq!(o.next_attempt_at, None);
+        assert_eq!(o.cycle_failures, 3);
+    }
+}

@@ -1,0 +1,166 @@
+//! chime: a webhook delivery service (`chime serve`) and the tools around it.
+//!
+//! # Layout
+//! - `config`: the typed settings and their layered loading.
+//! - `model`: the domain's validated types (ids, event names, patterns, URLs, time).
+//! - `store`: the storage interface and its SQLite backend (the only place with SQL).
+//! - `api`: the REST API v1 (axum), thin handlers over the store and the dispatcher.
+//! - `dispatch`: claims due deliveries, POSTs them (signed, SSRF-guarded), records attempts.
+//! - `retry`, `net_policy`, `auth`: pure pieces: retry timing, target ranges, tokens.
+//! - `cli`: the `chime` command line (`serve` and friends).
+//!
+//! `run` is the whole service given a bound listener and a shutdown token; the binary and the
+//! tests both go through it.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod model;
+pub mod net_policy;
+pub mod retry;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use config::Config;
+use dispatch::{DispatchConfig, Dispatcher};
+use store::{Store, TokenScope};
+
+/// How the admin token was settled at start-up; what the operator is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminToken {
+    /// `CHIME_ADMIN_TOKEN` is set.
+    FromEnvironment,
+    /// Generated now: shown once, and written to this file.
+    Generated { token: String, file: PathBuf },
+    /// Generated at an earlier start; the file (if still there) holds it.
+    Existing { file: PathBuf },
+}
+
+const ADMIN_TOKEN_META: &str = "admin_token_generated_at";
+
+/// Generates and stores the admin token on first start, unless one is configured.
+async fn settle_admin_token(config: &Config, store: &dyn Store) -> anyhow::Result<AdminToken> {
+    if config.admin_token.is_some() {
+        return Ok(AdminToken::FromEnvironment);
+    }
+    let file = config.data_dir.join("admin-token");
+    let now = model::now_millis();
+    if !store
+        .put_meta_if_absent(ADMIN_TOKEN_META, &now.to_string())
+        .await?
+    {
+        return Ok(AdminToken::Existing { file });
+    }
+    let token = auth::generate_token();
+    write_secret_file(&file, &token)
+        .with_context(|| format!("writing the admin token to {}", file.display()))?;
+    store
+        .create_token(&auth::hash_token(&token), TokenScope::Admin, now)
+        .await?;
+    Ok(AdminToken::Generated { token, file })
+}
+
+fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// A running service's facts, reported once it is ready.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub addr: std::net::SocketAddr,
+    pub database: PathBuf,
+    pub admin_token: AdminToken,
+}
+
+/// Runs `chime serve` until `shutdown` is cancelled, then shuts down gracefully: stop taking
+/// requests, let in-flight attempts finish within the grace period, release the rest.
+/// `on_start` is told where it listens and how to get the admin token.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(&Started),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let db_path = config.sqlite_path();
+    let sqlite = tokio::task::spawn_blocking({
+        let p = db_path.clone();
+        move || store::sqlite::SqliteStore::open(&p)
+    })
+    .await??;
+    let store: Arc<dyn Store> = Arc::new(sqlite);
+    // One process owns the SQLite file (it holds the lock), so every lease is stale.
+    store.reset_leases().await?;
+    let admin_token = settle_admin_token(&config, store.as_ref()).await?;
+
+    let policy = net_policy::TargetPolicy::new(config.allow_targets.clone());
+    let client = dispatch::http::DeliveryClient::new(
+        policy.clone(),
+        config.request_timeout,
+        config.response_capture_bytes,
+    );
+    let (dispatcher, handle) = Dispatcher::new(
+        store.clone(),
+        client,
+        DispatchConfig {
+            retry_schedule: config.retry_schedule.clone(),
+            endpoint_concurrency: config.endpoint_concurrency,
+            max_in_flight: config.max_in_flight,
+            lease: config.lease,
+            poll_interval: config.poll_interval,
+            shutdown_grace: config.shutdown_grace,
+        },
+    );
+    let state = api::AppState {
+        store: store.clone(),
+        dispatch: handle,
+        auth: Arc::new(auth::Authenticator::new(
+            store.clone(),
+            config.admin_token.as_deref(),
+        )),
+        policy: Arc::new(policy),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let app = api::router(state);
+
+    let dispatcher_stop = CancellationToken::new();
+    let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_stop.clone()));
+
+    on_start(&Started {
+        addr: listener.local_addr()?,
+        database: db_path,
+        admin_token,
+    });
+
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    tracing::info!("stopped taking requests; finishing in-flight deliveries");
+    dispatcher_stop.cancel();
+    dispatcher_task
+        .await
+        .context("the dispatcher task failed")?;
+    drop(store);
+    served.context("the HTTP server failed")?;
+    Ok(())
+}

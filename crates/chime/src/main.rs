@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    chime::cli::main_with_args()
+}

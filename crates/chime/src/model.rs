@@ -1,0 +1,255 @@
+//! The words of the domain as validated types: ids, event names, subscription patterns,
+//! endpoint URLs and timestamps. Everything arriving at the API edge is parsed into these
+//! ("parse, don't validate"), so code further in can trust them.
+
+use std::fmt;
+
+/// Milliseconds since the Unix epoch: the one time unit stored and passed around.
+pub type Millis = i64;
+
+/// The wall clock in milliseconds. One function so that every stored time comes from one place.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 text of a stored time, as the API shows it.
+pub fn format_time(ms: Millis) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A new prefixed, time-ordered id such as `evt_01JD…` (a lower-case ULID after the prefix).
+pub fn new_id(prefix: &str) -> String {
+    let ulid = ulid::Ulid::generate().to_string().to_ascii_lowercase();
+    let mut s = String::with_capacity(prefix.len() + 1 + ulid.len());
+    s.push_str(prefix);
+    s.push('_');
+    s.push_str(&ulid);
+    s
+}
+
+/// Why an input was refused; the text is shown to the API user as the error detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, Invalid> {
+    Err(Invalid(msg.into()))
+}
+
+/// Tenant ids: a slug chosen by the user (so it can be their own customer id) or generated.
+/// Ids starting with `_` are reserved for chime itself (the `_chime` system tenant).
+pub fn parse_tenant_id(s: &str) -> Result<String, Invalid> {
+    if s.is_empty() || s.len() > 64 {
+        return invalid("tenant id must be 1 to 64 characters");
+    }
+    if s.starts_with('_') {
+        return invalid("tenant ids starting with '_' are reserved");
+    }
+    let ok = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        return invalid("tenant id may contain only lower-case letters, digits, '-' and '_'");
+    }
+    Ok(s.to_owned())
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':' | b'/')
+}
+
+/// An event name such as `order_created` or `order.created`.
+pub fn parse_event_name(s: &str) -> Result<String, Invalid> {
+    if s.is_empty() {
+        return invalid("event name must not be empty");
+    }
+    if s.len() > 128 {
+        return invalid("event name must be at most 128 characters");
+    }
+    if !s.bytes().all(is_name_byte) {
+        return invalid(format!(
+            "event name {s:?} may contain only letters, digits and '_', '.', '-', ':', '/'"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// One subscription pattern: `*` (everything), an exact name, or a prefix ending in `*`
+/// such as `order.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventPattern {
+    All,
+    Exact(String),
+    Prefix(String),
+}
+
+impl EventPattern {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        if s == "*" {
+            return Ok(Self::All);
+        }
+        match s.strip_suffix('*') {
+            Some(prefix) => {
+                if prefix.contains('*') {
+                    return invalid(format!("pattern {s:?}: '*' may only end a pattern"));
+                }
+                parse_event_name(prefix)
+                    .map(Self::Prefix)
+                    .map_err(|e| Invalid(format!("pattern {s:?}: {e}")))
+            }
+            None => parse_event_name(s).map(Self::Exact),
+        }
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Exact(n) => n == name,
+            Self::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+
+    pub fn as_text(&self) -> String {
+        match self {
+            Self::All => "*".to_owned(),
+            Self::Exact(n) => n.clone(),
+            Self::Prefix(p) => format!("{p}*"),
+        }
+    }
+}
+
+/// What an endpoint subscribes to: any of its patterns matching is enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription(Vec<EventPattern>);
+
+impl Subscription {
+    pub const MAX_PATTERNS: usize = 100;
+
+    pub fn all() -> Self {
+        Self(vec![EventPattern::All])
+    }
+
+    pub fn parse(patterns: &[String]) -> Result<Self, Invalid> {
+        if patterns.is_empty() {
+            return invalid("events must list at least one pattern (use [\"*\"] for all)");
+        }
+        if patterns.len() > Self::MAX_PATTERNS {
+            return invalid(format!(
+                "events may list at most {} patterns",
+                Self::MAX_PATTERNS
+            ));
+        }
+        patterns
+            .iter()
+            .map(|p| EventPattern::parse(p))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.iter().any(|p| p.matches(name))
+    }
+
+    pub fn to_texts(&self) -> Vec<String> {
+        self.0.iter().map(EventPattern::as_text).collect()
+    }
+}
+
+/// An endpoint URL: absolute http(s), with a host, without credentials, at most 2 KiB.
+pub fn parse_endpoint_url(s: &str) -> Result<http::Uri, Invalid> {
+    if s.len() > 2048 {
+        return invalid("url must be at most 2048 characters");
+    }
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| Invalid(format!("url is not a valid URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        Some(other) => return invalid(format!("url scheme must be http or https, not {other:?}")),
+        None => return invalid("url must be absolute (http:// or https://)"),
+    }
+    let Some(authority) = uri.authority() else {
+        return invalid("url must have a host");
+    };
+    if authority.as_str().contains('@') {
+        return invalid("url must not contain credentials");
+    }
+    if authority.host().is_empty() {
+        return invalid("url must have a host");
+    }
+    Ok(uri)
+}
+
+/// The host of a URL as an IP address, when the URL names one literally.
+pub fn ip_literal(uri: &http::Uri) -> Option<std::net::IpAddr> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_as_documented() {
+        let sub = Subscription::parse(&["order.*".into(), "user_created".into()]).unwrap();
+        assert!(sub.matches("order.created"));
+        assert!(sub.matches("order.refunded"));
+        assert!(sub.matches("user_created"));
+        assert!(!sub.matches("user_deleted"));
+        assert!(!sub.matches("orders"));
+        assert!(Subscription::all().matches("anything"));
+        assert!(EventPattern::parse("a*b*").is_err());
+        assert!(EventPattern::parse("").is_err());
+        assert!(Subscription::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn tenant_ids() {
+        assert!(parse_tenant_id("acme").is_ok());
+        assert!(parse_tenant_id("acme-2_x").is_ok());
+        assert!(parse_tenant_id("_chime").is_err());
+        assert!(parse_tenant_id("Acme").is_err());
+        assert!(parse_tenant_id("").is_err());
+        assert!(parse_tenant_id("a b").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert!(parse_endpoint_url("https://example.com/hook").is_ok());
+        assert!(parse_endpoint_url("ftp://example.com/").is_err());
+        assert!(parse_endpoint_url("/relative").is_err());
+        assert!(parse_endpoint_url("http://user:pw@example.com/").is_err());
+        let u = parse_endpoint_url("http://[::1]:8080/x").unwrap();
+        assert_eq!(ip_literal(&u), Some("::1".parse().unwrap()));
+        let u = parse_endpoint_url("http://10.1.2.3/x").unwrap();
+        assert_eq!(ip_literal(&u), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(
+            ip_literal(&parse_endpoint_url("http://example.com").unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn ids_are_prefixed_and_ordered() {
+        let a = new_id("evt");
+        assert!(a.starts_with("evt_"));
+        assert_eq!(a.len(), 4 + 26);
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,294 @@
+//! The store: the one interface through which chime reads and writes its durable state.
+//!
+//! `Store` is implemented by `sqlite::SqliteStore` (the embedded default). Only modules under
+//! `store/` contain SQL. Its behaviour is specified by the conformance suite in
+//! `tests/store_conformance.rs`, which every backend must pass.
+//!
+//! Times are `Millis`. Ids are prefixed strings (`evt_…`). Lists are cursor-paginated on an
+//! internal monotonic sequence, newest first.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::model::Millis;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: Option<String>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    /// Subscription patterns as text (`*`, `order.*`, `user_created`).
+    pub events: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    /// `whsec_…`.
+    pub secret: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// The exact bytes that are signed and sent: `{"event":…,"data":…}`.
+    pub payload: Bytes,
+    pub idempotency_key: Option<String>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (now, or a scheduled retry), or in flight.
+    Pending,
+    Succeeded,
+    /// Retries exhausted: the dead-letter list.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub tenant_id: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub endpoint_id: String,
+    pub status: DeliveryStatus,
+    /// Attempts made in all.
+    pub attempts: u32,
+    pub next_attempt_at: Option<Millis>,
+    pub last_attempt_at: Option<Millis>,
+    pub last_status_code: Option<u16>,
+    pub last_error_kind: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: String,
+    pub delivery_id: String,
+    pub started_at: Millis,
+    pub duration_ms: u32,
+    pub status_code: Option<u16>,
+    /// Stable machine reason of a failure (`timeout`, `connect`, `status`, …); `None` on success.
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    /// The first bytes of the response body, as text.
+    pub response: Option<String>,
+    pub succeeded: bool,
+}
+
+/// A reservation of deliveries by one node. Completion is fenced by `token`, so a delivery
+/// whose lease expired and was claimed again cannot be recorded twice.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub owner: Arc<str>,
+    pub token: i64,
+    pub until: Millis,
+}
+
+/// One delivery reserved for this node, with everything needed to attempt it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub delivery_id: String,
+    pub event_id: String,
+    pub tenant_id: String,
+    pub endpoint_id: Arc<str>,
+    pub body: Bytes,
+    /// Failed attempts since the schedule last started (retry position).
+    pub cycle_failures: u32,
+    pub lease_token: i64,
+}
+
+/// What publishing stored (or, for a repeated idempotency key, what it had stored before).
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub event: Event,
+    pub deliveries: Vec<(String, String)>,
+    /// The deliveries as leased jobs, ready for the dispatcher; empty for a repeat.
+    pub jobs: Vec<Job>,
+    /// The endpoints the jobs go to, as read in the publishing transaction.
+    pub endpoints: Vec<Endpoint>,
+    /// True when the idempotency key was seen before and nothing new was stored.
+    pub repeated: bool,
+}
+
+pub struct NewEvent {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub payload: Bytes,
+    pub idempotency_key: Option<String>,
+    pub created_at: Millis,
+}
+
+/// The result of one attempt, to be recorded with the delivery's new state in one transaction.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub delivery_id: String,
+    pub lease_token: i64,
+    pub attempt: Attempt,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<Millis>,
+    pub cycle_failures: u32,
+}
+
+pub struct Claimed {
+    pub jobs: Vec<Job>,
+    pub endpoint: Option<Endpoint>,
+    /// Earliest due time of this endpoint's pending, unleased deliveries still in the store.
+    pub next_due: Option<Millis>,
+}
+
+/// Cursor pagination: `limit` rows strictly older than `cursor`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: u32,
+    pub cursor: Option<i64>,
+}
+
+pub struct Listed<T> {
+    pub rows: Vec<T>,
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+}
+
+/// The scope of an API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    Admin,
+    Tenant(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- tokens and settings ---
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    /// Sets `key` unless it is set already; returns whether it was set now.
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<bool>;
+    async fn create_token(&self, hash: &str, scope: TokenScope, now: Millis) -> Result<()>;
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenScope>>;
+
+    // --- tenants ---
+    /// `Conflict` if the id exists.
+    async fn create_tenant(&self, tenant: Tenant) -> Result<()>;
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    async fn list_tenants(&self, page: Page) -> Result<Listed<Tenant>>;
+    /// Deletes the tenant and everything it owns. `NotFound` if absent.
+    async fn delete_tenant(&self, id: &str) -> Result<()>;
+
+    // --- endpoints ---
+    /// `NotFound` if the tenant does not exist.
+    async fn create_endpoint(&self, endpoint: Endpoint) -> Result<()>;
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
+    async fn list_endpoints(&self, tenant_id: &str, page: Page) -> Result<Listed<Endpoint>>;
+    /// Replaces the mutable fields. `NotFound` if absent.
+    async fn update_endpoint(&self, endpoint: Endpoint) -> Result<()>;
+    /// Deletes the endpoint with its deliveries and attempts. `NotFound` if absent.
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<()>;
+
+    // --- events ---
+    /// Stores the event and one delivery per matching enabled endpoint in one transaction,
+    /// the deliveries leased to the caller (the fast path hands them to the dispatcher
+    /// without another read). A known idempotency key returns the stored result instead
+    /// (`Conflict` if the payload differs). `NotFound` if the tenant does not exist.
+    async fn publish(&self, event: NewEvent, lease: Lease) -> Result<Published>;
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
+    async fn list_events(
+        &self,
+        tenant_id: &str,
+        name: Option<&str>,
+        page: Page,
+    ) -> Result<Listed<Event>>;
+
+    // --- deliveries ---
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>>;
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+        page: Page,
+    ) -> Result<Listed<Delivery>>;
+    async fn list_attempts(&self, delivery_id: &str, page: Page) -> Result<Listed<Attempt>>;
+    /// Makes a delivery due now with a fresh retry schedule. `Conflict` while it is in flight.
+    async fn retry_delivery(&self, tenant_id: &str, id: &str, now: Millis) -> Result<Delivery>;
+
+    // --- dispatch ---
+    /// Leases up to `limit` due, unleased pending deliveries of one endpoint, oldest due first.
+    async fn claim(
+        &self,
+        endpoint_id: &str,
+        limit: u32,
+        now: Millis,
+        lease: &Lease,
+    ) -> Result<Claimed>;
+    /// Records attempts and the deliveries' new states; each is applied only if its lease
+    /// token still holds. Returns, per outcome, whether it was applied.
+    async fn record(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>>;
+    /// Gives leased deliveries back (makes them claimable at once).
+    async fn release(&self, jobs: Vec<(String, i64)>) -> Result<()>;
+    /// Gives back every lease held by `owner`.
+    async fn release_owner(&self, owner: &str) -> Result<()>;
+    /// Clears every lease: used at start by a backend whose data one process owns alone.
+    async fn reset_leases(&self) -> Result<()>;
+    /// Per endpoint with pending, unleased deliveries: the earliest due time.
+    async fn due_summary(&self, now: Millis) -> Result<Vec<(String, Millis)>>;
+    async fn get_endpoint_by_id(&self, id: &str) -> Result<Option<Endpoint>>;
+}

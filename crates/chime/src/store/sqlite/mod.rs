@@ -1,0 +1,925 @@
+//! The embedded SQLite backend: one file in WAL mode, one writer thread with group commit
+//! (`writer`), and a small pool of read-only connections for queries.
+//!
+//! One process owns a database file at a time (an exclusive lock on `<file>.lock`), which is
+//! why `reset_leases` may clear every lease at start.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::model::{Millis, new_id};
+use writer::Writer;
+
+const READERS: usize = 4;
+
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Readers>,
+    /// Held for the store's lifetime: the lock that makes this process the file's only owner.
+    _lock: std::fs::File,
+}
+
+struct Readers {
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16000;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        // A previous owner in this process (a restart in tests) may still be closing: wait a
+        // little for its lock before declaring the file busy.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while lock.try_lock().is_err() {
+            if std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+            anyhow::bail!(
+                "{} is in use by another chime process (lock {} is held)",
+                path.display(),
+                lock_path.display()
+            );
+        }
+        let mut conn = open_conn(path)?;
+        schema::migrate(&mut conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = open_conn(path)?;
+            r.execute_batch("PRAGMA query_only = ON")?;
+            readers.push(r);
+        }
+        let (writer, _thread) = Writer::spawn(conn);
+        Ok(Self {
+            writer,
+            readers: Arc::new(Readers {
+                conns: Mutex::new(readers),
+                permits: Semaphore::new(READERS),
+            }),
+            _lock: lock,
+        })
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let _permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Backend("store closed".into()))?;
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers
+                .conns
+                .lock()
+                .expect("reader pool lock")
+                .pop()
+                .expect("a permit guarantees a connection");
+            let result = f(&conn);
+            readers.conns.lock().expect("reader pool lock").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+    }
+}
+
+// ---- row mapping ----
+
+const TENANT_COLS: &str = "id, name, created_at, seq";
+fn tenant_row(r: &Row) -> rusqlite::Result<(Tenant, i64)> {
+    Ok((
+        Tenant {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created_at: r.get(2)?,
+        },
+        r.get(3)?,
+    ))
+}
+
+const ENDPOINT_COLS: &str =
+    "id, tenant_id, url, events, description, enabled, secret, created_at, updated_at, seq";
+fn endpoint_row(r: &Row) -> rusqlite::Result<(Endpoint, i64)> {
+    let events: String = r.get(3)?;
+    Ok((
+        Endpoint {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            url: r.get(2)?,
+            events: serde_json::from_str(&events).unwrap_or_default(),
+            description: r.get(4)?,
+            enabled: r.get(5)?,
+            secret: r.get(6)?,
+            created_at: r.get(7)?,
+            updated_at: r.get(8)?,
+        },
+        r.get(9)?,
+    ))
+}
+
+const EVENT_COLS: &str = "id, tenant_id, name, payload, idempotency_key, created_at, seq";
+fn event_row(r: &Row) -> rusqlite::Result<(Event, i64)> {
+    let payload: Vec<u8> = r.get(3)?;
+    Ok((
+        Event {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            name: r.get(2)?,
+            payload: Bytes::from(payload),
+            idempotency_key: r.get(4)?,
+            created_at: r.get(5)?,
+        },
+        r.get(6)?,
+    ))
+}
+
+const DELIVERY_COLS: &str = "id, tenant_id, event_id, event_name, endpoint_id, status, attempts, \
+     next_attempt_at, last_attempt_at, last_status_code, last_error_kind, created_at, updated_at, seq";
+fn delivery_row(r: &Row) -> rusqlite::Result<(Delivery, i64)> {
+    let status: String = r.get(5)?;
+    Ok((
+        Delivery {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            event_id: r.get(2)?,
+            event_name: r.get(3)?,
+            endpoint_id: r.get(4)?,
+            status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+            attempts: r.get(6)?,
+            next_attempt_at: r.get(7)?,
+            last_attempt_at: r.get(8)?,
+            last_status_code: r.get(9)?,
+            last_error_kind: r.get(10)?,
+            created_at: r.get(11)?,
+            updated_at: r.get(12)?,
+        },
+        r.get(13)?,
+    ))
+}
+
+const ATTEMPT_COLS: &str = "id, delivery_id, started_at, duration_ms, status_code, error_kind, error, response, succeeded, seq";
+fn attempt_row(r: &Row) -> rusqlite::Result<(Attempt, i64)> {
+    Ok((
+        Attempt {
+            id: r.get(0)?,
+            delivery_id: r.get(1)?,
+            started_at: r.get(2)?,
+            duration_ms: r.get(3)?,
+            status_code: r.get(4)?,
+            error_kind: r.get(5)?,
+            error: r.get(6)?,
+            response: r.get(7)?,
+            succeeded: r.get(8)?,
+        },
+        r.get(9)?,
+    ))
+}
+
+/// Turns `limit + 1` fetched rows into a page and the cursor of the next one.
+fn paginate<T>(mut rows: Vec<(T, i64)>, limit: u32) -> Listed<T> {
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|(_, seq)| *seq)
+    } else {
+        None
+    };
+    Listed {
+        rows: rows.into_iter().map(|(t, _)| t).collect(),
+        next_cursor,
+    }
+}
+
+fn cursor(page: Page) -> i64 {
+    page.cursor.unwrap_or(i64::MAX)
+}
+
+fn collect<T>(
+    mut stmt: rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    f: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    Ok(stmt
+        .query_map(params, f)?
+        .collect::<rusqlite::Result<Vec<T>>>()?)
+}
+
+fn tenant_exists(conn: &Connection, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM tenants WHERE id = ?1")?
+        .exists([id])?)
+}
+
+fn next_due(conn: &Connection, endpoint_id: &str, now: Millis) -> Result<Option<Millis>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT MIN(next_attempt_at) FROM deliveries
+             WHERE endpoint_id = ?1 AND status = 'pending'
+               AND (leased_until IS NULL OR leased_until <= ?2)",
+        )?
+        .query_row(params![endpoint_id, now], |r| r.get(0))?)
+}
+
+fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Published> {
+    if let Some(key) = &ev.idempotency_key {
+        let existing = conn
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND idempotency_key = ?2"
+            ))?
+            .query_row(params![ev.tenant_id, key], event_row)
+            .optional()?;
+        if let Some((event, _)) = existing {
+            if event.payload != ev.payload {
+                return Err(StoreError::Conflict(
+                    "this Idempotency-Key was already used with a different body".into(),
+                ));
+            }
+            let deliveries = collect(
+                conn.prepare_cached(
+                    "SELECT id, endpoint_id FROM deliveries WHERE event_id = ?1 ORDER BY seq",
+                )?,
+                [&event.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            return Ok(Published {
+                event,
+                deliveries,
+                jobs: vec![],
+                endpoints: vec![],
+                repeated: true,
+            });
+        }
+    }
+    if !tenant_exists(conn, &ev.tenant_id)? {
+        return Err(StoreError::NotFound);
+    }
+    let endpoints: Vec<Endpoint> = collect(
+        conn.prepare_cached(&format!(
+            "SELECT {ENDPOINT_COLS} FROM endpoints WHERE tenant_id = ?1 AND enabled = 1 ORDER BY seq"
+        ))?,
+        [&ev.tenant_id],
+        endpoint_row,
+    )?
+    .into_iter()
+    .map(|(e, _)| e)
+    .filter(|e| {
+        crate::model::Subscription::parse(&e.events)
+            .map(|s| s.matches(&ev.name))
+            .unwrap_or(false)
+    })
+    .collect();
+
+    conn.prepare_cached(
+        "INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        ev.id,
+        ev.tenant_id,
+        ev.name,
+        &ev.payload[..],
+        ev.idempotency_key,
+        ev.created_at
+    ])?;
+
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries (id, tenant_id, event_id, event_name, endpoint_id, status,
+             next_attempt_at, lease_owner, lease_token, leased_until, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?6, ?6)",
+    )?;
+    let mut deliveries = Vec::with_capacity(endpoints.len());
+    let mut jobs = Vec::with_capacity(endpoints.len());
+    for ep in &endpoints {
+        let id = new_id("dlv");
+        insert.execute(params![
+            id,
+            ev.tenant_id,
+            ev.id,
+            ev.name,
+            ep.id,
+            ev.created_at,
+            &*lease.owner,
+            lease.token,
+            lease.until
+        ])?;
+        jobs.push(Job {
+            delivery_id: id.clone(),
+            event_id: ev.id.clone(),
+            tenant_id: ev.tenant_id.clone(),
+            endpoint_id: Arc::from(ep.id.as_str()),
+            body: ev.payload.clone(),
+            cycle_failures: 0,
+            lease_token: lease.token,
+        });
+        deliveries.push((id, ep.id.clone()));
+    }
+    Ok(Published {
+        event: Event {
+            id: ev.id,
+            tenant_id: ev.tenant_id,
+            name: ev.name,
+            payload: ev.payload,
+            idempotency_key: ev.idempotency_key,
+            created_at: ev.created_at,
+        },
+        deliveries,
+        jobs,
+        endpoints,
+        repeated: false,
+    })
+}
+
+fn claim_tx(
+    conn: &Connection,
+    endpoint_id: &str,
+    limit: u32,
+    now: Millis,
+    lease: &Lease,
+) -> Result<Claimed> {
+    let endpoint = conn
+        .prepare_cached(&format!(
+            "SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = ?1"
+        ))?
+        .query_row([endpoint_id], endpoint_row)
+        .optional()?
+        .map(|(e, _)| e);
+    if endpoint.is_none() {
+        return Ok(Claimed {
+            jobs: vec![],
+            endpoint: None,
+            next_due: None,
+        });
+    }
+    let ep: Arc<str> = Arc::from(endpoint_id);
+    let rows: Vec<(String, String, String, u32, Vec<u8>)> = collect(
+        conn.prepare_cached(
+            "SELECT d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
+               AND (d.leased_until IS NULL OR d.leased_until <= ?2)
+             ORDER BY d.next_attempt_at, d.seq LIMIT ?3",
+        )?,
+        params![endpoint_id, now, limit],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    let mut lease_stmt = conn.prepare_cached(
+        "UPDATE deliveries SET lease_owner = ?1, lease_token = ?2, leased_until = ?3 WHERE id = ?4",
+    )?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    for (id, event_id, tenant_id, cycle_failures, payload) in rows {
+        lease_stmt.execute(params![&*lease.owner, lease.token, lease.until, id])?;
+        jobs.push(Job {
+            delivery_id: id,
+            event_id,
+            tenant_id,
+            endpoint_id: ep.clone(),
+            body: Bytes::from(payload),
+            cycle_failures,
+            lease_token: lease.token,
+        });
+    }
+    Ok(Claimed {
+        jobs,
+        endpoint,
+        next_due: next_due(conn, endpoint_id, now)?,
+    })
+}
+
+fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
+    let mut update = conn.prepare_cached(
+        "UPDATE deliveries SET status = ?1, attempts = attempts + 1, cycle_failures = ?2,
+             next_attempt_at = ?3, lease_owner = NULL, lease_token = NULL, leased_until = NULL,
+             last_attempt_at = ?4, last_status_code = ?5, last_error_kind = ?6, updated_at = ?7
+         WHERE id = ?8 AND lease_token = ?9",
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO attempts (id, delivery_id, started_at, duration_ms, status_code, error_kind,
+             error, response, succeeded)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut applied = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        let a = &o.attempt;
+        let finished_at = a.started_at + a.duration_ms as i64;
+        let n = update.execute(params![
+            o.status.as_str(),
+            o.cycle_failures,
+            o.next_attempt_at,
+            a.started_at,
+            a.status_code,
+            a.error_kind,
+            finished_at,
+            o.delivery_id,
+            o.lease_token
+        ])?;
+        if n == 1 {
+            insert.execute(params![
+                a.id,
+                a.delivery_id,
+                a.started_at,
+                a.duration_ms,
+                a.status_code,
+                a.error_kind,
+                a.error,
+                a.response,
+                a.succeeded
+            ])?;
+        }
+        applied.push(n == 1);
+    }
+    Ok(applied)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<bool> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)")?
+                    .execute([key, value])?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn create_token(&self, hash: &str, scope: TokenScope, now: Millis) -> Result<()> {
+        let hash = hash.to_owned();
+        let tenant = match scope {
+            TokenScope::Admin => None,
+            TokenScope::Tenant(t) => Some(t),
+        };
+        self.writer
+            .write(move |c| {
+                if let Some(t) = &tenant {
+                    if !tenant_exists(c, t)? {
+                        return Err(StoreError::NotFound);
+                    }
+                }
+                c.prepare_cached(
+                    "INSERT INTO tokens (hash, tenant_id, created_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![hash, tenant, now])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenScope>> {
+        let hash = hash.to_owned();
+        self.read(move |c| {
+            let row: Option<Option<String>> = c
+                .prepare_cached("SELECT tenant_id FROM tokens WHERE hash = ?1")?
+                .query_row([hash], |r| r.get(0))
+                .optional()?;
+            Ok(row.map(|t| match t {
+                None => TokenScope::Admin,
+                Some(t) => TokenScope::Tenant(t),
+            }))
+        })
+        .await
+    }
+
+    async fn create_tenant(&self, t: Tenant) -> Result<()> {
+        self.writer
+            .write(move |c| {
+                if tenant_exists(c, &t.id)? {
+                    return Err(StoreError::Conflict(format!(
+                        "tenant {:?} already exists",
+                        t.id
+                    )));
+                }
+                c.prepare_cached(
+                    "INSERT INTO tenants (id, seq, name, created_at)
+                     VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tenants), ?2, ?3)",
+                )?
+                .execute(params![t.id, t.name, t.created_at])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"))?
+                    .query_row([id], tenant_row)
+                    .optional()?
+                    .map(|(t, _)| t),
+            )
+        })
+        .await
+    }
+
+    async fn list_tenants(&self, page: Page) -> Result<Listed<Tenant>> {
+        self.read(move |c| {
+            let rows = collect(
+                c.prepare_cached(&format!(
+                    "SELECT {TENANT_COLS} FROM tenants WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+                ))?,
+                params![cursor(page), page.limit + 1],
+                tenant_row,
+            )?;
+            Ok(paginate(rows, page.limit))
+        })
+        .await
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |c| {
+                // Deliveries reference the tenant only by value; remove them explicitly.
+                c.prepare_cached("DELETE FROM deliveries WHERE tenant_id = ?1")?
+                    .execute([&id])?;
+                let n = c
+                    .prepare_cached("DELETE FROM tenants WHERE id = ?1")?
+                    .execute([&id])?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_endpoint(&self, e: Endpoint) -> Result<()> {
+        self.writer
+            .write(move |c| {
+                if !tenant_exists(c, &e.tenant_id)? {
+                    return Err(StoreError::NotFound);
+                }
+                c.prepare_cached(
+                    "INSERT INTO endpoints (id, tenant_id, url, events, description, enabled,
+                         secret, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    e.id,
+                    e.tenant_id,
+                    e.url,
+                    serde_json::to_string(&e.events).unwrap_or_else(|_| "[]".into()),
+                    e.description,
+                    e.enabled,
+                    e.secret,
+                    e.created_at,
+                    e.updated_at
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>> {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = ?1 AND tenant_id = ?2"
+            ))?
+            .query_row([id, tenant_id], endpoint_row)
+            .optional()?
+            .map(|(e, _)| e))
+        })
+        .await
+    }
+
+    async fn get_endpoint_by_id(&self, id: &str) -> Result<Option<Endpoint>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {ENDPOINT_COLS} FROM endpoints WHERE id = ?1"
+            ))?
+            .query_row([id], endpoint_row)
+            .optional()?
+            .map(|(e, _)| e))
+        })
+        .await
+    }
+
+    async fn list_endpoints(&self, tenant_id: &str, page: Page) -> Result<Listed<Endpoint>> {
+        let tenant_id = tenant_id.to_owned();
+        self.read(move |c| {
+            let rows = collect(
+                c.prepare_cached(&format!(
+                    "SELECT {ENDPOINT_COLS} FROM endpoints WHERE tenant_id = ?1 AND seq < ?2
+                     ORDER BY seq DESC LIMIT ?3"
+                ))?,
+                params![tenant_id, cursor(page), page.limit + 1],
+                endpoint_row,
+            )?;
+            Ok(paginate(rows, page.limit))
+        })
+        .await
+    }
+
+    async fn update_endpoint(&self, e: Endpoint) -> Result<()> {
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE endpoints SET url = ?1, events = ?2, description = ?3,
+                             enabled = ?4, secret = ?5, updated_at = ?6
+                         WHERE id = ?7 AND tenant_id = ?8",
+                    )?
+                    .execute(params![
+                        e.url,
+                        serde_json::to_string(&e.events).unwrap_or_else(|_| "[]".into()),
+                        e.description,
+                        e.enabled,
+                        e.secret,
+                        e.updated_at,
+                        e.id,
+                        e.tenant_id
+                    ])?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<()> {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached("DELETE FROM endpoints WHERE id = ?1 AND tenant_id = ?2")?
+                    .execute([id, tenant_id])?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn publish(&self, event: NewEvent, lease: Lease) -> Result<Published> {
+        self.writer
+            .write(move |c| publish_tx(c, event, &lease))
+            .await
+    }
+
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events WHERE id = ?1 AND tenant_id = ?2"
+            ))?
+            .query_row([id, tenant_id], event_row)
+            .optional()?
+            .map(|(e, _)| e))
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        tenant_id: &str,
+        name: Option<&str>,
+        page: Page,
+    ) -> Result<Listed<Event>> {
+        let (tenant_id, name) = (tenant_id.to_owned(), name.map(str::to_owned));
+        self.read(move |c| {
+            let rows = match name {
+                Some(name) => collect(
+                    c.prepare_cached(&format!(
+                        "SELECT {EVENT_COLS} FROM events
+                         WHERE tenant_id = ?1 AND name = ?2 AND seq < ?3
+                         ORDER BY seq DESC LIMIT ?4"
+                    ))?,
+                    params![tenant_id, name, cursor(page), page.limit + 1],
+                    event_row,
+                )?,
+                None => collect(
+                    c.prepare_cached(&format!(
+                        "SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND seq < ?2
+                         ORDER BY seq DESC LIMIT ?3"
+                    ))?,
+                    params![tenant_id, cursor(page), page.limit + 1],
+                    event_row,
+                )?,
+            };
+            Ok(paginate(rows, page.limit))
+        })
+        .await
+    }
+
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>> {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1 AND tenant_id = ?2"
+            ))?
+            .query_row([id, tenant_id], delivery_row)
+            .optional()?
+            .map(|(d, _)| d))
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+        page: Page,
+    ) -> Result<Listed<Delivery>> {
+        let tenant_id = tenant_id.to_owned();
+        let filter = filter.clone();
+        self.read(move |c| {
+            // Optional filters as `(?n IS NULL OR col = ?n)` keep one cached statement.
+            let rows = collect(
+                c.prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLS} FROM deliveries
+                     WHERE tenant_id = ?1 AND seq < ?2
+                       AND (?3 IS NULL OR status = ?3)
+                       AND (?4 IS NULL OR endpoint_id = ?4)
+                       AND (?5 IS NULL OR event_id = ?5)
+                     ORDER BY seq DESC LIMIT ?6"
+                ))?,
+                params![
+                    tenant_id,
+                    cursor(page),
+                    filter.status.map(DeliveryStatus::as_str),
+                    filter.endpoint_id,
+                    filter.event_id,
+                    page.limit + 1
+                ],
+                delivery_row,
+            )?;
+            Ok(paginate(rows, page.limit))
+        })
+        .await
+    }
+
+    async fn list_attempts(&self, delivery_id: &str, page: Page) -> Result<Listed<Attempt>> {
+        let delivery_id = delivery_id.to_owned();
+        self.read(move |c| {
+            let rows = collect(
+                c.prepare_cached(&format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE delivery_id = ?1 AND seq < ?2
+                     ORDER BY seq DESC LIMIT ?3"
+                ))?,
+                params![delivery_id, cursor(page), page.limit + 1],
+                attempt_row,
+            )?;
+            Ok(paginate(rows, page.limit))
+        })
+        .await
+    }
+
+    async fn retry_delivery(&self, tenant_id: &str, id: &str, now: Millis) -> Result<Delivery> {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'pending', cycle_failures = 0,
+                             next_attempt_at = ?1, updated_at = ?1
+                         WHERE id = ?2 AND tenant_id = ?3
+                           AND (leased_until IS NULL OR leased_until <= ?1)",
+                    )?
+                    .execute(params![now, id, tenant_id])?;
+                let row = c
+                    .prepare_cached(&format!(
+                        "SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1 AND tenant_id = ?2"
+                    ))?
+                    .query_row([&id, &tenant_id], delivery_row)
+                    .optional()?;
+                match (n, row) {
+                    (_, None) => Err(StoreError::NotFound),
+                    (0, Some(_)) => Err(StoreError::Conflict(
+                        "the delivery is being attempted right now".into(),
+                    )),
+                    (_, Some((d, _))) => Ok(d),
+                }
+            })
+            .await
+    }
+
+    async fn claim(
+        &self,
+        endpoint_id: &str,
+        limit: u32,
+        now: Millis,
+        lease: &Lease,
+    ) -> Result<Claimed> {
+        let (endpoint_id, lease) = (endpoint_id.to_owned(), lease.clone());
+        self.writer
+            .write(move |c| claim_tx(c, &endpoint_id, limit, now, &lease))
+            .await
+    }
+
+    async fn record(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
+        self.writer.write(move |c| record_tx(c, outcomes)).await
+    }
+
+    async fn release(&self, jobs: Vec<(String, i64)>) -> Result<()> {
+        self.writer
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL,
+                         leased_until = NULL
+                     WHERE id = ?1 AND lease_token = ?2",
+                )?;
+                for (id, token) in jobs {
+                    stmt.execute(params![id, token])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn release_owner(&self, owner: &str) -> Result<()> {
+        let owner = owner.to_owned();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL,
+                         leased_until = NULL
+                     WHERE lease_owner = ?1",
+                )?
+                .execute([owner])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn reset_leases(&self) -> Result<()> {
+        self.writer
+            .write(|c| {
+                c.execute_batch(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL,
+                         leased_until = NULL
+                     WHERE lease_owner IS NOT NULL",
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn due_summary(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
+        self.read(move |c| {
+            let ids: Vec<String> =
+                collect(c.prepare_cached("SELECT id FROM endpoints")?, [], |r| {
+                    r.get(0)
+                })?;
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(due) = next_due(c, &id, now)? {
+                    out.push((id, due));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

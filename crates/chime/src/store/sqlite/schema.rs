@@ -1,0 +1,110 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `index` to `index + 1`. Append only.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE tenants (
+    id         TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL UNIQUE,
+    name       TEXT,
+    created_at INTEGER NOT NULL
+);
+
+-- tenant_id NULL is an admin token.
+CREATE TABLE tokens (
+    hash       TEXT PRIMARY KEY,
+    tenant_id  TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX tokens_tenant ON tokens(tenant_id);
+
+CREATE TABLE endpoints (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    url         TEXT NOT NULL,
+    events      TEXT NOT NULL,
+    description TEXT NOT NULL,
+    enabled     INTEGER NOT NULL,
+    secret      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX endpoints_tenant ON endpoints(tenant_id, seq);
+
+CREATE TABLE events (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    idempotency_key TEXT,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX events_tenant ON events(tenant_id, seq);
+CREATE INDEX events_tenant_name ON events(tenant_id, name, seq);
+CREATE UNIQUE INDEX events_idempotency ON events(tenant_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- status: pending | succeeded | failed. A pending delivery with a live lease is in flight.
+CREATE TABLE deliveries (
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    tenant_id        TEXT NOT NULL,
+    event_id         TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+    event_name       TEXT NOT NULL,
+    endpoint_id      TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    cycle_failures   INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER,
+    lease_owner      TEXT,
+    lease_token      INTEGER,
+    leased_until     INTEGER,
+    last_attempt_at  INTEGER,
+    last_status_code INTEGER,
+    last_error_kind  TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+-- The claim query: one endpoint's due deliveries, oldest due first. Partial, so finished
+-- deliveries cost nothing here.
+CREATE INDEX deliveries_due ON deliveries(endpoint_id, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_tenant ON deliveries(tenant_id, seq);
+CREATE INDEX deliveries_tenant_status ON deliveries(tenant_id, status, seq);
+CREATE INDEX deliveries_event ON deliveries(event_id);
+CREATE INDEX deliveries_leased ON deliveries(lease_owner) WHERE lease_owner IS NOT NULL;
+
+CREATE TABLE attempts (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    delivery_id TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    started_at  INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status_code INTEGER,
+    error_kind  TEXT,
+    error       TEXT,
+    response    TEXT,
+    succeeded   INTEGER NOT NULL
+);
+CREATE INDEX attempts_delivery ON attempts(delivery_id, seq);
+"#];
+
+/// Brings the database to the latest schema, each step in its own transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
