@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the delivery service: REST API, durable queue and delivery workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the commented default configuration (a starting point for --config).
     DefaultConfig,
 }

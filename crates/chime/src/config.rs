@@ -115,12 +115,12 @@ impl Config {
             format!("listen = {listen_text:?} is not an address such as 127.0.0.1:8088")
         })?;
         let database_url = l.database_url.filter(|s| !s.trim().is_empty());
-        if let Some(url) = &database_url {
-            if !url.starts_with("sqlite://") {
-                return Err(format!(
-                    "database_url {url:?}: only sqlite:// URLs are supported by this build"
-                ));
-            }
+        if let Some(url) = &database_url
+            && !url.starts_with("sqlite://")
+        {
+            return Err(format!(
+                "database_url {url:?}: only sqlite:// URLs are supported by this build"
+            ));
         }
         let allow_targets =
             crate::net_policy::parse_cidr_list(&l.allow_targets.unwrap_or_default())
@@ -144,10 +144,10 @@ impl Config {
             return Err("max_in_flight must be at least 1".into());
         }
         let admin_token = l.admin_token.filter(|t| !t.is_empty());
-        if let Some(t) = &admin_token {
-            if t.len() < 16 {
-                return Err("the admin token must be at least 16 characters".into());
-            }
+        if let Some(t) = &admin_token
+            && t.len() < 16
+        {
+            return Err("the admin token must be at least 16 characters".into());
         }
         Ok(Config {
             listen,

@@ -82,15 +82,15 @@ impl EndpointOut {
 /// every attempt, against the addresses they resolve to then).
 fn checked_url(state: &AppState, url: &str) -> ApiResult<String> {
     let uri = parse_endpoint_url(url)?;
-    if let Some(ip) = ip_literal(&uri) {
-        if !state.policy.permits(ip) {
-            return Err(ApiError::new(
-                Code::RefusedTarget,
-                format!(
-                    "{ip} is in a range closed to delivery; an operator can open it with --allow-targets"
-                ),
-            ));
-        }
+    if let Some(ip) = ip_literal(&uri)
+        && !state.policy.permits(ip)
+    {
+        return Err(ApiError::new(
+            Code::RefusedTarget,
+            format!(
+                "{ip} is in a range closed to delivery; an operator can open it with --allow-targets"
+            ),
+        ));
     }
     Ok(uri.to_string())
 }

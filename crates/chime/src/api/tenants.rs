@@ -53,10 +53,10 @@ async fn create(
         Some(id) => parse_tenant_id(&id)?,
         None => new_id("ten"),
     };
-    if let Some(name) = &body.name {
-        if name.chars().count() > 256 {
-            return Err(ApiError::invalid("name must be at most 256 characters"));
-        }
+    if let Some(name) = &body.name
+        && name.chars().count() > 256
+    {
+        return Err(ApiError::invalid("name must be at most 256 characters"));
     }
     let tenant = Tenant {
         id,

@@ -177,15 +177,15 @@ impl DeliveryClient {
                 response,
             };
 
-        if let Some(ip) = crate::model::ip_literal(&target.uri) {
-            if !self.policy.permits(ip) {
-                return finish(
-                    None,
-                    Some(ErrorKind::RefusedTarget),
-                    Some(format!("{ip} is closed to delivery (see --allow-targets)")),
-                    None,
-                );
-            }
+        if let Some(ip) = crate::model::ip_literal(&target.uri)
+            && !self.policy.permits(ip)
+        {
+            return finish(
+                None,
+                Some(ErrorKind::RefusedTarget),
+                Some(format!("{ip} is closed to delivery (see --allow-targets)")),
+                None,
+            );
         }
 
         let timestamp = started_at_ms / 1000;

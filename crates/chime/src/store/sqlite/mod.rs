@@ -498,10 +498,10 @@ impl Store for SqliteStore {
         };
         self.writer
             .write(move |c| {
-                if let Some(t) = &tenant {
-                    if !tenant_exists(c, t)? {
-                        return Err(StoreError::NotFound);
-                    }
+                if let Some(t) = &tenant
+                    && !tenant_exists(c, t)?
+                {
+                    return Err(StoreError::NotFound);
                 }
                 c.prepare_cached(
                     "INSERT INTO tokens (hash, tenant_id, created_at) VALUES (?1, ?2, ?3)",

@@ -1,0 +1,369 @@
+//! Test harness: the real server on 127.0.0.1:0 (in-process, through `chime::run`) and a
+//! programmable test receiver. Tests synchronise on received requests and on conditions with
+//! a deadline, never on sleeps.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// Overrides for one test server.
+#[derive(Clone)]
+pub struct Opts {
+    pub allow_local: bool,
+    pub retry_schedule: &'static str,
+    pub request_timeout: &'static str,
+    pub shutdown_grace: &'static str,
+    pub max_body_bytes: usize,
+    pub endpoint_concurrency: u32,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            allow_local: true,
+            retry_schedule: "20ms,40ms",
+            request_timeout: "5s",
+            shutdown_grace: "2s",
+            max_body_bytes: 1 << 20,
+            endpoint_concurrency: 8,
+        }
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
+    let layer = chime::config::Layer {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.to_path_buf()),
+        allow_targets: Some(if opts.allow_local {
+            "127.0.0.0/8,::1".into()
+        } else {
+            String::new()
+        }),
+        admin_token: Some(ADMIN.into()),
+        retry_schedule: Some(opts.retry_schedule.into()),
+        request_timeout: Some(opts.request_timeout.into()),
+        shutdown_grace: Some(opts.shutdown_grace.into()),
+        max_body_bytes: Some(opts.max_body_bytes),
+        endpoint_concurrency: Some(opts.endpoint_concurrency),
+        poll_interval: Some("1s".into()),
+        ..Default::default()
+    };
+    chime::config::Config::from_layer(layer).expect("valid test config")
+}
+
+impl TestServer {
+    pub async fn start(data_dir: &Path, opts: Opts) -> Self {
+        let config = config_for(data_dir, &opts);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(chime::run(config, listener, shutdown.clone(), move |_| {
+            let _ = ready_tx.send(());
+        }));
+        ready_rx.await.expect("server started");
+        Self {
+            base: format!("http://{addr}"),
+            addr,
+            http: reqwest::Client::new(),
+            data_dir: data_dir.to_path_buf(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Graceful stop, as SIGTERM does; waits until the store is closed.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(method, path, Some(ADMIN), body).await
+    }
+
+    pub async fn create_tenant(&self, id: &str) {
+        let (s, b) = self
+            .admin("POST", "/v1/tenants", Some(json!({ "id": id })))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+
+    /// Creates an endpoint and returns (id, secret).
+    pub async fn create_endpoint(
+        &self,
+        tenant: &str,
+        url: &str,
+        events: Value,
+    ) -> (String, String) {
+        let (s, b) = self
+            .admin(
+                "POST",
+                &format!("/v1/tenants/{tenant}/endpoints"),
+                Some(json!({ "url": url, "events": events })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        (
+            b["id"].as_str().unwrap().to_owned(),
+            b["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn publish(&self, tenant: &str, event: &str, data: Value) -> Value {
+        let (s, b) = self
+            .admin(
+                "POST",
+                &format!("/v1/tenants/{tenant}/events"),
+                Some(json!({ "event": event, "data": data })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        b
+    }
+
+    pub async fn delivery(&self, tenant: &str, id: &str) -> Value {
+        let (s, b) = self
+            .admin(
+                "GET",
+                &format!("/v1/tenants/{tenant}/deliveries/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b
+    }
+
+    pub async fn attempts(&self, tenant: &str, id: &str) -> Vec<Value> {
+        let (s, b) = self
+            .admin(
+                "GET",
+                &format!("/v1/tenants/{tenant}/deliveries/{id}/attempts"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["data"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the delivery reaches `status`, re-checking its state until a deadline.
+    pub async fn wait_status(&self, tenant: &str, id: &str, status: &str) -> Value {
+        eventually(Duration::from_secs(20), || async {
+            let d = self.delivery(tenant, id).await;
+            (d["status"] == status).then_some(d)
+        })
+        .await
+        .unwrap_or_else(|| panic!("delivery {id} never became {status}"))
+    }
+}
+
+/// Re-evaluates `check` until it yields a value or the deadline passes. For state that only
+/// the API can show (the store's), this is the condition-with-deadline the tests wait on.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request as the receiver saw it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// A webhook receiver on 127.0.0.1:0 that records every request. It answers from a script of
+/// statuses (then `default_status`), and can hold requests until released.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    inner: Arc<ReceiverInner>,
+}
+
+struct ReceiverInner {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<u16>>,
+    default_status: Mutex<u16>,
+    arrived: Notify,
+    /// While false, requests wait before answering.
+    open: watch::Sender<bool>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let (open, _) = watch::channel(true);
+        let inner = Arc::new(ReceiverInner {
+            received: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            default_status: Mutex::new(200),
+            arrived: Notify::new(),
+            open,
+        });
+        let state = inner.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move {
+                    let status = {
+                        let mut received = state.received.lock().unwrap();
+                        received.push(Received {
+                            path: uri.path().to_owned(),
+                            headers,
+                            body,
+                        });
+                        state
+                            .script
+                            .lock()
+                            .unwrap()
+                            .pop_front()
+                            .unwrap_or(*state.default_status.lock().unwrap())
+                    };
+                    state.arrived.notify_waiters();
+                    let mut open = state.open.subscribe();
+                    let _ = open.wait_for(|o| *o).await;
+                    (StatusCode::from_u16(status).unwrap(), "receiver says hi")
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, inner }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Answers these statuses to the next requests, in order.
+    pub fn script(&self, statuses: &[u16]) {
+        self.inner.script.lock().unwrap().extend(statuses);
+    }
+
+    pub fn set_default(&self, status: u16) {
+        *self.inner.default_status.lock().unwrap() = status;
+    }
+
+    /// Requests wait (unanswered) until `release`.
+    pub fn hold(&self) {
+        self.inner.open.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.inner.open.send_replace(true);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds over the requests received so far (re-checked at each arrival).
+    pub async fn wait_for(
+        &self,
+        deadline: Duration,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.inner.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let got = self.inner.received.lock().unwrap();
+                if pred(&got) {
+                    return got.clone();
+                }
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                let got = self.received();
+                panic!(
+                    "receiver condition not met before the deadline; got {} requests",
+                    got.len()
+                );
+            }
+        }
+    }
+
+    pub async fn wait_count(&self, n: usize) -> Vec<Received> {
+        self.wait_for(Duration::from_secs(20), |r| r.len() >= n)
+            .await
+    }
+}

@@ -1,0 +1,390 @@
+//! The outbound pipeline end to end: real server, real SQLite, real HTTP to a test receiver.
+
+mod common;
+
+use common::{Opts, Receiver, TestServer};
+use serde_json::json;
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_respects_event_filters_and_signs_verifiably() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let rx = Receiver::start().await;
+    server.create_tenant("acme").await;
+    let (ep_orders, secret_orders) = server
+        .create_endpoint("acme", &rx.url("/orders"), json!(["order.*"]))
+        .await;
+    let (ep_all, secret_all) = server
+        .create_endpoint("acme", &rx.url("/all"), json!(["*"]))
+        .await;
+
+    let created = server
+        .publish(
+            "acme",
+            "order.created",
+            json!({"order_id": 1234, "amount": 50}),
+        )
+        .await;
+    let user = server
+        .publish("acme", "user.created", json!({"id": 7}))
+        .await;
+    assert_eq!(created["deliveries"].as_array().unwrap().len(), 2);
+    assert_eq!(user["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(user["deliveries"][0]["endpoint_id"], ep_all.as_str());
+
+    let got = rx.wait_count(3).await;
+    let to_orders: Vec<_> = got.iter().filter(|r| r.path == "/orders").collect();
+    let to_all: Vec<_> = got.iter().filter(|r| r.path == "/all").collect();
+    assert_eq!(to_orders.len(), 1);
+    assert_eq!(to_all.len(), 2);
+    assert_eq!(
+        &to_orders[0].body[..],
+        br#"{"event":"order.created","data":{"amount":50,"order_id":1234}}"#
+    );
+    assert_eq!(
+        to_orders[0].header("webhook-id"),
+        created["id"].as_str().unwrap()
+    );
+    assert_eq!(to_orders[0].header("content-type"), "application/json");
+    assert!(to_orders[0].header("user-agent").starts_with("chime/"));
+
+    // Each delivery verifies with the independent standardwebhooks crate and its own secret.
+    for r in &got {
+        let secret = if r.path == "/orders" {
+            &secret_orders
+        } else {
+            &secret_all
+        };
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(&r.body, &r.headers)
+            .unwrap_or_else(|e| panic!("signature of {} did not verify: {e}", r.path));
+        let other = if r.path == "/orders" {
+            &secret_all
+        } else {
+            &secret_orders
+        };
+        assert!(
+            standardwebhooks::Webhook::new(other)
+                .unwrap()
+                .verify(&r.body, &r.headers)
+                .is_err()
+        );
+    }
+    let _ = ep_orders;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_then_success_keeps_webhook_id_and_records_both_attempts() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let rx = Receiver::start().await;
+    rx.script(&[500]);
+    server.create_tenant("acme").await;
+    server
+        .create_endpoint("acme", &rx.url("/hook"), json!(["*"]))
+        .await;
+    let ev = server
+        .publish("acme", "order.created", json!({"n": 1}))
+        .await;
+    let delivery_id = ev["deliveries"][0]["id"].as_str().unwrap();
+
+    let got = rx.wait_count(2).await;
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    assert_eq!(got[0].body, got[1].body);
+
+    let d = server.wait_status("acme", delivery_id, "succeeded").await;
+    assert_eq!(d["attempts"], 2);
+    let attempts = server.attempts("acme", delivery_id).await;
+    assert_eq!(attempts.len(), 2);
+    // Newest first.
+    assert_eq!(attempts[0]["status_code"], 200);
+    assert_eq!(attempts[0]["succeeded"], true);
+    assert_eq!(attempts[1]["status_code"], 500);
+    assert_eq!(attempts[1]["error_kind"], "status");
+    assert_eq!(attempts[1]["response"], "receiver says hi");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_delivery_fails_and_manual_retry_delivers_it() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let rx = Receiver::start().await;
+    rx.set_default(503);
+    server.create_tenant("acme").await;
+    server
+        .create_endpoint("acme", &rx.url("/hook"), json!(["*"]))
+        .await;
+    let ev = server.publish("acme", "ping", json!(null)).await;
+    let id = ev["deliveries"][0]["id"].as_str().unwrap();
+
+    // One attempt plus one per schedule step (two steps).
+    let d = server.wait_status("acme", id, "failed").await;
+    assert_eq!(d["attempts"], 3);
+    assert_eq!(rx.received().len(), 3);
+    let (s, dead) = server
+        .admin("GET", "/v1/tenants/acme/deliveries?status=failed", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(dead["data"].as_array().unwrap().len(), 1);
+
+    rx.set_default(200);
+    let (s, b) = server
+        .admin(
+            "POST",
+            &format!("/v1/tenants/acme/deliveries/{id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let d = server.wait_status("acme", id, "succeeded").await;
+    assert_eq!(d["attempts"], 4);
+    let got = rx.received();
+    assert_eq!(got.len(), 4);
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id") == ev["id"].as_str().unwrap())
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_targets_are_refused_unless_allowed() {
+    let dir = tempdir();
+    let server = TestServer::start(
+        dir.path(),
+        Opts {
+            allow_local: false,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let rx = Receiver::start().await;
+    server.create_tenant("acme").await;
+
+    // An IP literal in a closed range is refused when the endpoint is saved.
+    for url in [
+        rx.url("/x"),
+        "http://10.0.0.1/hook".to_owned(),
+        "http://[::1]:9/hook".to_owned(),
+        "http://[::ffff:127.0.0.1]:9/".to_owned(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+    ] {
+        let (s, b) = server
+            .admin(
+                "POST",
+                "/v1/tenants/acme/endpoints",
+                Some(json!({ "url": url })),
+            )
+            .await;
+        assert_eq!(s, 422, "{url}: {b}");
+        assert_eq!(b["code"], "refused_target");
+    }
+
+    // A name is checked on the addresses it resolves to, at every attempt.
+    let url = format!("http://localhost:{}/hook", rx.addr.port());
+    server.create_endpoint("acme", &url, json!(["*"])).await;
+    let ev = server.publish("acme", "ping", json!({})).await;
+    let id = ev["deliveries"][0]["id"].as_str().unwrap();
+    server.wait_status("acme", id, "failed").await;
+    let attempts = server.attempts("acme", id).await;
+    assert!(
+        attempts.iter().all(|a| a["error_kind"] == "refused_target"),
+        "{attempts:?}"
+    );
+    assert!(
+        rx.received().is_empty(),
+        "nothing may reach an internal address"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_failures_and_not_followed() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let rx = Receiver::start().await;
+    rx.set_default(307);
+    server.create_tenant("acme").await;
+    server
+        .create_endpoint("acme", &rx.url("/hook"), json!(["*"]))
+        .await;
+    let ev = server.publish("acme", "ping", json!({})).await;
+    let id = ev["deliveries"][0]["id"].as_str().unwrap();
+    server.wait_status("acme", id, "failed").await;
+    let attempts = server.attempts("acme", id).await;
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["status_code"] == 307 && a["error_kind"] == "status")
+    );
+    assert_eq!(rx.received().len(), 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_receiver_is_a_connect_failure() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    // A port that was just free: bind, note, drop.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    server.create_tenant("acme").await;
+    server
+        .create_endpoint("acme", &format!("http://127.0.0.1:{port}/"), json!(["*"]))
+        .await;
+    let ev = server.publish("acme", "ping", json!({})).await;
+    let id = ev["deliveries"][0]["id"].as_str().unwrap();
+    let d = server.wait_status("acme", id, "failed").await;
+    assert_eq!(d["last_error_kind"], "connect");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_receiver_times_out() {
+    let dir = tempdir();
+    let opts = Opts {
+        request_timeout: "300ms",
+        retry_schedule: "",
+        ..Opts::default()
+    };
+    let server = TestServer::start(dir.path(), opts).await;
+    let rx = Receiver::start().await;
+    rx.hold();
+    server.create_tenant("acme").await;
+    server
+        .create_endpoint("acme", &rx.url("/slow"), json!(["*"]))
+        .await;
+    let ev = server.publish("acme", "ping", json!({})).await;
+    let id = ev["deliveries"][0]["id"].as_str().unwrap();
+    let d = server.wait_status("acme", id, "failed").await;
+    assert_eq!(d["last_error_kind"], "timeout");
+    rx.release();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_server_resumes_every_pending_delivery_after_restart() {
+    let dir = tempdir();
+    let opts = Opts {
+        shutdown_grace: "200ms",
+        retry_schedule: "20ms",
+        ..Opts::default()
+    };
+    let server = TestServer::start(dir.path(), opts.clone()).await;
+    let rx = Receiver::start().await;
+    rx.hold();
+    server.create_tenant("acme").await;
+    server
+        .create_endpoint("acme", &rx.url("/a"), json!(["*"]))
+        .await;
+    server
+        .create_endpoint("acme", &rx.url("/b"), json!(["*"]))
+        .await;
+    let mut deliveries = Vec::new();
+    for i in 0..30 {
+        let ev = server
+            .publish("acme", "order.created", json!({ "i": i }))
+            .await;
+        for d in ev["deliveries"].as_array().unwrap() {
+            deliveries.push(d["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(deliveries.len(), 60);
+    // Some attempts are in flight (held by the receiver), the rest queued, when the server stops.
+    rx.wait_count(1).await;
+    server.stop().await;
+    rx.release();
+
+    let server = TestServer::start(dir.path(), opts).await;
+    for id in &deliveries {
+        server.wait_status("acme", id, "succeeded").await;
+    }
+    let (_, pending) = server
+        .admin("GET", "/v1/tenants/acme/deliveries?status=pending", None)
+        .await;
+    assert!(pending["data"].as_array().unwrap().is_empty());
+    let ids: std::collections::HashSet<(String, String)> = rx
+        .received()
+        .iter()
+        .map(|r| (r.path.clone(), r.header("webhook-id").to_owned()))
+        .collect();
+    assert_eq!(ids.len(), 60, "every (endpoint, webhook-id) pair arrived");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_endpoint_gets_no_new_deliveries_and_resumes_when_enabled() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let rx = Receiver::start().await;
+    server.create_tenant("acme").await;
+    let (ep, _) = server
+        .create_endpoint("acme", &rx.url("/hook"), json!(["*"]))
+        .await;
+    let (s, b) = server
+        .admin(
+            "PATCH",
+            &format!("/v1/tenants/acme/endpoints/{ep}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["enabled"], false);
+    let ev = server.publish("acme", "ping", json!({})).await;
+    assert!(ev["deliveries"].as_array().unwrap().is_empty());
+    server
+        .admin(
+            "PATCH",
+            &format!("/v1/tenants/acme/endpoints/{ep}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    let ev = server.publish("acme", "ping", json!({})).await;
+    let id = ev["deliveries"][0]["id"].as_str().unwrap();
+    server.wait_status("acme", id, "succeeded").await;
+    assert_eq!(rx.received().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_body_is_the_published_data_byte_for_byte() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let rx = Receiver::start().await;
+    server.create_tenant("acme").await;
+    let (_, secret) = server
+        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
+        .await;
+    // Key order, spacing and number spelling are the producer's and must survive.
+    let raw = r#"{ "event": "order_created", "data": {"order_id": 1234,  "amount": 50.10, "z": [1, 2] } }"#;
+    let resp = server
+        .http
+        .post(server.url("/v1/tenants/acme/events"))
+        .bearer_auth(common::ADMIN)
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let got = rx.wait_count(1).await;
+    assert_eq!(
+        std::str::from_utf8(&got[0].body).unwrap(),
+        r#"{"event":"order_created","data":{"order_id": 1234,  "amount": 50.10, "z": [1, 2] }}"#
+    );
+    standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(&got[0].body, &got[0].headers)
+        .unwrap();
+    server.stop().await;
+}
