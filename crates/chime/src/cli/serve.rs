@@ -1,39 +1,15 @@
-//! The `chime` command line. The binary only calls `main_with_args`.
+//! `chime serve`: the delivery service.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Layer};
 
-#[derive(Parser)]
-#[command(
-    name = "chime",
-    version,
-    about = "Webhook delivery: send signed webhooks with retries, and receive, verify and replay them.",
-    long_about = "chime sends webhooks (`chime serve`: a REST API, a durable queue on embedded SQLite, \
-signed deliveries with retries) and helps receive them.\n\n\
-Quick start:\n  chime serve --allow-targets 127.0.0.0/8\n\n\
-Every setting can also come from a CHIME_* environment variable or a config file; \
-see `chime serve --help`."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the delivery service: REST API, durable queue and delivery workers.
-    Serve(Box<ServeArgs>),
-    /// Print the commented default configuration (a starting point for --config).
-    DefaultConfig,
-}
-
 #[derive(Args)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// Config file (TOML) overriding the defaults; see `chime default-config`.
     #[arg(long, env = "CHIME_CONFIG")]
     config: Option<PathBuf>,
@@ -109,44 +85,24 @@ impl ServeArgs {
     }
 }
 
-/// Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
-pub fn main_with_args() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::DefaultConfig => {
-            print!("{}", crate::config::DEFAULT_CONFIG_TOML);
-            ExitCode::SUCCESS
+/// Runs the service until SIGINT/SIGTERM.
+pub fn main(args: ServeArgs) -> ExitCode {
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chime: configuration error: {e}");
+            return ExitCode::from(2);
         }
-        Command::Serve(args) => {
-            let config = match args.into_config() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("chime: configuration error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            init_logging();
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("chime: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
+    };
+    super::init_logging();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chime: {e:#}");
+            ExitCode::from(1)
         }
     }
-}
-
-fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CHIME_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
