@@ -388,3 +388,62 @@ async fn delivered_body_is_the_published_data_byte_for_byte() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let rx = Receiver::start().await;
+    server.create_tenant("acme").await;
+    let (ep, old) = server
+        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
+        .await;
+    let rotate = |grace: u64| {
+        let path = format!("/v1/tenants/acme/endpoints/{ep}/secret/rotate");
+        let server = &server;
+        async move {
+            let (s, b) = server
+                .admin(
+                    "POST",
+                    &path,
+                    Some(json!({ "grace_period_seconds": grace })),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+            b
+        }
+    };
+    let verifies = |secret: &str, r: &common::Received| {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(&r.body, &r.headers)
+            .is_ok()
+    };
+
+    let rotated = rotate(3600).await;
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert!(rotated["previous_secret_expires_at"].is_string());
+    server.publish("acme", "ping", json!(1)).await;
+    let got = rx.wait_count(1).await;
+    assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
+    assert!(verifies(&old, &got[0]) && verifies(&new, &got[0]));
+
+    // A grace period of 0 stops the previous secret at once.
+    let newest = rotate(0).await;
+    assert!(newest["previous_secret_expires_at"].is_null());
+    let newest = newest["secret"].as_str().unwrap().to_owned();
+    server.publish("acme", "ping", json!(2)).await;
+    let got = rx.wait_count(2).await;
+    assert_eq!(got[1].header("webhook-signature").split(' ').count(), 1);
+    assert!(verifies(&newest, &got[1]) && !verifies(&new, &got[1]));
+    let (s, b) = server
+        .admin(
+            "POST",
+            &format!("/v1/tenants/acme/endpoints/{ep}/secret/rotate"),
+            Some(json!({ "grace_period_seconds": 99999999 })),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    server.stop().await;
+}

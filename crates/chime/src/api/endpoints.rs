@@ -23,6 +23,10 @@ pub fn routes() -> Router<AppState> {
             "/v1/tenants/{tenant}/endpoints/{endpoint}/secret",
             get(secret),
         )
+        .route(
+            "/v1/tenants/{tenant}/endpoints/{endpoint}/secret/rotate",
+            axum::routing::post(rotate_secret),
+        )
 }
 
 const MAX_DESCRIPTION: usize = 1024;
@@ -133,6 +137,8 @@ async fn create(
         description: checked_description(body.description)?.unwrap_or_default(),
         enabled: body.enabled.unwrap_or(true),
         secret: secret.to_whsec(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -191,6 +197,54 @@ async fn secret(
 ) -> ApiResult<Json<SecretOut>> {
     let e = load(&state, &principal, &tenant_id, &id).await?;
     Ok(Json(SecretOut { secret: e.secret }))
+}
+
+/// Longest overlap a rotation may ask for.
+const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateIn {
+    /// How long the old secret keeps signing beside the new one; 0 stops it at once.
+    grace_period_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct RotatedOut {
+    secret: String,
+    previous_secret_expires_at: Option<String>,
+}
+
+async fn rotate_secret(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant_id, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RotateIn>,
+) -> ApiResult<Json<RotatedOut>> {
+    let grace = body.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::invalid(format!(
+            "grace_period_seconds must be at most {MAX_GRACE_SECONDS} (30 days)"
+        )));
+    }
+    let mut e = load(&state, &principal, &tenant_id, &id).await?;
+    let now = now_millis();
+    let old = std::mem::replace(&mut e.secret, chime_webhooks::Secret::generate().to_whsec());
+    if grace == 0 {
+        e.previous_secret = None;
+        e.previous_secret_expires_at = None;
+    } else {
+        e.previous_secret = Some(old);
+        e.previous_secret_expires_at = Some(now + grace as i64 * 1000);
+    }
+    e.updated_at = now;
+    state.store.update_endpoint(e.clone()).await?;
+    state.dispatch.endpoint_changed(&e.id);
+    Ok(Json(RotatedOut {
+        secret: e.secret,
+        previous_secret_expires_at: e.previous_secret_expires_at.map(format_time),
+    }))
 }
 
 async fn update(

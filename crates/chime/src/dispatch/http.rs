@@ -22,8 +22,9 @@ use crate::net_policy::TargetPolicy;
 pub struct Target {
     pub endpoint_id: Arc<str>,
     pub uri: http::Uri,
-    /// Every secret currently signing (several while a rotated secret overlaps).
-    pub secrets: Vec<chime_webhooks::Secret>,
+    /// The secrets that sign, each with the time it stops signing (`None`: never). Several
+    /// overlap while a rotated secret's grace period runs.
+    pub secrets: Vec<(chime_webhooks::Secret, Option<i64>)>,
     pub enabled: bool,
 }
 
@@ -189,7 +190,13 @@ impl DeliveryClient {
         }
 
         let timestamp = started_at_ms / 1000;
-        let signature = signature_header(&target.secrets, msg_id, timestamp, &body);
+        let signing: Vec<&chime_webhooks::Secret> = target
+            .secrets
+            .iter()
+            .filter(|(_, until)| until.is_none_or(|u| u > started_at_ms))
+            .map(|(s, _)| s)
+            .collect();
+        let signature = signature_header(&signing, msg_id, timestamp, &body);
         let request = http::Request::post(target.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::USER_AGENT, self.user_agent.clone())
@@ -230,7 +237,7 @@ impl DeliveryClient {
 
 /// `v1,<sig>` for each secret, space separated, as the Standard Webhooks spec asks.
 pub fn signature_header(
-    secrets: &[chime_webhooks::Secret],
+    secrets: &[&chime_webhooks::Secret],
     msg_id: &str,
     timestamp: i64,
     body: &[u8],

@@ -501,11 +501,16 @@ impl Dispatcher {
 
 fn target_of(row: &Endpoint) -> Option<Arc<Target>> {
     let uri = row.url.parse().ok()?;
-    let secret = chime_webhooks::Secret::parse(&row.secret).ok()?;
+    let mut secrets = vec![(chime_webhooks::Secret::parse(&row.secret).ok()?, None)];
+    if let (Some(prev), Some(until)) = (&row.previous_secret, row.previous_secret_expires_at)
+        && let Ok(prev) = chime_webhooks::Secret::parse(prev)
+    {
+        secrets.push((prev, Some(until)));
+    }
     Some(Arc::new(Target {
         endpoint_id: Arc::from(row.id.as_str()),
         uri,
-        secrets: vec![secret],
+        secrets,
         enabled: row.enabled,
     }))
 }

@@ -53,6 +53,9 @@ pub struct Endpoint {
     pub enabled: bool,
     /// `whsec_…`.
     pub secret: String,
+    /// The secret before the last rotation, still signing until `previous_secret_expires_at`.
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

@@ -134,8 +134,8 @@ fn tenant_row(r: &Row) -> rusqlite::Result<(Tenant, i64)> {
     ))
 }
 
-const ENDPOINT_COLS: &str =
-    "id, tenant_id, url, events, description, enabled, secret, created_at, updated_at, seq";
+const ENDPOINT_COLS: &str = "id, tenant_id, url, events, description, enabled, secret, created_at, updated_at, seq, \
+     previous_secret, previous_secret_expires_at";
 fn endpoint_row(r: &Row) -> rusqlite::Result<(Endpoint, i64)> {
     let events: String = r.get(3)?;
     Ok((
@@ -149,6 +149,8 @@ fn endpoint_row(r: &Row) -> rusqlite::Result<(Endpoint, i64)> {
             secret: r.get(6)?,
             created_at: r.get(7)?,
             updated_at: r.get(8)?,
+            previous_secret: r.get(10)?,
+            previous_secret_expires_at: r.get(11)?,
         },
         r.get(9)?,
     ))
@@ -599,8 +601,9 @@ impl Store for SqliteStore {
                 }
                 c.prepare_cached(
                     "INSERT INTO endpoints (id, tenant_id, url, events, description, enabled,
-                         secret, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                         secret, created_at, updated_at, previous_secret,
+                         previous_secret_expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?
                 .execute(params![
                     e.id,
@@ -611,7 +614,9 @@ impl Store for SqliteStore {
                     e.enabled,
                     e.secret,
                     e.created_at,
-                    e.updated_at
+                    e.updated_at,
+                    e.previous_secret,
+                    e.previous_secret_expires_at
                 ])?;
                 Ok(())
             })
@@ -666,7 +671,8 @@ impl Store for SqliteStore {
                 let n = c
                     .prepare_cached(
                         "UPDATE endpoints SET url = ?1, events = ?2, description = ?3,
-                             enabled = ?4, secret = ?5, updated_at = ?6
+                             enabled = ?4, secret = ?5, updated_at = ?6, previous_secret = ?9,
+                             previous_secret_expires_at = ?10
                          WHERE id = ?7 AND tenant_id = ?8",
                     )?
                     .execute(params![
@@ -677,7 +683,9 @@ impl Store for SqliteStore {
                         e.secret,
                         e.updated_at,
                         e.id,
-                        e.tenant_id
+                        e.tenant_id,
+                        e.previous_secret,
+                        e.previous_secret_expires_at
                     ])?;
                 if n == 0 {
                     return Err(StoreError::NotFound);

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema from version `index` to `index + 1`. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -94,7 +95,13 @@ CREATE TABLE attempts (
     succeeded   INTEGER NOT NULL
 );
 CREATE INDEX attempts_delivery ON attempts(delivery_id, seq);
-"#];
+"#,
+    // Secret rotation: the previous secret keeps signing until it expires.
+    r#"
+ALTER TABLE endpoints ADD COLUMN previous_secret TEXT;
+ALTER TABLE endpoints ADD COLUMN previous_secret_expires_at INTEGER;
+"#,
+];
 
 /// Brings the database to the latest schema, each step in its own transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
