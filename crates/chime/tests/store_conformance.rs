@@ -1,0 +1,615 @@
+//! The store's behaviour, specified once and run against every backend.
+//!
+//! Each case is a function over `Arc<dyn Store>`; `conformance!` instantiates all of them for a
+//! backend. A new backend passes when its instantiation does.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chime::model::{Millis, new_id};
+use chime::store::*;
+
+fn tenant(id: &str) -> Tenant {
+    Tenant {
+        id: id.into(),
+        name: Some(format!("{id} inc")),
+        created_at: 1_000,
+    }
+}
+
+fn endpoint(tenant_id: &str, events: &[&str], enabled: bool) -> Endpoint {
+    Endpoint {
+        id: new_id("ep"),
+        tenant_id: tenant_id.into(),
+        url: "https://example.com/hook".into(),
+        events: events.iter().map(|s| s.to_string()).collect(),
+        description: String::new(),
+        enabled,
+        secret: chime_webhooks::Secret::generate().to_whsec(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent {
+    NewEvent {
+        id: new_id("evt"),
+        tenant_id: tenant_id.into(),
+        name: name.into(),
+        payload: Bytes::from(format!(r#"{{"event":"{name}","data":{{}}}}"#)),
+        idempotency_key: key.map(str::to_owned),
+        created_at: at,
+    }
+}
+
+fn lease(owner: &str, token: i64, until: Millis) -> Lease {
+    Lease {
+        owner: Arc::from(owner),
+        token,
+        until,
+    }
+}
+
+fn page(limit: u32) -> Page {
+    Page {
+        limit,
+        cursor: None,
+    }
+}
+
+fn outcome(job: &Job, ok: bool, next: Option<Millis>, at: Millis) -> Outcome {
+    Outcome {
+        delivery_id: job.delivery_id.clone(),
+        lease_token: job.lease_token,
+        attempt: Attempt {
+            id: new_id("att"),
+            delivery_id: job.delivery_id.clone(),
+            started_at: at,
+            duration_ms: 5,
+            status_code: Some(if ok { 200 } else { 500 }),
+            error_kind: (!ok).then(|| "status".into()),
+            error: None,
+            response: Some("r".into()),
+            succeeded: ok,
+        },
+        status: if ok {
+            DeliveryStatus::Succeeded
+        } else if next.is_some() {
+            DeliveryStatus::Pending
+        } else {
+            DeliveryStatus::Failed
+        },
+        next_attempt_at: next,
+        cycle_failures: if ok {
+            job.cycle_failures
+        } else {
+            job.cycle_failures + 1
+        },
+    }
+}
+
+pub async fn tenants_are_created_listed_and_deleted(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    s.create_tenant(tenant("b")).await.unwrap();
+    s.create_tenant(tenant("c")).await.unwrap();
+    assert!(matches!(
+        s.create_tenant(tenant("a")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_tenant("a").await.unwrap(), Some(tenant("a")));
+    assert_eq!(s.get_tenant("zz").await.unwrap(), None);
+    let first = s.list_tenants(page(2)).await.unwrap();
+    let ids: Vec<_> = first.rows.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["c", "b"]);
+    let rest = s
+        .list_tenants(Page {
+            limit: 2,
+            cursor: first.next_cursor,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.rows.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert_eq!(rest.next_cursor, None);
+    s.delete_tenant("b").await.unwrap();
+    assert!(matches!(
+        s.delete_tenant("b").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.list_tenants(page(10)).await.unwrap().rows.len(), 2);
+}
+
+pub async fn tokens_resolve_to_scopes_and_die_with_their_tenant(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    s.create_token("h-admin", TokenScope::Admin, 1)
+        .await
+        .unwrap();
+    s.create_token("h-a", TokenScope::Tenant("a".into()), 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_token("h-x", TokenScope::Tenant("nope".into()), 1)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        s.find_token("h-admin").await.unwrap(),
+        Some(TokenScope::Admin)
+    );
+    assert_eq!(
+        s.find_token("h-a").await.unwrap(),
+        Some(TokenScope::Tenant("a".into()))
+    );
+    assert_eq!(s.find_token("h-none").await.unwrap(), None);
+    s.delete_tenant("a").await.unwrap();
+    assert_eq!(s.find_token("h-a").await.unwrap(), None);
+    assert!(s.put_meta_if_absent("k", "v1").await.unwrap());
+    assert!(!s.put_meta_if_absent("k", "v2").await.unwrap());
+    assert_eq!(s.get_meta("k").await.unwrap().as_deref(), Some("v1"));
+}
+
+pub async fn endpoints_are_scoped_to_their_tenant(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    s.create_tenant(tenant("b")).await.unwrap();
+    assert!(matches!(
+        s.create_endpoint(endpoint("nope", &["*"], true)).await,
+        Err(StoreError::NotFound)
+    ));
+    let mut e = endpoint("a", &["order.*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    assert_eq!(s.get_endpoint("a", &e.id).await.unwrap(), Some(e.clone()));
+    assert_eq!(s.get_endpoint("b", &e.id).await.unwrap(), None);
+    assert_eq!(s.get_endpoint_by_id(&e.id).await.unwrap(), Some(e.clone()));
+    e.url = "https://example.org/x".into();
+    e.enabled = false;
+    e.previous_secret = Some(e.secret.clone());
+    e.previous_secret_expires_at = Some(99);
+    s.update_endpoint(e.clone()).await.unwrap();
+    assert_eq!(s.get_endpoint("a", &e.id).await.unwrap(), Some(e.clone()));
+    let mut other = e.clone();
+    other.tenant_id = "b".into();
+    assert!(matches!(
+        s.update_endpoint(other).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.list_endpoints("a", page(10)).await.unwrap().rows.len(), 1);
+    assert!(
+        s.list_endpoints("b", page(10))
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    assert!(matches!(
+        s.delete_endpoint("b", &e.id).await,
+        Err(StoreError::NotFound)
+    ));
+    s.delete_endpoint("a", &e.id).await.unwrap();
+    assert_eq!(s.get_endpoint("a", &e.id).await.unwrap(), None);
+}
+
+pub async fn publish_fans_out_to_matching_enabled_endpoints_leased(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let orders = endpoint("a", &["order.*"], true);
+    let all = endpoint("a", &["*"], true);
+    let off = endpoint("a", &["*"], false);
+    for e in [&orders, &all, &off] {
+        s.create_endpoint(e.clone()).await.unwrap();
+    }
+    let l = lease("node-1", 42, 10_000);
+    let p = s
+        .publish(event("a", "order.created", None, 1_000), l.clone())
+        .await
+        .unwrap();
+    assert!(!p.repeated);
+    let mut targets: Vec<_> = p.deliveries.iter().map(|(_, ep)| ep.clone()).collect();
+    targets.sort();
+    let mut want = vec![orders.id.clone(), all.id.clone()];
+    want.sort();
+    assert_eq!(targets, want);
+    assert_eq!(p.jobs.len(), 2);
+    assert!(
+        p.jobs
+            .iter()
+            .all(|j| j.lease_token == 42 && j.cycle_failures == 0)
+    );
+    assert!(p.jobs.iter().all(|j| j.body == p.event.payload));
+    assert_eq!(p.endpoints.len(), 2);
+    // Leased: nothing to claim until the lease ends.
+    let c = s
+        .claim(&all.id, 10, 5_000, &lease("node-2", 7, 20_000))
+        .await
+        .unwrap();
+    assert!(c.jobs.is_empty());
+    let c = s
+        .claim(&all.id, 10, 10_000, &lease("node-2", 7, 20_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.jobs.len(),
+        1,
+        "an expired lease can be claimed by another node"
+    );
+
+    let p2 = s
+        .publish(event("a", "user.created", None, 1_001), l.clone())
+        .await
+        .unwrap();
+    assert_eq!(p2.deliveries.len(), 1);
+    assert!(matches!(
+        s.publish(event("zz", "x", None, 1), l).await,
+        Err(StoreError::NotFound)
+    ));
+    let events = s.list_events("a", None, page(10)).await.unwrap();
+    assert_eq!(events.rows.len(), 2);
+    assert_eq!(events.rows[0].id, p2.event.id, "newest first");
+    let named = s
+        .list_events("a", Some("order.created"), page(10))
+        .await
+        .unwrap();
+    assert_eq!(named.rows.len(), 1);
+    assert_eq!(
+        s.get_event("a", &p.event.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .payload,
+        p.event.payload
+    );
+    assert_eq!(s.get_event("b", &p.event.id).await.unwrap(), None);
+}
+
+pub async fn idempotency_keys_return_the_first_result(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    s.create_tenant(tenant("b")).await.unwrap();
+    s.create_endpoint(endpoint("a", &["*"], true))
+        .await
+        .unwrap();
+    let l = lease("n", 1, 10);
+    let first = s
+        .publish(event("a", "x", Some("k1"), 1), l.clone())
+        .await
+        .unwrap();
+    let again = s
+        .publish(event("a", "x", Some("k1"), 2), l.clone())
+        .await
+        .unwrap();
+    assert!(again.repeated);
+    assert!(again.jobs.is_empty());
+    assert_eq!(again.event.id, first.event.id);
+    assert_eq!(again.deliveries, first.deliveries);
+    let other = s.publish(event("a", "y", Some("k1"), 3), l.clone()).await;
+    assert!(
+        matches!(other, Err(StoreError::Conflict(_))),
+        "same key, other body"
+    );
+    // Keys are per tenant.
+    let b = s.publish(event("b", "x", Some("k1"), 4), l).await.unwrap();
+    assert!(!b.repeated);
+    assert_eq!(
+        s.list_events("a", None, page(10)).await.unwrap().rows.len(),
+        1
+    );
+    let all = s
+        .list_deliveries("a", &DeliveryFilter::default(), page(10))
+        .await
+        .unwrap();
+    assert_eq!(all.rows.len(), 1);
+}
+
+pub async fn claims_take_due_unleased_deliveries_oldest_first(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let p = s
+            .publish(event("a", "x", None, 100 + i), lease("n", 1, 0))
+            .await
+            .unwrap();
+        ids.push(p.deliveries[0].0.clone());
+    }
+    // Leases that ended at 0 are free; claim in two batches.
+    let c = s
+        .claim(&e.id, 3, 1_000, &lease("n2", 2, 50_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.jobs
+            .iter()
+            .map(|j| j.delivery_id.clone())
+            .collect::<Vec<_>>(),
+        ids[..3]
+    );
+    assert_eq!(
+        c.endpoint.as_ref().map(|e| e.id.clone()),
+        Some(e.id.clone())
+    );
+    assert_eq!(c.next_due, Some(103));
+    let c2 = s
+        .claim(&e.id, 10, 1_000, &lease("n2", 3, 50_000))
+        .await
+        .unwrap();
+    assert_eq!(c2.jobs.len(), 2);
+    assert_eq!(c2.next_due, None);
+    assert!(
+        s.claim(&e.id, 10, 1_000, &lease("n3", 4, 5_000))
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+
+    // A retry in the future is not due yet; next_due says when.
+    let job = &c.jobs[0];
+    assert_eq!(
+        s.record(vec![outcome(job, false, Some(9_000), 1_000)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(
+        s.due_summary(1_000).await.unwrap(),
+        vec![(e.id.clone(), 9_000)]
+    );
+    let c3 = s
+        .claim(&e.id, 10, 2_000, &lease("n", 5, 9_000))
+        .await
+        .unwrap();
+    assert!(c3.jobs.is_empty());
+    assert_eq!(c3.next_due, Some(9_000));
+    let c4 = s
+        .claim(&e.id, 10, 9_000, &lease("n", 6, 20_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        c4.jobs.len(),
+        1,
+        "only the retry; the others are still leased"
+    );
+    assert_eq!(c4.jobs[0].cycle_failures, 1);
+    let c5 = s
+        .claim("ep_gone", 10, 9_000, &lease("n", 6, 20_000))
+        .await
+        .unwrap();
+    assert!(c5.endpoint.is_none() && c5.jobs.is_empty());
+}
+
+pub async fn records_are_fenced_by_the_lease(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    let p = s
+        .publish(event("a", "x", None, 100), lease("n1", 11, 500))
+        .await
+        .unwrap();
+    let stale = p.jobs[0].clone();
+    // The lease expires and another node claims the delivery.
+    let fresh = s
+        .claim(&e.id, 1, 600, &lease("n2", 22, 5_000))
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert_eq!(fresh.delivery_id, stale.delivery_id);
+    let applied = s
+        .record(vec![
+            outcome(&stale, true, None, 700),
+            outcome(&fresh, true, None, 710),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, [false, true], "the stale holder cannot record");
+    let d = s
+        .get_delivery("a", &fresh.delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Succeeded);
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.last_status_code, Some(200));
+    let attempts = s.list_attempts(&fresh.delivery_id, page(10)).await.unwrap();
+    assert_eq!(attempts.rows.len(), 1, "one attempt recorded, not two");
+    // Recording again with the same (now cleared) lease does nothing.
+    assert_eq!(
+        s.record(vec![outcome(&fresh, true, None, 720)])
+            .await
+            .unwrap(),
+        [false]
+    );
+}
+
+pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    let p = s
+        .publish(event("a", "x", None, 100), lease("n", 1, 10_000))
+        .await
+        .unwrap();
+    let job = p.jobs[0].clone();
+    // In flight: a manual retry is refused.
+    assert!(matches!(
+        s.retry_delivery("a", &job.delivery_id, 200).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.record(vec![outcome(&job, false, None, 200)])
+        .await
+        .unwrap();
+    let d = s
+        .get_delivery("a", &job.delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Failed);
+    assert_eq!(d.last_error_kind.as_deref(), Some("status"));
+    let failed = DeliveryFilter {
+        status: Some(DeliveryStatus::Failed),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_deliveries("a", &failed, page(10))
+            .await
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
+    assert!(matches!(
+        s.retry_delivery("b", &job.delivery_id, 300).await,
+        Err(StoreError::NotFound)
+    ));
+    let d = s.retry_delivery("a", &job.delivery_id, 300).await.unwrap();
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.next_attempt_at, Some(300));
+    let c = s
+        .claim(&e.id, 10, 300, &lease("n", 2, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(c.jobs.len(), 1);
+    assert_eq!(
+        c.jobs[0].cycle_failures, 0,
+        "a manual retry starts a fresh schedule"
+    );
+    let by_endpoint = DeliveryFilter {
+        endpoint_id: Some(e.id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_deliveries("a", &by_endpoint, page(10))
+            .await
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
+    let by_event = DeliveryFilter {
+        event_id: Some("evt_other".into()),
+        ..Default::default()
+    };
+    assert!(
+        s.list_deliveries("a", &by_event, page(10))
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+}
+
+pub async fn releases_make_deliveries_claimable_again(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    let far = 1_000_000;
+    let p1 = s
+        .publish(event("a", "x", None, 100), lease("n1", 1, far))
+        .await
+        .unwrap();
+    let _p2 = s
+        .publish(event("a", "x", None, 101), lease("n1", 2, far))
+        .await
+        .unwrap();
+    let _p3 = s
+        .publish(event("a", "x", None, 102), lease("n2", 3, far))
+        .await
+        .unwrap();
+    let l = lease("n9", 9, far);
+    assert!(s.claim(&e.id, 10, 200, &l).await.unwrap().jobs.is_empty());
+    s.release(vec![(p1.jobs[0].delivery_id.clone(), 999)])
+        .await
+        .unwrap();
+    assert!(
+        s.claim(&e.id, 10, 200, &l).await.unwrap().jobs.is_empty(),
+        "wrong token: kept"
+    );
+    s.release(vec![(p1.jobs[0].delivery_id.clone(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(s.claim(&e.id, 10, 200, &l).await.unwrap().jobs.len(), 1);
+    s.release_owner("n1").await.unwrap();
+    assert_eq!(
+        s.claim(&e.id, 10, 200, &l).await.unwrap().jobs.len(),
+        1,
+        "n1's other lease"
+    );
+    assert_eq!(
+        s.due_summary(200).await.unwrap(),
+        vec![],
+        "n2 and n9 still hold theirs"
+    );
+    s.reset_leases().await.unwrap();
+    assert_eq!(s.claim(&e.id, 10, 200, &l).await.unwrap().jobs.len(), 3);
+}
+
+pub async fn deleting_an_endpoint_or_tenant_removes_its_deliveries(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e1 = endpoint("a", &["*"], true);
+    let e2 = endpoint("a", &["*"], true);
+    s.create_endpoint(e1.clone()).await.unwrap();
+    s.create_endpoint(e2.clone()).await.unwrap();
+    let p = s
+        .publish(event("a", "x", None, 1), lease("n", 1, 0))
+        .await
+        .unwrap();
+    s.record(vec![outcome(&p.jobs[0], true, None, 2)])
+        .await
+        .unwrap();
+    s.delete_endpoint("a", &e1.id).await.unwrap();
+    let left = s
+        .list_deliveries("a", &DeliveryFilter::default(), page(10))
+        .await
+        .unwrap();
+    assert_eq!(left.rows.len(), 1);
+    assert_eq!(left.rows[0].endpoint_id, e2.id);
+    s.delete_tenant("a").await.unwrap();
+    assert!(s.get_event("a", &p.event.id).await.unwrap().is_none());
+    assert!(
+        s.list_deliveries("a", &DeliveryFilter::default(), page(10))
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    assert!(s.due_summary(10).await.unwrap().is_empty());
+}
+
+macro_rules! conformance {
+    ($backend:ident, $make:path) => {
+        mod $backend {
+            use super::*;
+            conformance!(@cases $make;
+                tenants_are_created_listed_and_deleted,
+                tokens_resolve_to_scopes_and_die_with_their_tenant,
+                endpoints_are_scoped_to_their_tenant,
+                publish_fans_out_to_matching_enabled_endpoints_leased,
+                idempotency_keys_return_the_first_result,
+                claims_take_due_unleased_deliveries_oldest_first,
+                records_are_fenced_by_the_lease,
+                failures_move_through_pending_to_failed_and_retry_resets,
+                releases_make_deliveries_claimable_again,
+                deleting_an_endpoint_or_tenant_removes_its_deliveries,
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make().await;
+                super::$case(store).await;
+            }
+        )*
+    };
+}
+
+async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = chime::store::sqlite::SqliteStore::open(&dir.path().join("chime.db")).unwrap();
+    (Arc::new(store), dir)
+}
+
+conformance!(sqlite_backend, sqlite);
