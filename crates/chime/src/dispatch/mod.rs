@@ -103,6 +103,8 @@ struct Ep {
     /// Earliest due time of deliveries of this endpoint left in the store, if any.
     stored_due: Option<Millis>,
     claiming: bool,
+    /// Due times learned while a claim was running: the claim's own answer may predate them.
+    due_while_claiming: Option<Millis>,
     loading: bool,
     in_ready: bool,
 }
@@ -242,7 +244,8 @@ impl Dispatcher {
                         ep.target = claimed.endpoint.as_ref().and_then(target_of);
                         ep.queue.extend(claimed.jobs);
                         ep.stored_due = None;
-                        if let Some(at) = claimed.next_due {
+                        let learned = ep.due_while_claiming.take();
+                        for at in claimed.next_due.into_iter().chain(learned) {
                             self.set_due(&id, at);
                         }
                         if claimed.endpoint.is_none() {
@@ -293,13 +296,15 @@ impl Dispatcher {
 
     fn accept_submitted(&mut self, jobs: Vec<Job>) {
         let bound = self.queue_bound();
+        let now = now_millis();
         let mut overflow: Vec<(String, i64)> = Vec::new();
         let mut overflowed: Vec<Arc<str>> = Vec::new();
         for job in jobs {
             let id = job.endpoint_id.clone();
             let ep = self.ep(&id);
-            // Older work in the store goes first; and the queue stays bounded.
-            if ep.stored_due.is_some() || ep.queue.len() + ep.in_flight as usize >= bound {
+            // Work already due in the store goes first; and the queue stays bounded.
+            let older_due = ep.stored_due.is_some_and(|d| d <= now);
+            if older_due || ep.queue.len() + ep.in_flight as usize >= bound {
                 overflow.push((job.delivery_id, job.lease_token));
                 if overflowed.last() != Some(&id) {
                     overflowed.push(id);
@@ -326,6 +331,9 @@ impl Dispatcher {
 
     fn set_due(&mut self, id: &Arc<str>, at: Millis) {
         let ep = self.ep(id);
+        if ep.claiming {
+            ep.due_while_claiming = Some(ep.due_while_claiming.map_or(at, |d| d.min(at)));
+        }
         let earlier = ep.stored_due.is_none_or(|d| at < d);
         if earlier {
             ep.stored_due = Some(at);
