@@ -44,11 +44,15 @@ fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent
     }
 }
 
-fn lease(owner: &str, token: i64, until: Millis) -> Lease {
+/// Leases run on the store's clock: 0 ms is already expired, `HELD` outlives any test.
+const EXPIRED: u64 = 0;
+const HELD: u64 = 3_600_000;
+
+fn lease(owner: &str, token: i64, duration_ms: u64) -> Lease {
     Lease {
         owner: Arc::from(owner),
         token,
-        until,
+        duration: std::time::Duration::from_millis(duration_ms),
     }
 }
 
@@ -200,7 +204,7 @@ pub async fn publish_fans_out_to_matching_enabled_endpoints_leased(s: Arc<dyn St
     for e in [&orders, &all, &off] {
         s.create_endpoint(e.clone()).await.unwrap();
     }
-    let l = lease("node-1", 42, 10_000);
+    let l = lease("node-1", 42, HELD);
     let p = s
         .publish(event("a", "order.created", None, 1_000), l.clone())
         .await
@@ -221,12 +225,19 @@ pub async fn publish_fans_out_to_matching_enabled_endpoints_leased(s: Arc<dyn St
     assert_eq!(p.endpoints.len(), 2);
     // Leased: nothing to claim until the lease ends.
     let c = s
-        .claim(&all.id, 10, 5_000, &lease("node-2", 7, 20_000))
+        .claim(&all.id, 10, 5_000, &lease("node-2", 7, HELD))
         .await
         .unwrap();
     assert!(c.jobs.is_empty());
+    let short = s
+        .publish(
+            event("a", "order.paid", None, 1_000),
+            lease("node-1", 43, EXPIRED),
+        )
+        .await
+        .unwrap();
     let c = s
-        .claim(&all.id, 10, 10_000, &lease("node-2", 7, 20_000))
+        .claim(&all.id, 10, 10_000, &lease("node-2", 7, HELD))
         .await
         .unwrap();
     assert_eq!(
@@ -234,6 +245,7 @@ pub async fn publish_fans_out_to_matching_enabled_endpoints_leased(s: Arc<dyn St
         1,
         "an expired lease can be claimed by another node"
     );
+    assert_eq!(c.jobs[0].event_id, short.event.id);
 
     let p2 = s
         .publish(event("a", "user.created", None, 1_001), l.clone())
@@ -245,7 +257,7 @@ pub async fn publish_fans_out_to_matching_enabled_endpoints_leased(s: Arc<dyn St
         Err(StoreError::NotFound)
     ));
     let events = s.list_events("a", None, page(10)).await.unwrap();
-    assert_eq!(events.rows.len(), 2);
+    assert_eq!(events.rows.len(), 3);
     assert_eq!(events.rows[0].id, p2.event.id, "newest first");
     let named = s
         .list_events("a", Some("order.created"), page(10))
@@ -269,7 +281,7 @@ pub async fn idempotency_keys_return_the_first_result(s: Arc<dyn Store>) {
     s.create_endpoint(endpoint("a", &["*"], true))
         .await
         .unwrap();
-    let l = lease("n", 1, 10);
+    let l = lease("n", 1, HELD);
     let first = s
         .publish(event("a", "x", Some("k1"), 1), l.clone())
         .await
@@ -308,14 +320,14 @@ pub async fn claims_take_due_unleased_deliveries_oldest_first(s: Arc<dyn Store>)
     let mut ids = Vec::new();
     for i in 0..5 {
         let p = s
-            .publish(event("a", "x", None, 100 + i), lease("n", 1, 0))
+            .publish(event("a", "x", None, 100 + i), lease("n", 1, EXPIRED))
             .await
             .unwrap();
         ids.push(p.deliveries[0].0.clone());
     }
     // Leases that ended at 0 are free; claim in two batches.
     let c = s
-        .claim(&e.id, 3, 1_000, &lease("n2", 2, 50_000))
+        .claim(&e.id, 3, 1_000, &lease("n2", 2, HELD))
         .await
         .unwrap();
     assert_eq!(
@@ -331,13 +343,13 @@ pub async fn claims_take_due_unleased_deliveries_oldest_first(s: Arc<dyn Store>)
     );
     assert_eq!(c.next_due, Some(103));
     let c2 = s
-        .claim(&e.id, 10, 1_000, &lease("n2", 3, 50_000))
+        .claim(&e.id, 10, 1_000, &lease("n2", 3, HELD))
         .await
         .unwrap();
     assert_eq!(c2.jobs.len(), 2);
     assert_eq!(c2.next_due, None);
     assert!(
-        s.claim(&e.id, 10, 1_000, &lease("n3", 4, 5_000))
+        s.claim(&e.id, 10, 1_000, &lease("n3", 4, HELD))
             .await
             .unwrap()
             .jobs
@@ -357,13 +369,13 @@ pub async fn claims_take_due_unleased_deliveries_oldest_first(s: Arc<dyn Store>)
         vec![(e.id.clone(), 9_000)]
     );
     let c3 = s
-        .claim(&e.id, 10, 2_000, &lease("n", 5, 9_000))
+        .claim(&e.id, 10, 2_000, &lease("n", 5, HELD))
         .await
         .unwrap();
     assert!(c3.jobs.is_empty());
     assert_eq!(c3.next_due, Some(9_000));
     let c4 = s
-        .claim(&e.id, 10, 9_000, &lease("n", 6, 20_000))
+        .claim(&e.id, 10, 9_000, &lease("n", 6, HELD))
         .await
         .unwrap();
     assert_eq!(
@@ -373,7 +385,7 @@ pub async fn claims_take_due_unleased_deliveries_oldest_first(s: Arc<dyn Store>)
     );
     assert_eq!(c4.jobs[0].cycle_failures, 1);
     let c5 = s
-        .claim("ep_gone", 10, 9_000, &lease("n", 6, 20_000))
+        .claim("ep_gone", 10, 9_000, &lease("n", 6, HELD))
         .await
         .unwrap();
     assert!(c5.endpoint.is_none() && c5.jobs.is_empty());
@@ -384,13 +396,13 @@ pub async fn records_are_fenced_by_the_lease(s: Arc<dyn Store>) {
     let e = endpoint("a", &["*"], true);
     s.create_endpoint(e.clone()).await.unwrap();
     let p = s
-        .publish(event("a", "x", None, 100), lease("n1", 11, 500))
+        .publish(event("a", "x", None, 100), lease("n1", 11, EXPIRED))
         .await
         .unwrap();
     let stale = p.jobs[0].clone();
     // The lease expires and another node claims the delivery.
     let fresh = s
-        .claim(&e.id, 1, 600, &lease("n2", 22, 5_000))
+        .claim(&e.id, 1, 600, &lease("n2", 22, HELD))
         .await
         .unwrap()
         .jobs
@@ -428,7 +440,7 @@ pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn
     let e = endpoint("a", &["*"], true);
     s.create_endpoint(e.clone()).await.unwrap();
     let p = s
-        .publish(event("a", "x", None, 100), lease("n", 1, 10_000))
+        .publish(event("a", "x", None, 100), lease("n", 1, HELD))
         .await
         .unwrap();
     let job = p.jobs[0].clone();
@@ -466,10 +478,7 @@ pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn
     let d = s.retry_delivery("a", &job.delivery_id, 300).await.unwrap();
     assert_eq!(d.status, DeliveryStatus::Pending);
     assert_eq!(d.next_attempt_at, Some(300));
-    let c = s
-        .claim(&e.id, 10, 300, &lease("n", 2, 10_000))
-        .await
-        .unwrap();
+    let c = s.claim(&e.id, 10, 300, &lease("n", 2, HELD)).await.unwrap();
     assert_eq!(c.jobs.len(), 1);
     assert_eq!(
         c.jobs[0].cycle_failures, 0,
@@ -504,7 +513,7 @@ pub async fn releases_make_deliveries_claimable_again(s: Arc<dyn Store>) {
     s.create_tenant(tenant("a")).await.unwrap();
     let e = endpoint("a", &["*"], true);
     s.create_endpoint(e.clone()).await.unwrap();
-    let far = 1_000_000;
+    let far = HELD;
     let p1 = s
         .publish(event("a", "x", None, 100), lease("n1", 1, far))
         .await
@@ -552,7 +561,7 @@ pub async fn deleting_an_endpoint_or_tenant_removes_its_deliveries(s: Arc<dyn St
     s.create_endpoint(e1.clone()).await.unwrap();
     s.create_endpoint(e2.clone()).await.unwrap();
     let p = s
-        .publish(event("a", "x", None, 1), lease("n", 1, 0))
+        .publish(event("a", "x", None, 1), lease("n", 1, EXPIRED))
         .await
         .unwrap();
     s.record(vec![outcome(&p.jobs[0], true, None, 2)])

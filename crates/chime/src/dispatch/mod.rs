@@ -72,7 +72,7 @@ impl DispatchHandle {
         Lease {
             owner: self.owner.clone(),
             token: rand::random::<i64>(),
-            until: now_millis() + self.lease.as_millis() as i64,
+            duration: self.lease,
         }
     }
 
@@ -374,7 +374,7 @@ impl Dispatcher {
         let lease = Lease {
             owner: self.owner.clone(),
             token: rand::random::<i64>(),
-            until: now + self.cfg.lease.as_millis() as i64,
+            duration: self.cfg.lease,
         };
         let Some(ep) = self.endpoints.get_mut(id) else {
             return;

@@ -134,11 +134,16 @@ pub struct Attempt {
 
 /// A reservation of deliveries by one node. Completion is fenced by `token`, so a delivery
 /// whose lease expired and was claimed again cannot be recorded twice.
+///
+/// Leases run on the store's clock, not the node's: the backend sets `leased_until` to its
+/// own "now" plus `duration` and judges expiry by its own "now" too, so a node with a wrong
+/// clock cannot steal or keep deliveries. (Due times of retries are the node's, passed as
+/// `now`; a skewed clock only shifts when a retry happens.)
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub owner: Arc<str>,
     pub token: i64,
-    pub until: Millis,
+    pub duration: std::time::Duration,
 }
 
 /// One delivery reserved for this node, with everything needed to attempt it.
@@ -270,11 +275,12 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> Result<Listed<Delivery>>;
     async fn list_attempts(&self, delivery_id: &str, page: Page) -> Result<Listed<Attempt>>;
-    /// Makes a delivery due now with a fresh retry schedule. `Conflict` while it is in flight.
+    /// Makes a delivery due at `now` with a fresh retry schedule. `Conflict` while it is leased.
     async fn retry_delivery(&self, tenant_id: &str, id: &str, now: Millis) -> Result<Delivery>;
 
     // --- dispatch ---
-    /// Leases up to `limit` due, unleased pending deliveries of one endpoint, oldest due first.
+    /// Leases up to `limit` pending deliveries of one endpoint that are due at `now` and not
+    /// leased (on the store's clock), oldest due first.
     async fn claim(
         &self,
         endpoint_id: &str,
@@ -291,7 +297,8 @@ pub trait Store: Send + Sync + 'static {
     async fn release_owner(&self, owner: &str) -> Result<()>;
     /// Clears every lease: used at start by a backend whose data one process owns alone.
     async fn reset_leases(&self) -> Result<()>;
-    /// Per endpoint with pending, unleased deliveries: the earliest due time.
+    /// Per endpoint with pending, unleased deliveries: the earliest due time (`now` is not
+    /// used as a bound: future retries are reported too).
     async fn due_summary(&self, now: Millis) -> Result<Vec<(String, Millis)>>;
     async fn get_endpoint_by_id(&self, id: &str) -> Result<Option<Endpoint>>;
 }

@@ -248,14 +248,23 @@ fn tenant_exists(conn: &Connection, id: &str) -> Result<bool> {
         .exists([id])?)
 }
 
-fn next_due(conn: &Connection, endpoint_id: &str, now: Millis) -> Result<Option<Millis>> {
+/// The store's clock, for leases. SQLite runs inside this process, so it is the system clock.
+fn clock() -> Millis {
+    crate::model::now_millis()
+}
+
+fn lease_end(lease: &Lease) -> Millis {
+    clock() + lease.duration.as_millis() as i64
+}
+
+fn next_due(conn: &Connection, endpoint_id: &str) -> Result<Option<Millis>> {
     Ok(conn
         .prepare_cached(
             "SELECT MIN(next_attempt_at) FROM deliveries
              WHERE endpoint_id = ?1 AND status = 'pending'
                AND (leased_until IS NULL OR leased_until <= ?2)",
         )?
-        .query_row(params![endpoint_id, now], |r| r.get(0))?)
+        .query_row(params![endpoint_id, clock()], |r| r.get(0))?)
 }
 
 fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Published> {
@@ -325,6 +334,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
              next_attempt_at, lease_owner, lease_token, leased_until, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?6, ?6)",
     )?;
+    let until = lease_end(lease);
     let mut deliveries = Vec::with_capacity(endpoints.len());
     let mut jobs = Vec::with_capacity(endpoints.len());
     for ep in &endpoints {
@@ -338,7 +348,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
             ev.created_at,
             &*lease.owner,
             lease.token,
-            lease.until
+            until
         ])?;
         jobs.push(Job {
             delivery_id: id.clone(),
@@ -394,18 +404,19 @@ fn claim_tx(
             "SELECT d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
-               AND (d.leased_until IS NULL OR d.leased_until <= ?2)
+               AND (d.leased_until IS NULL OR d.leased_until <= ?4)
              ORDER BY d.next_attempt_at, d.seq LIMIT ?3",
         )?,
-        params![endpoint_id, now, limit],
+        params![endpoint_id, now, limit, clock()],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
     )?;
     let mut lease_stmt = conn.prepare_cached(
         "UPDATE deliveries SET lease_owner = ?1, lease_token = ?2, leased_until = ?3 WHERE id = ?4",
     )?;
+    let until = lease_end(lease);
     let mut jobs = Vec::with_capacity(rows.len());
     for (id, event_id, tenant_id, cycle_failures, payload) in rows {
-        lease_stmt.execute(params![&*lease.owner, lease.token, lease.until, id])?;
+        lease_stmt.execute(params![&*lease.owner, lease.token, until, id])?;
         jobs.push(Job {
             delivery_id: id,
             event_id,
@@ -419,7 +430,7 @@ fn claim_tx(
     Ok(Claimed {
         jobs,
         endpoint,
-        next_due: next_due(conn, endpoint_id, now)?,
+        next_due: next_due(conn, endpoint_id)?,
     })
 }
 
@@ -833,9 +844,9 @@ impl Store for SqliteStore {
                         "UPDATE deliveries SET status = 'pending', cycle_failures = 0,
                              next_attempt_at = ?1, updated_at = ?1
                          WHERE id = ?2 AND tenant_id = ?3
-                           AND (leased_until IS NULL OR leased_until <= ?1)",
+                           AND (leased_until IS NULL OR leased_until <= ?4)",
                     )?
-                    .execute(params![now, id, tenant_id])?;
+                    .execute(params![now, id, tenant_id, clock()])?;
                 let row = c
                     .prepare_cached(&format!(
                         "SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1 AND tenant_id = ?2"
@@ -914,7 +925,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn due_summary(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
+    async fn due_summary(&self, _now: Millis) -> Result<Vec<(String, Millis)>> {
         self.read(move |c| {
             let ids: Vec<String> =
                 collect(c.prepare_cached("SELECT id FROM endpoints")?, [], |r| {
@@ -922,7 +933,7 @@ impl Store for SqliteStore {
                 })?;
             let mut out = Vec::new();
             for id in ids {
-                if let Some(due) = next_due(c, &id, now)? {
+                if let Some(due) = next_due(c, &id)? {
                     out.push((id, due));
                 }
             }
