@@ -18,8 +18,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Holds the SQLite file and the generated admin token.
     pub data_dir: PathBuf,
-    /// `sqlite://…`; `None` means `<data_dir>/chime.db`.
+    /// `sqlite://…` or `postgres://…`; `None` means `<data_dir>/chime.db`.
     pub database_url: Option<String>,
+    /// Most connections a PostgreSQL store keeps open.
+    pub db_pool_size: usize,
     /// Internal ranges opened for delivery.
     pub allow_targets: Vec<IpNet>,
     /// Fixed admin token; `None` means generate one on first start.
@@ -42,6 +44,22 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Bytes of a response kept with its attempt.
     pub response_capture_bytes: usize,
+    /// Longest wait a receiver's `Retry-After` can impose.
+    pub max_retry_after: Duration,
+    /// Consecutive failed attempts that make an endpoint "failing" (circuit open).
+    pub failure_threshold: u32,
+    /// While failing, one probe attempt per this interval.
+    pub probe_interval: Duration,
+    /// A failing endpoint with no success for this long is disabled.
+    pub auto_disable_after: Duration,
+    /// Refuse events whose name is not in the event-type catalog.
+    pub strict_event_types: bool,
+    /// Event payloads older than this are removed (their metadata stays).
+    pub payload_retention: Duration,
+    /// Events older than this are deleted with their deliveries and attempts.
+    pub event_retention: Duration,
+    /// How often the retention task runs.
+    pub retention_interval: Duration,
 }
 
 /// One layer of settings as written in a file or given by flags/environment: every field
@@ -52,6 +70,7 @@ pub struct Layer {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub db_pool_size: Option<usize>,
     pub allow_targets: Option<String>,
     pub admin_token: Option<String>,
     pub retry_schedule: Option<String>,
@@ -63,6 +82,14 @@ pub struct Layer {
     pub lease: Option<String>,
     pub poll_interval: Option<String>,
     pub response_capture_bytes: Option<usize>,
+    pub max_retry_after: Option<String>,
+    pub failure_threshold: Option<u32>,
+    pub probe_interval: Option<String>,
+    pub auto_disable_after: Option<String>,
+    pub strict_event_types: Option<bool>,
+    pub payload_retention: Option<String>,
+    pub event_retention: Option<String>,
+    pub retention_interval: Option<String>,
 }
 
 impl Layer {
@@ -76,6 +103,7 @@ impl Layer {
             listen: self.listen.or(base.listen),
             data_dir: self.data_dir.or(base.data_dir),
             database_url: self.database_url.or(base.database_url),
+            db_pool_size: self.db_pool_size.or(base.db_pool_size),
             allow_targets: self.allow_targets.or(base.allow_targets),
             admin_token: self.admin_token.or(base.admin_token),
             retry_schedule: self.retry_schedule.or(base.retry_schedule),
@@ -87,6 +115,14 @@ impl Layer {
             lease: self.lease.or(base.lease),
             poll_interval: self.poll_interval.or(base.poll_interval),
             response_capture_bytes: self.response_capture_bytes.or(base.response_capture_bytes),
+            max_retry_after: self.max_retry_after.or(base.max_retry_after),
+            failure_threshold: self.failure_threshold.or(base.failure_threshold),
+            probe_interval: self.probe_interval.or(base.probe_interval),
+            auto_disable_after: self.auto_disable_after.or(base.auto_disable_after),
+            strict_event_types: self.strict_event_types.or(base.strict_event_types),
+            payload_retention: self.payload_retention.or(base.payload_retention),
+            event_retention: self.event_retention.or(base.event_retention),
+            retention_interval: self.retention_interval.or(base.retention_interval),
         }
     }
 }
@@ -115,12 +151,18 @@ impl Config {
             format!("listen = {listen_text:?} is not an address such as 127.0.0.1:8088")
         })?;
         let database_url = l.database_url.filter(|s| !s.trim().is_empty());
-        if let Some(url) = &database_url
-            && !url.starts_with("sqlite://")
-        {
-            return Err(format!(
-                "database_url {url:?}: only sqlite:// URLs are supported by this build"
-            ));
+        if let Some(url) = &database_url {
+            let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+            if !postgres && !url.starts_with("sqlite://") {
+                return Err(format!(
+                    "database_url {:?}: use sqlite:///path/file.db or postgres://user@host/db",
+                    crate::store::postgres::redact(url)
+                ));
+            }
+        }
+        let db_pool_size = required("db_pool_size", l.db_pool_size)?;
+        if !(1..=1000).contains(&db_pool_size) {
+            return Err("db_pool_size must be between 1 and 1000".into());
         }
         let allow_targets =
             crate::net_policy::parse_cidr_list(&l.allow_targets.unwrap_or_default())
@@ -153,6 +195,7 @@ impl Config {
             listen,
             data_dir: required("data_dir", l.data_dir)?,
             database_url,
+            db_pool_size,
             allow_targets,
             admin_token,
             retry_schedule,
@@ -164,7 +207,25 @@ impl Config {
             lease,
             poll_interval: duration("poll_interval", l.poll_interval)?,
             response_capture_bytes: required("response_capture_bytes", l.response_capture_bytes)?,
+            max_retry_after: duration("max_retry_after", l.max_retry_after)?,
+            failure_threshold: required("failure_threshold", l.failure_threshold)?.max(1),
+            probe_interval: duration("probe_interval", l.probe_interval)?,
+            auto_disable_after: duration("auto_disable_after", l.auto_disable_after)?,
+            strict_event_types: l.strict_event_types.unwrap_or(false),
+            payload_retention: duration("payload_retention", l.payload_retention)?,
+            event_retention: duration("event_retention", l.event_retention)?,
+            retention_interval: duration("retention_interval", l.retention_interval)?,
         })
+    }
+
+    /// Where the data lives: the SQLite file, or a PostgreSQL database.
+    pub fn database(&self) -> crate::store::Database {
+        match &self.database_url {
+            Some(url) if !url.starts_with("sqlite://") => {
+                crate::store::Database::Postgres(url.clone())
+            }
+            _ => crate::store::Database::Sqlite(self.sqlite_path()),
+        }
     }
 
     /// Path of the SQLite database file.
@@ -214,6 +275,35 @@ mod tests {
         assert!(Config::from_layer(bad).unwrap_err().contains("lease"));
         let bad = Layer {
             database_url: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_layer(bad).is_err());
+    }
+
+    #[test]
+    fn postgres_urls_select_the_postgres_store() {
+        use crate::store::Database;
+        for url in ["postgres://u@h/db", "postgresql://u:p@h:5433/db?options=x"] {
+            let c = Config::from_layer(Layer {
+                database_url: Some(url.into()),
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(c.database(), Database::Postgres(url.into()));
+        }
+        let c = Config::from_layer(Layer {
+            database_url: Some("sqlite:///tmp/x.db".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.database(), Database::Sqlite("/tmp/x.db".into()));
+        assert_eq!(
+            Config::defaults().database(),
+            Database::Sqlite(PathBuf::from("./chime-data/chime.db"))
+        );
+        assert_eq!(Config::defaults().db_pool_size, 16);
+        let bad = Layer {
+            db_pool_size: Some(0),
             ..Default::default()
         };
         assert!(Config::from_layer(bad).is_err());

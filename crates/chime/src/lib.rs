@@ -3,22 +3,27 @@
 //! # Layout
 //! - `config`: the typed settings and their layered loading.
 //! - `model`: the domain's validated types (ids, event names, patterns, URLs, time).
-//! - `store`: the storage interface and its SQLite backend (the only place with SQL).
+//! - `store`: the storage interface and its SQLite and PostgreSQL backends (the only place
+//!   with SQL).
 //! - `api`: the REST API v1 (axum), thin handlers over the store and the dispatcher.
 //! - `dispatch`: claims due deliveries, POSTs them (signed, SSRF-guarded), records attempts.
 //! - `retry`, `net_policy`, `auth`: pure pieces: retry timing, target ranges, tokens.
 //! - `cli`: the `chime` command line (`serve` and friends).
+//! - `bench`: `chime bench`, the benchmark (a server child process, a receiver, a load generator).
 //!
 //! `run` is the whole service given a bound listener and a shutdown token; the binary and the
 //! tests both go through it.
 
 pub mod api;
 pub mod auth;
+pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod model;
 pub mod net_policy;
+pub mod retention;
 pub mod retry;
 pub mod store;
 
@@ -87,6 +92,7 @@ fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct Started {
     pub addr: std::net::SocketAddr,
+    /// The SQLite file, or the PostgreSQL URL without its password.
     pub database: PathBuf,
     pub admin_token: AdminToken,
 }
@@ -102,16 +108,28 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let db_path = config.sqlite_path();
-    let sqlite = tokio::task::spawn_blocking({
-        let p = db_path.clone();
-        move || store::sqlite::SqliteStore::open(&p)
-    })
-    .await??;
-    let store: Arc<dyn Store> = Arc::new(sqlite);
-    // One process owns the SQLite file (it holds the lock), so every lease is stale.
-    store.reset_leases().await?;
+    let database = config.database();
+    let opened = store::open(&database, config.db_pool_size).await?;
+    let store = opened.store;
+    if opened.exclusive {
+        // One process owns the SQLite file (it holds the lock), so every lease is stale.
+        // Never on a shared database: other nodes' leases are live, and a dead node's
+        // deliveries are taken over when their leases expire.
+        store.reset_leases().await?;
+    }
     let admin_token = settle_admin_token(&config, store.as_ref()).await?;
+    // The system tenant that receives operational events; it always exists.
+    match store
+        .create_tenant(store::Tenant {
+            id: model::SYSTEM_TENANT.to_owned(),
+            name: Some("chime operational events".to_owned()),
+            created_at: model::now_millis(),
+        })
+        .await
+    {
+        Ok(()) | Err(store::StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
 
     let policy = net_policy::TargetPolicy::new(config.allow_targets.clone());
     let client = dispatch::http::DeliveryClient::new(
@@ -129,8 +147,13 @@ pub async fn run(
             lease: config.lease,
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,
+            max_retry_after: config.max_retry_after,
+            failure_threshold: config.failure_threshold,
+            probe_interval: config.probe_interval,
+            auto_disable_after: config.auto_disable_after,
         },
     );
+    let due_handle = handle.clone();
     let state = api::AppState {
         store: store.clone(),
         dispatch: handle,
@@ -139,16 +162,46 @@ pub async fn run(
             config.admin_token.as_deref(),
         )),
         policy: Arc::new(policy),
+        catalog: Arc::new(catalog::Catalog::new(
+            store.clone(),
+            config.strict_event_types,
+        )),
         max_body_bytes: config.max_body_bytes,
     };
     let app = api::router(state);
 
     let dispatcher_stop = CancellationToken::new();
+    // Another node made deliveries claimable (released or retried them): claim at once
+    // rather than at the next fallback scan. The task ends with the dispatcher's stop.
+    if let Some(mut due) = store.due_notifications() {
+        let handle = due_handle;
+        let stop = dispatcher_stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    id = due.recv() => match id {
+                        Some(id) => handle.due(&id, model::now_millis()),
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
     let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_stop.clone()));
+    tokio::spawn(retention::run(
+        store.clone(),
+        retention::Policy {
+            payloads: config.payload_retention,
+            events: config.event_retention,
+            every: config.retention_interval,
+        },
+        dispatcher_stop.clone(),
+    ));
 
     on_start(&Started {
         addr: listener.local_addr()?,
-        database: db_path,
+        database: PathBuf::from(database.display()),
         admin_token,
     });
 

@@ -23,6 +23,10 @@ pub fn format_time(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
+/// The reserved tenant that receives chime's own operational events (endpoint disabled or
+/// recovered, delivery exhausted), so operators can subscribe to them like any other events.
+pub const SYSTEM_TENANT: &str = "_chime";
+
 /// A new prefixed, time-ordered id such as `evt_01JD…` (a lower-case ULID after the prefix).
 pub fn new_id(prefix: &str) -> String {
     let ulid = ulid::Ulid::generate().to_string().to_ascii_lowercase();
@@ -251,5 +255,100 @@ mod tests {
         assert!(a.starts_with("evt_"));
         assert_eq!(a.len(), 4 + 26);
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+    }
+}
+
+/// Longest filter accepted, in bytes.
+pub const MAX_FILTER_LEN: usize = 1024;
+
+/// Compiles an endpoint's payload filter: an RFC 9535 JSONPath query. The query runs against a
+/// one-element array holding the envelope, so `$[?@.data.amount > 100]` reads as a predicate
+/// over the event (`@` is the envelope); the event matches when the query selects anything.
+pub fn compile_filter(text: &str) -> Result<serde_json_path::JsonPath, Invalid> {
+    if text.len() > MAX_FILTER_LEN {
+        return invalid(format!("filter must be at most {MAX_FILTER_LEN} bytes"));
+    }
+    serde_json_path::JsonPath::parse(text).map_err(|e| {
+        Invalid(format!(
+            "filter is not a valid JSONPath (RFC 9535) query: {e}"
+        ))
+    })
+}
+
+thread_local! {
+    /// Compiled filters by text: publishing evaluates the same few filters over and over.
+    static FILTERS: std::cell::RefCell<std::collections::HashMap<String, Option<serde_json_path::JsonPath>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Whether an endpoint with these patterns and filter receives this event. `envelope` caches
+/// the parsed payload across the endpoints of one event (parsed only if a filter needs it).
+pub fn subscribed(
+    patterns: &[String],
+    filter: Option<&str>,
+    name: &str,
+    payload: &[u8],
+    envelope: &mut Option<serde_json::Value>,
+) -> bool {
+    let by_name = Subscription::parse(patterns).is_ok_and(|s| s.matches(name));
+    let Some(filter) = filter.filter(|_| by_name) else {
+        return by_name;
+    };
+    let doc = envelope.get_or_insert_with(|| {
+        serde_json::Value::Array(vec![serde_json::from_slice(payload).unwrap_or_default()])
+    });
+    FILTERS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        let compiled = cache
+            .entry(filter.to_owned())
+            .or_insert_with(|| compile_filter(filter).ok());
+        // A filter that no longer compiles matches nothing rather than everything.
+        compiled.as_ref().is_some_and(|q| !q.query(doc).is_empty())
+    })
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_predicates_over_the_envelope() {
+        let payload = br#"{"event":"order.created","data":{"amount":150,"currency":"EUR"}}"#;
+        let all = vec!["*".to_owned()];
+        let mut env = None;
+        assert!(subscribed(
+            &all,
+            Some("$[?@.data.amount > 100]"),
+            "order.created",
+            payload,
+            &mut env
+        ));
+        assert!(!subscribed(
+            &all,
+            Some("$[?@.data.amount > 200]"),
+            "order.created",
+            payload,
+            &mut env
+        ));
+        assert!(subscribed(
+            &all,
+            Some("$[?@.data.currency == 'EUR']"),
+            "order.created",
+            payload,
+            &mut env
+        ));
+        assert!(!subscribed(
+            &["user.*".to_owned()],
+            Some("$[?@.data.amount > 1]"),
+            "order.created",
+            payload,
+            &mut env
+        ));
+        assert!(subscribed(&all, None, "x", payload, &mut None));
+        assert!(compile_filter("$[?@.data.amount >").is_err());
+        assert!(compile_filter(&"a".repeat(2000)).is_err());
     }
 }

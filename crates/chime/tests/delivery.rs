@@ -324,7 +324,7 @@ async fn stopped_server_resumes_every_pending_delivery_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disabled_endpoint_gets_no_new_deliveries_and_resumes_when_enabled() {
+async fn disabled_endpoint_records_skipped_deliveries_that_replay_after_enabling() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
     let rx = Receiver::start().await;
@@ -341,8 +341,10 @@ async fn disabled_endpoint_gets_no_new_deliveries_and_resumes_when_enabled() {
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["enabled"], false);
-    let ev = server.publish("acme", "ping", json!({})).await;
-    assert!(ev["deliveries"].as_array().unwrap().is_empty());
+    // Recorded as skipped, not dropped.
+    let skipped = server.publish("acme", "ping", json!({"n": 1})).await;
+    assert_eq!(skipped["deliveries"][0]["status"], "skipped");
+    let skipped_id = skipped["deliveries"][0]["id"].as_str().unwrap().to_owned();
     server
         .admin(
             "PATCH",
@@ -350,10 +352,38 @@ async fn disabled_endpoint_gets_no_new_deliveries_and_resumes_when_enabled() {
             Some(json!({"enabled": true})),
         )
         .await;
-    let ev = server.publish("acme", "ping", json!({})).await;
+    let ev = server.publish("acme", "ping", json!({"n": 2})).await;
     let id = ev["deliveries"][0]["id"].as_str().unwrap();
     server.wait_status("acme", id, "succeeded").await;
     assert_eq!(rx.received().len(), 1);
+
+    // The skipped one is replayed on request, with its original webhook-id.
+    let (s, dry) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/replay",
+            Some(json!({"status": ["skipped"], "dry_run": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{dry}");
+    assert_eq!(dry["count"], 1);
+    assert_eq!(
+        server.delivery("acme", &skipped_id).await["status"],
+        "skipped",
+        "a dry run changes nothing"
+    );
+    let (s, done) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/replay",
+            Some(json!({"status": ["skipped"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{done}");
+    assert_eq!(done["count"], 1);
+    server.wait_status("acme", &skipped_id, "succeeded").await;
+    let got = rx.wait_count(2).await;
+    assert_eq!(got[1].header("webhook-id"), skipped["id"].as_str().unwrap());
     server.stop().await;
 }
 

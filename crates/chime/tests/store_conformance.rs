@@ -3,6 +3,8 @@
 //! Each case is a function over `Arc<dyn Store>`; `conformance!` instantiates all of them for a
 //! backend. A new backend passes when its instantiation does.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,6 +30,9 @@ fn endpoint(tenant_id: &str, events: &[&str], enabled: bool) -> Endpoint {
         secret: chime_webhooks::Secret::generate().to_whsec(),
         previous_secret: None,
         previous_secret_expires_at: None,
+        settings: EndpointSettings::default(),
+        disabled_reason: None,
+        failing_since: None,
         created_at: 1_000,
         updated_at: 1_000,
     }
@@ -210,11 +215,25 @@ pub async fn publish_fans_out_to_matching_enabled_endpoints_leased(s: Arc<dyn St
         .await
         .unwrap();
     assert!(!p.repeated);
-    let mut targets: Vec<_> = p.deliveries.iter().map(|(_, ep)| ep.clone()).collect();
-    targets.sort();
+    let mut pending: Vec<_> = p
+        .deliveries
+        .iter()
+        .filter(|d| d.status == DeliveryStatus::Pending)
+        .map(|d| d.endpoint_id.clone())
+        .collect();
+    pending.sort();
     let mut want = vec![orders.id.clone(), all.id.clone()];
     want.sort();
-    assert_eq!(targets, want);
+    assert_eq!(pending, want);
+    // The disabled endpoint's delivery is recorded as skipped (replayable), not dropped.
+    let skipped: Vec<_> = p
+        .deliveries
+        .iter()
+        .filter(|d| d.status == DeliveryStatus::Skipped)
+        .map(|d| d.endpoint_id.clone())
+        .collect();
+    assert_eq!(skipped, vec![off.id.clone()]);
+    assert_eq!(p.deliveries.len(), 3);
     assert_eq!(p.jobs.len(), 2);
     assert!(
         p.jobs
@@ -251,7 +270,12 @@ pub async fn publish_fans_out_to_matching_enabled_endpoints_leased(s: Arc<dyn St
         .publish(event("a", "user.created", None, 1_001), l.clone())
         .await
         .unwrap();
-    assert_eq!(p2.deliveries.len(), 1);
+    assert_eq!(
+        p2.jobs.len(),
+        1,
+        "only the catch-all endpoint takes user.created"
+    );
+    assert_eq!(p2.deliveries.len(), 2, "plus the disabled one, skipped");
     assert!(matches!(
         s.publish(event("zz", "x", None, 1), l).await,
         Err(StoreError::NotFound)
@@ -323,7 +347,7 @@ pub async fn claims_take_due_unleased_deliveries_oldest_first(s: Arc<dyn Store>)
             .publish(event("a", "x", None, 100 + i), lease("n", 1, EXPIRED))
             .await
             .unwrap();
-        ids.push(p.deliveries[0].0.clone());
+        ids.push(p.deliveries[0].id.clone());
     }
     // Leases that ended at 0 are free; claim in two batches.
     let c = s
@@ -586,6 +610,183 @@ pub async fn deleting_an_endpoint_or_tenant_removes_its_deliveries(s: Arc<dyn St
     assert!(s.due_summary(10).await.unwrap().is_empty());
 }
 
+pub async fn ordered_endpoints_claim_only_their_head(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let mut e = endpoint("a", &["*"], true);
+    e.settings.ordered = true;
+    s.create_endpoint(e.clone()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let p = s
+            .publish(event("a", "x", None, 100 + i), lease("n", 1, HELD))
+            .await
+            .unwrap();
+        assert!(
+            p.jobs.is_empty(),
+            "ordered deliveries are not handed over leased"
+        );
+        assert_eq!(p.due_endpoints, vec![e.id.clone()]);
+        ids.push(p.deliveries[0].id.clone());
+    }
+    let head = s.pending_head(&e.id).await.unwrap().unwrap();
+    assert_eq!(head.id, ids[0]);
+    let c = s
+        .claim(&e.id, 10, 1_000, &lease("n", 2, HELD))
+        .await
+        .unwrap();
+    assert_eq!(c.jobs.len(), 1, "only the head");
+    assert_eq!(c.jobs[0].delivery_id, ids[0]);
+    // While the head is leased, nothing else goes.
+    let c2 = s
+        .claim(&e.id, 10, 1_000, &lease("n", 3, HELD))
+        .await
+        .unwrap();
+    assert!(c2.jobs.is_empty());
+    // A failed head scheduled for later blocks the ones behind it, even though they are due.
+    s.record(vec![outcome(&c.jobs[0], false, Some(5_000), 1_000)])
+        .await
+        .unwrap();
+    let c3 = s
+        .claim(&e.id, 10, 2_000, &lease("n", 4, HELD))
+        .await
+        .unwrap();
+    assert!(c3.jobs.is_empty());
+    assert_eq!(c3.next_due, Some(5_000));
+    // Skipping the head lets the next one through.
+    let skipped = s.skip_delivery("a", &ids[0], 2_000).await.unwrap();
+    assert_eq!(skipped.status, DeliveryStatus::Skipped);
+    assert!(matches!(
+        s.skip_delivery("a", &ids[0], 2_000).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.skip_delivery("b", &ids[1], 2_000).await,
+        Err(StoreError::NotFound)
+    ));
+    let c4 = s
+        .claim(&e.id, 10, 2_000, &lease("n", 5, HELD))
+        .await
+        .unwrap();
+    assert_eq!(c4.jobs.len(), 1);
+    assert_eq!(c4.jobs[0].delivery_id, ids[1]);
+}
+
+pub async fn health_changes_apply_once(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    assert!(
+        s.change_health(&e.id, HealthChange::Failing(500), 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.change_health(&e.id, HealthChange::Failing(600), 600)
+            .await
+            .unwrap()
+    );
+    let got = s.get_endpoint("a", &e.id).await.unwrap().unwrap();
+    assert_eq!(got.failing_since, Some(500));
+    assert!(
+        s.change_health(&e.id, HealthChange::Recovered, 700)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.change_health(&e.id, HealthChange::Recovered, 700)
+            .await
+            .unwrap()
+    );
+    let reason = "the receiver answered 410 Gone".to_owned();
+    assert!(
+        s.change_health(&e.id, HealthChange::Disable(reason.clone()), 800)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.change_health(&e.id, HealthChange::Disable(reason.clone()), 900)
+            .await
+            .unwrap()
+    );
+    let got = s.get_endpoint("a", &e.id).await.unwrap().unwrap();
+    assert!(!got.enabled);
+    assert_eq!(got.disabled_reason, Some(reason));
+    assert_eq!(got.failing_since, None);
+}
+
+pub async fn replay_requeues_matching_finished_deliveries(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    let off = endpoint("a", &["*"], false);
+    s.create_endpoint(e.clone()).await.unwrap();
+    s.create_endpoint(off.clone()).await.unwrap();
+    let p1 = s
+        .publish(event("a", "x", None, 100), lease("n", 1, EXPIRED))
+        .await
+        .unwrap();
+    let p2 = s
+        .publish(event("a", "y", None, 200), lease("n", 2, EXPIRED))
+        .await
+        .unwrap();
+    s.record(vec![outcome(&p1.jobs[0], false, None, 300)])
+        .await
+        .unwrap();
+    s.record(vec![outcome(&p2.jobs[0], true, None, 300)])
+        .await
+        .unwrap();
+    let failed = ReplayFilter {
+        statuses: vec![DeliveryStatus::Failed],
+        endpoint_id: None,
+        event_name: None,
+        since: None,
+        until: None,
+    };
+    let (n, eps) = s.replay("a", &failed, 400, 100, true).await.unwrap();
+    assert_eq!(
+        (n, eps.len()),
+        (1, 0),
+        "a dry run counts and changes nothing"
+    );
+    let d = s
+        .get_delivery("a", &p1.jobs[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Failed);
+    assert_eq!(
+        s.replay("b", &failed, 400, 100, false).await.unwrap().0,
+        0,
+        "per tenant"
+    );
+    let (n, eps) = s.replay("a", &failed, 400, 100, false).await.unwrap();
+    assert_eq!((n, eps), (1, vec![e.id.clone()]));
+    let d = s
+        .get_delivery("a", &p1.jobs[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.next_attempt_at, Some(400));
+    // Skipped ones (the disabled endpoint's), narrowed by event name and time window.
+    let skipped = ReplayFilter {
+        statuses: vec![DeliveryStatus::Skipped, DeliveryStatus::Succeeded],
+        endpoint_id: None,
+        event_name: Some("y".into()),
+        since: Some(150),
+        until: Some(250),
+    };
+    let (n, mut eps) = s.replay("a", &skipped, 500, 100, false).await.unwrap();
+    eps.sort();
+    let mut want = vec![e.id.clone(), off.id.clone()];
+    want.sort();
+    assert_eq!((n, eps), (2, want));
+    let limited = ReplayFilter {
+        statuses: vec![DeliveryStatus::Pending],
+        ..failed
+    };
+    assert_eq!(s.replay("a", &limited, 500, 1, true).await.unwrap().0, 3);
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -601,6 +802,9 @@ macro_rules! conformance {
                 failures_move_through_pending_to_failed_and_retry_resets,
                 releases_make_deliveries_claimable_again,
                 deleting_an_endpoint_or_tenant_removes_its_deliveries,
+                ordered_endpoints_claim_only_their_head,
+                health_changes_apply_once,
+                replay_requeues_matching_finished_deliveries,
             );
         }
     };
@@ -622,3 +826,15 @@ async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 conformance!(sqlite_backend, sqlite);
+
+/// A fresh schema per case on the test server (`CHIME_TEST_DATABASE_URL`, or the local
+/// default); the guard drops it. Never skipped: an unreachable server fails the case.
+async fn postgres() -> (Arc<dyn Store>, common::pg::PgSchema) {
+    let schema = common::pg::PgSchema::create().await;
+    let store = chime::store::postgres::PostgresStore::connect(&schema.url, 4)
+        .await
+        .unwrap_or_else(|e| panic!("opening the PostgreSQL store: {e:#}"));
+    (Arc::new(store), schema)
+}
+
+conformance!(postgres_backend, postgres);

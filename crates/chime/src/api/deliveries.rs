@@ -24,6 +24,11 @@ pub fn routes() -> Router<AppState> {
             "/v1/tenants/{tenant}/deliveries/{delivery}/retry",
             post(retry),
         )
+        .route(
+            "/v1/tenants/{tenant}/deliveries/{delivery}/skip",
+            post(skip),
+        )
+        .route("/v1/tenants/{tenant}/replay", post(replay))
 }
 
 #[derive(Serialize)]
@@ -120,7 +125,7 @@ async fn list(
         .as_deref()
         .map(|s| {
             DeliveryStatus::parse(s).ok_or_else(|| {
-                ApiError::invalid("status must be one of pending, succeeded, failed")
+                ApiError::invalid("status must be one of pending, succeeded, failed, skipped")
             })
         })
         .transpose()?;
@@ -188,4 +193,113 @@ async fn retry(
         })?;
     state.dispatch.due(&d.endpoint_id, now);
     Ok((StatusCode::ACCEPTED, Json(d.into())))
+}
+
+/// Gives up on a pending delivery without attempting it (e.g. the failed head that blocks an
+/// ordered endpoint). It becomes `skipped` and can be replayed later.
+async fn skip(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant_id, id)): Path<(String, String)>,
+) -> ApiResult<Json<DeliveryOut>> {
+    visible_tenant(&state, &principal, &tenant_id).await?;
+    let now = now_millis();
+    let d = state
+        .store
+        .skip_delivery(&tenant_id, &id, now)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("delivery"),
+            other => other.into(),
+        })?;
+    // An ordered endpoint's next delivery may go now.
+    state.dispatch.due(&d.endpoint_id, now);
+    Ok(Json(d.into()))
+}
+
+/// Most deliveries one replay call re-queues; call again for the rest.
+const REPLAY_LIMIT: u32 = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayIn {
+    /// Which deliveries: `failed` (default: the dead letters), `skipped`, `succeeded`.
+    status: Option<Vec<String>>,
+    endpoint_id: Option<String>,
+    event: Option<String>,
+    /// RFC 3339; deliveries created at or after.
+    since: Option<String>,
+    /// RFC 3339; deliveries created before.
+    until: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct ReplayOut {
+    dry_run: bool,
+    /// Deliveries that match (dry run) or were re-queued.
+    count: u64,
+    /// True when the limit per call was reached and more deliveries may match.
+    more: bool,
+}
+
+fn parse_time(field: &str, text: &str) -> ApiResult<crate::model::Millis> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|e| ApiError::invalid(format!("{field} must be an RFC 3339 time: {e}")))
+}
+
+/// Re-delivers the deliveries matching a filter, with their original `webhook-id` and a fresh
+/// retry schedule; `dry_run` only counts them.
+async fn replay(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant_id): Path<String>,
+    super::extract::JsonBody(body): super::extract::JsonBody<ReplayIn>,
+) -> ApiResult<Json<ReplayOut>> {
+    visible_tenant(&state, &principal, &tenant_id).await?;
+    let statuses = match body.status {
+        None => vec![DeliveryStatus::Failed],
+        Some(list) if list.is_empty() => {
+            return Err(ApiError::invalid("status must list at least one status"));
+        }
+        Some(list) => list
+            .iter()
+            .map(|s| match DeliveryStatus::parse(s) {
+                Some(DeliveryStatus::Pending) | None => Err(ApiError::invalid(format!(
+                    "status {s:?}: replay takes failed, skipped or succeeded"
+                ))),
+                Some(st) => Ok(st),
+            })
+            .collect::<ApiResult<_>>()?,
+    };
+    let filter = crate::store::ReplayFilter {
+        statuses,
+        endpoint_id: body.endpoint_id,
+        event_name: body.event,
+        since: body
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: body
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
+    };
+    let now = now_millis();
+    let (count, endpoints) = state
+        .store
+        .replay(&tenant_id, &filter, now, REPLAY_LIMIT, body.dry_run)
+        .await?;
+    for endpoint_id in &endpoints {
+        state.dispatch.due(endpoint_id, now);
+    }
+    Ok(Json(ReplayOut {
+        dry_run: body.dry_run,
+        count,
+        more: !body.dry_run && count >= REPLAY_LIMIT as u64,
+    }))
 }

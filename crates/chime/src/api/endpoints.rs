@@ -1,16 +1,20 @@
-//! `/v1/tenants/{tenant}/endpoints`.
+//! `/v1/tenants/{tenant}/endpoints`: receivers, their subscriptions and delivery settings.
+
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{JsonBody, PageParams, Principal, Query};
 use super::{AppState, ListOut, visible_tenant};
-use crate::model::{Subscription, format_time, ip_literal, new_id, now_millis, parse_endpoint_url};
-use crate::store::Endpoint;
+use crate::model::{
+    Subscription, compile_filter, format_time, ip_literal, new_id, now_millis, parse_endpoint_url,
+};
+use crate::store::{DeliveryStatus, Endpoint, EndpointSettings};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,11 +29,20 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/tenants/{tenant}/endpoints/{endpoint}/secret/rotate",
-            axum::routing::post(rotate_secret),
+            post(rotate_secret),
         )
 }
 
 const MAX_DESCRIPTION: usize = 1024;
+const MAX_HEADERS: usize = 20;
+const MAX_HEADER_VALUE: usize = 1024;
+
+/// Present-but-null (`"filter": null`, clear it) and absent (leave it) differ in a PATCH.
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,8 +51,15 @@ struct EndpointIn {
     events: Option<Vec<String>>,
     description: Option<String>,
     enabled: Option<bool>,
-    /// A secret of the user's own (`whsec_` + base64 of 24–64 bytes); generated if absent.
+    /// A secret of the user's own: `whsec_…` (HMAC) or `whsk_…` (Ed25519); generated if absent.
     secret: Option<String>,
+    /// `hmac` (default) or `ed25519`, for a generated secret.
+    signature: Option<String>,
+    max_in_flight: Option<u32>,
+    rate_limit_per_s: Option<u32>,
+    ordered: Option<bool>,
+    headers: Option<BTreeMap<String, String>>,
+    filter: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +69,14 @@ struct EndpointPatch {
     events: Option<Vec<String>>,
     description: Option<String>,
     enabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    max_in_flight: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rate_limit_per_s: Option<Option<u32>>,
+    ordered: Option<bool>,
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    filter: Option<Option<String>>,
 }
 
 #[derive(Serialize)]
@@ -59,6 +87,20 @@ struct EndpointOut {
     events: Vec<String>,
     description: String,
     enabled: bool,
+    /// `hmac` (`v1` signatures) or `ed25519` (`v1a`).
+    signature: &'static str,
+    /// The Ed25519 public key receivers verify with (`whpk_…`); not a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+    max_in_flight: Option<u32>,
+    rate_limit_per_s: Option<u32>,
+    ordered: bool,
+    headers: BTreeMap<String, String>,
+    filter: Option<String>,
+    /// Why chime disabled it (a 410 answer, or failing too long).
+    disabled_reason: Option<String>,
+    /// Since when it has been failing (probed only), if it is.
+    failing_since: Option<String>,
     created_at: String,
     updated_at: String,
     /// Shown on creation only; afterwards via `GET …/secret`.
@@ -66,16 +108,36 @@ struct EndpointOut {
     secret: Option<String>,
 }
 
+fn public_key_of(secret: &str) -> Option<String> {
+    chime_webhooks::SigningKey::parse(secret)
+        .ok()
+        .map(|k| k.public_key().to_whpk())
+}
+
 impl EndpointOut {
     fn of(e: Endpoint, with_secret: bool) -> Self {
+        let public_key = public_key_of(&e.secret);
         Self {
             secret: with_secret.then(|| e.secret.clone()),
+            signature: if public_key.is_some() {
+                "ed25519"
+            } else {
+                "hmac"
+            },
+            public_key,
             id: e.id,
             tenant_id: e.tenant_id,
             url: e.url,
             events: e.events,
             description: e.description,
             enabled: e.enabled,
+            max_in_flight: e.settings.max_in_flight,
+            rate_limit_per_s: e.settings.rate_limit_per_s,
+            ordered: e.settings.ordered,
+            headers: e.settings.headers,
+            filter: e.settings.filter,
+            disabled_reason: e.disabled_reason,
+            failing_since: e.failing_since.map(format_time),
             created_at: format_time(e.created_at),
             updated_at: format_time(e.updated_at),
         }
@@ -116,6 +178,91 @@ fn checked_description(d: Option<String>) -> ApiResult<Option<String>> {
     }
 }
 
+/// Headers chime sets itself or that belong to the connection are not the endpoint's to set.
+fn reserved_header(name: &str) -> bool {
+    const HOP_BY_HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "user-agent",
+    ];
+    name.starts_with("webhook-") || name.starts_with("content-") || HOP_BY_HOP.contains(&name)
+}
+
+fn checked_headers(headers: BTreeMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_HEADERS} custom headers"
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(ApiError::invalid(format!(
+                "header name {name:?} is not valid"
+            )));
+        }
+        if reserved_header(&lower) {
+            return Err(ApiError::invalid(format!(
+                "header {name:?} is set by chime or by the connection and cannot be configured"
+            )));
+        }
+        if value.len() > MAX_HEADER_VALUE || axum::http::HeaderValue::from_str(&value).is_err() {
+            return Err(ApiError::invalid(format!(
+                "header {name:?}: the value must be visible ASCII, at most {MAX_HEADER_VALUE} bytes"
+            )));
+        }
+        out.insert(lower, value);
+    }
+    Ok(out)
+}
+
+fn checked_settings(s: EndpointSettings) -> ApiResult<EndpointSettings> {
+    if let Some(n) = s.max_in_flight
+        && !(1..=100).contains(&n)
+    {
+        return Err(ApiError::invalid("max_in_flight must be between 1 and 100"));
+    }
+    if let Some(n) = s.rate_limit_per_s
+        && !(1..=100_000).contains(&n)
+    {
+        return Err(ApiError::invalid(
+            "rate_limit_per_s must be between 1 and 100000",
+        ));
+    }
+    if s.ordered && s.max_in_flight.is_some_and(|n| n > 1) {
+        return Err(ApiError::invalid(
+            "an ordered endpoint delivers one at a time: max_in_flight must be 1 or absent",
+        ));
+    }
+    if let Some(f) = &s.filter {
+        compile_filter(f)?;
+    }
+    Ok(EndpointSettings {
+        headers: checked_headers(s.headers)?,
+        ..s
+    })
+}
+
+/// A new secret of the scheme asked for (`hmac` unless said otherwise).
+fn generate_secret(scheme: Option<&str>) -> ApiResult<String> {
+    match scheme.unwrap_or("hmac") {
+        "hmac" => Ok(chime_webhooks::Secret::generate().to_whsec()),
+        "ed25519" => Ok(chime_webhooks::SigningKey::generate().to_whsk()),
+        other => Err(ApiError::invalid(format!(
+            "signature must be hmac or ed25519, not {other:?}"
+        ))),
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -124,10 +271,23 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
     visible_tenant(&state, &principal, &tenant_id).await?;
     let secret = match body.secret {
+        Some(s) if s.starts_with(chime_webhooks::SIGNING_KEY_PREFIX) => {
+            chime_webhooks::SigningKey::parse(&s)
+                .map_err(|e| ApiError::invalid(format!("secret: {e}")))?
+                .to_whsk()
+        }
         Some(s) => chime_webhooks::Secret::parse_strict(&s)
-            .map_err(|e| ApiError::invalid(format!("secret: {e}")))?,
-        None => chime_webhooks::Secret::generate(),
+            .map_err(|e| ApiError::invalid(format!("secret: {e}")))?
+            .to_whsec(),
+        None => generate_secret(body.signature.as_deref())?,
     };
+    let settings = checked_settings(EndpointSettings {
+        max_in_flight: body.max_in_flight,
+        rate_limit_per_s: body.rate_limit_per_s,
+        ordered: body.ordered.unwrap_or(false),
+        headers: body.headers.unwrap_or_default(),
+        filter: body.filter,
+    })?;
     let now = now_millis();
     let endpoint = Endpoint {
         id: new_id("ep"),
@@ -136,9 +296,12 @@ async fn create(
         events: checked_events(body.events)?,
         description: checked_description(body.description)?.unwrap_or_default(),
         enabled: body.enabled.unwrap_or(true),
-        secret: secret.to_whsec(),
+        secret,
         previous_secret: None,
         previous_secret_expires_at: None,
+        settings,
+        disabled_reason: None,
+        failing_since: None,
         created_at: now,
         updated_at: now,
     };
@@ -176,18 +339,44 @@ async fn load(
         .ok_or_else(|| ApiError::not_found("endpoint"))
 }
 
+/// An endpoint, and for an ordered one, the delivery at the head of its queue when that head
+/// has failed attempts: the one blocking everything behind it (skip it with
+/// `POST …/deliveries/{id}/skip`).
+#[derive(Serialize)]
+struct EndpointDetailOut {
+    #[serde(flatten)]
+    endpoint: EndpointOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocked_by: Option<super::deliveries::DeliveryOut>,
+}
+
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
     Path((tenant_id, id)): Path<(String, String)>,
-) -> ApiResult<Json<EndpointOut>> {
+) -> ApiResult<Json<EndpointDetailOut>> {
     let e = load(&state, &principal, &tenant_id, &id).await?;
-    Ok(Json(EndpointOut::of(e, false)))
+    let blocked_by = if e.settings.ordered {
+        state
+            .store
+            .pending_head(&e.id)
+            .await?
+            .filter(|d| d.status == DeliveryStatus::Pending && d.attempts > 0)
+            .map(Into::into)
+    } else {
+        None
+    };
+    Ok(Json(EndpointDetailOut {
+        endpoint: EndpointOut::of(e, false),
+        blocked_by,
+    }))
 }
 
 #[derive(Serialize)]
 struct SecretOut {
     secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
 }
 
 async fn secret(
@@ -196,7 +385,10 @@ async fn secret(
     Path((tenant_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<SecretOut>> {
     let e = load(&state, &principal, &tenant_id, &id).await?;
-    Ok(Json(SecretOut { secret: e.secret }))
+    Ok(Json(SecretOut {
+        public_key: public_key_of(&e.secret),
+        secret: e.secret,
+    }))
 }
 
 /// Longest overlap a rotation may ask for.
@@ -213,6 +405,8 @@ struct RotateIn {
 #[derive(Serialize)]
 struct RotatedOut {
     secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
     previous_secret_expires_at: Option<String>,
 }
 
@@ -230,7 +424,13 @@ async fn rotate_secret(
     }
     let mut e = load(&state, &principal, &tenant_id, &id).await?;
     let now = now_millis();
-    let old = std::mem::replace(&mut e.secret, chime_webhooks::Secret::generate().to_whsec());
+    // A rotation keeps the scheme: an Ed25519 endpoint gets a new key pair.
+    let scheme = if public_key_of(&e.secret).is_some() {
+        "ed25519"
+    } else {
+        "hmac"
+    };
+    let old = std::mem::replace(&mut e.secret, generate_secret(Some(scheme))?);
     if grace == 0 {
         e.previous_secret = None;
         e.previous_secret_expires_at = None;
@@ -242,6 +442,7 @@ async fn rotate_secret(
     state.store.update_endpoint(e.clone()).await?;
     state.dispatch.endpoint_changed(&e.id);
     Ok(Json(RotatedOut {
+        public_key: public_key_of(&e.secret),
         secret: e.secret,
         previous_secret_expires_at: e.previous_secret_expires_at.map(format_time),
     }))
@@ -265,6 +466,23 @@ async fn update(
         None => None,
     };
     let description = checked_description(patch.description)?;
+    let mut settings = e.settings.clone();
+    if let Some(v) = patch.max_in_flight {
+        settings.max_in_flight = v;
+    }
+    if let Some(v) = patch.rate_limit_per_s {
+        settings.rate_limit_per_s = v;
+    }
+    if let Some(v) = patch.ordered {
+        settings.ordered = v;
+    }
+    if let Some(v) = patch.headers {
+        settings.headers = v;
+    }
+    if let Some(v) = patch.filter {
+        settings.filter = v;
+    }
+    e.settings = checked_settings(settings)?;
     if let Some(url) = url {
         e.url = url;
     }
@@ -275,6 +493,11 @@ async fn update(
         e.description = d;
     }
     if let Some(enabled) = patch.enabled {
+        if enabled && !e.enabled {
+            // Re-enabled by a person: forget why and since when it was failing.
+            e.disabled_reason = None;
+            e.failing_since = None;
+        }
         e.enabled = enabled;
     }
     e.updated_at = now_millis();

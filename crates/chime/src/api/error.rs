@@ -101,6 +101,13 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => Self::new(Code::NotFound, "not found"),
             StoreError::Conflict(detail) => Self::new(Code::Conflict, detail),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "storage unavailable while serving a request");
+                Self::new(
+                    Code::Unavailable,
+                    "the database is unavailable; retry the request later",
+                )
+            }
             StoreError::Backend(cause) => {
                 tracing::error!(error = %cause, "storage failure while serving a request");
                 Self::new(Code::Internal, "internal error")

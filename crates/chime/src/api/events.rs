@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, Code};
 use super::extract::{PageParams, Principal, Query, parse_json};
 use super::{AppState, ListOut};
 use crate::model::{format_time, new_id, now_millis, parse_event_name};
-use crate::store::{Delivery, DeliveryFilter, Event, NewEvent, Page, StoreError};
+use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,9 +31,11 @@ struct EventIn<'a> {
 }
 
 #[derive(Serialize)]
-struct PublishedDelivery {
+struct PublishedDeliveryOut {
     id: String,
     endpoint_id: String,
+    /// `pending`, or `skipped` for a disabled endpoint (replayable later).
+    status: &'static str,
 }
 
 #[derive(Serialize)]
@@ -41,7 +43,7 @@ struct PublishedOut {
     id: String,
     event: String,
     timestamp: String,
-    deliveries: Vec<PublishedDelivery>,
+    deliveries: Vec<PublishedDeliveryOut>,
 }
 
 /// The envelope exactly as stored and sent: built once here, never re-serialized later.
@@ -94,6 +96,20 @@ async fn publish(
     })?;
     let input: EventIn = parse_json(&body)?;
     let name = parse_event_name(&input.event)?;
+    state
+        .catalog
+        .check(&name, input.data.get())
+        .await
+        .map_err(|r| match r {
+            crate::catalog::Rejection::Uncatalogued => ApiError::invalid(format!(
+                "event type {name:?} is not in the catalog (this server accepts only catalogued events)"
+            )),
+            crate::catalog::Rejection::Invalid(errors) => ApiError::invalid(format!(
+                "data does not match the schema of {name:?}: {}",
+                errors.join("; ")
+            )),
+            crate::catalog::Rejection::Store(e) => e.into(),
+        })?;
     let payload = envelope(&name, input.data);
     let new = NewEvent {
         id: new_id("evt"),
@@ -112,6 +128,10 @@ async fn publish(
             other => other.into(),
         })?;
     let repeated = published.repeated;
+    let now = now_millis();
+    for endpoint_id in &published.due_endpoints {
+        state.dispatch.due(endpoint_id, now);
+    }
     state.dispatch.submit(published.jobs, published.endpoints);
     let out = PublishedOut {
         id: published.event.id,
@@ -120,7 +140,16 @@ async fn publish(
         deliveries: published
             .deliveries
             .into_iter()
-            .map(|(id, endpoint_id)| PublishedDelivery { id, endpoint_id })
+            .map(|d| PublishedDeliveryOut {
+                id: d.id,
+                endpoint_id: d.endpoint_id,
+                // A repeat answers what the first call answered: deliveries start pending (or
+                // skipped), whatever became of them since.
+                status: match d.status {
+                    DeliveryStatus::Skipped => "skipped",
+                    _ => "pending",
+                },
+            })
             .collect(),
     };
     let mut response = (StatusCode::ACCEPTED, Json(out)).into_response();
@@ -138,7 +167,11 @@ pub struct EventOut {
     event: String,
     timestamp: String,
     idempotency_key: Option<String>,
+    /// `null` once retention purged the payload (see `purged_at`).
     data: Box<RawValue>,
+    /// When retention removed the payload; the event and its delivery log remain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purged_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deliveries: Option<Vec<super::deliveries::DeliveryOut>>,
 }
@@ -159,6 +192,7 @@ impl EventOut {
             timestamp: format_time(e.created_at),
             idempotency_key: e.idempotency_key,
             data,
+            purged_at: e.purged_at.map(format_time),
             deliveries: deliveries.map(|ds| {
                 ds.into_iter()
                     .map(super::deliveries::DeliveryOut::from)

@@ -7,6 +7,7 @@
 mod deliveries;
 mod endpoints;
 pub mod error;
+mod event_types;
 mod events;
 mod extract;
 mod tenants;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub dispatch: DispatchHandle,
     pub auth: Arc<Authenticator>,
     pub policy: Arc<TargetPolicy>,
+    pub catalog: Arc<crate::catalog::Catalog>,
     pub max_body_bytes: usize,
 }
 
@@ -39,10 +41,12 @@ pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(tenants::routes())
         .merge(endpoints::routes())
         .merge(events::routes())
         .merge(deliveries::routes())
+        .merge(event_types::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -52,6 +56,29 @@ pub fn router(state: AppState) -> Router {
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
+
+/// Ready when the store answers a trivial query within a short deadline; a load balancer
+/// sends no traffic to a node that answers 503 here (e.g. while its database is unreachable),
+/// and the node turns ready again by itself when the database is back. No auth, like
+/// `/healthz`.
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let unavailable = |detail: String| ApiError::new(Code::Unavailable, detail);
+    match tokio::time::timeout(READY_DEADLINE, state.store.ping()).await {
+        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "status": "ready" }))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            Err(unavailable("the database is unavailable".into()))
+        }
+        Err(_) => Err(unavailable(format!(
+            "the database did not answer within {READY_DEADLINE:?}"
+        ))),
+    }
+}
+
+/// How long `/readyz` waits for the store.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(

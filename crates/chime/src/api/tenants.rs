@@ -94,6 +94,12 @@ async fn delete(
     Path(tenant_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     principal.require_admin()?;
+    if tenant_id == crate::model::SYSTEM_TENANT {
+        return Err(ApiError::new(
+            super::error::Code::Conflict,
+            "the system tenant holds chime's operational events and cannot be deleted",
+        ));
+    }
     // Collect the endpoints first, so the dispatcher can drop their in-memory work.
     let mut endpoint_ids = Vec::new();
     let mut page = Page {

@@ -1,9 +1,23 @@
 //! The `chime` command line. The binary only calls `main_with_args`; each subcommand lives in
 //! its own module and gets parsed arguments.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+//! Exit codes: 0 success, 1 runtime failure (or an API error, or an invalid signature for
+//! `verify`), 2 usage or configuration error, 3 could not connect to the server.
 
+mod check;
+mod client;
+mod deliveries;
+mod endpoint;
+mod events;
+mod listen;
+mod migrate;
+mod output;
+mod record;
+mod replay;
+mod send;
 mod serve;
+mod tenant;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -31,6 +45,26 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Print the commented default configuration (a starting point for --config).
     DefaultConfig,
+    /// Bring the database schema up to date (chime serve also does at start) and exit.
+    Migrate(migrate::MigrateArgs),
+    /// Receive webhooks locally: verify, print, de-duplicate, record and forward them.
+    Listen(Box<listen::ListenArgs>),
+    /// Check one webhook's signature offline (body on stdin); exit 0 valid, 1 invalid.
+    Verify(verify::VerifyArgs),
+    /// Re-send webhooks recorded by `chime listen --record`, optionally re-signed.
+    Replay(replay::ReplayArgs),
+    /// Publish events through a running `chime serve` (one, or a JSON-lines file).
+    Send(send::SendArgs),
+    /// Create and list tenants.
+    Tenant(tenant::TenantArgs),
+    /// Manage endpoints: add, list, show, disable, enable, rotate-secret.
+    Endpoint(endpoint::EndpointArgs),
+    /// Read published events and their deliveries.
+    Events(events::EventsArgs),
+    /// Read the delivery log, see attempts, and retry deliveries.
+    Deliveries(deliveries::DeliveriesArgs),
+    /// Benchmark chime on this machine: a server, a receiver and a load generator in one run.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -42,6 +76,16 @@ pub fn main_with_args() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => serve::main(*args),
+        Command::Migrate(args) => migrate::main(args),
+        Command::Listen(args) => listen::main(*args),
+        Command::Verify(args) => verify::main(args),
+        Command::Replay(args) => replay::main(args),
+        Command::Send(args) => send::main(args),
+        Command::Tenant(args) => tenant::main(args),
+        Command::Endpoint(args) => endpoint::main(args),
+        Command::Events(args) => events::main(args),
+        Command::Deliveries(args) => deliveries::main(args),
+        Command::Bench(args) => crate::bench::main(*args),
     }
 }
 

@@ -19,9 +19,12 @@ pub struct ServeArgs {
     /// Directory for the embedded database and the generated admin token [default: ./chime-data].
     #[arg(long, env = "CHIME_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Store URL: sqlite:///path/file.db [default: <data-dir>/chime.db].
+    /// Store URL: sqlite:///path/file.db or postgres://user@host/db [default: <data-dir>/chime.db].
     #[arg(long, env = "CHIME_DATABASE_URL")]
     database_url: Option<String>,
+    /// PostgreSQL only: most connections this node keeps open [default: 16].
+    #[arg(long, env = "CHIME_DB_POOL_SIZE")]
+    db_pool_size: Option<usize>,
     /// Comma-separated CIDRs that deliveries may reach although internal, e.g. 127.0.0.0/8.
     #[arg(long, env = "CHIME_ALLOW_TARGETS")]
     allow_targets: Option<String>,
@@ -52,6 +55,30 @@ pub struct ServeArgs {
     /// Bytes of each response kept with its attempt [default: 4096].
     #[arg(long, env = "CHIME_RESPONSE_CAPTURE_BYTES")]
     response_capture_bytes: Option<usize>,
+    /// Longest wait a receiver's Retry-After can impose [default: 1h].
+    #[arg(long, env = "CHIME_MAX_RETRY_AFTER")]
+    max_retry_after: Option<String>,
+    /// Consecutive failures that make an endpoint "failing" (probed only) [default: 10].
+    #[arg(long, env = "CHIME_FAILURE_THRESHOLD")]
+    failure_threshold: Option<u32>,
+    /// While an endpoint is failing, one probe attempt per this interval [default: 30s].
+    #[arg(long, env = "CHIME_PROBE_INTERVAL")]
+    probe_interval: Option<String>,
+    /// Disable an endpoint failing this long with no success [default: 5d].
+    #[arg(long, env = "CHIME_AUTO_DISABLE_AFTER")]
+    auto_disable_after: Option<String>,
+    /// Refuse events whose name is not in the event-type catalog.
+    #[arg(long, env = "CHIME_STRICT_EVENT_TYPES")]
+    strict_event_types: bool,
+    /// Remove event payloads older than this [default: 30d].
+    #[arg(long, env = "CHIME_PAYLOAD_RETENTION")]
+    payload_retention: Option<String>,
+    /// Delete events (with deliveries and attempts) older than this [default: 90d].
+    #[arg(long, env = "CHIME_EVENT_RETENTION")]
+    event_retention: Option<String>,
+    /// How often retention runs [default: 1h].
+    #[arg(long, env = "CHIME_RETENTION_INTERVAL")]
+    retention_interval: Option<String>,
 }
 
 impl ServeArgs {
@@ -68,6 +95,7 @@ impl ServeArgs {
             listen: self.listen,
             data_dir: self.data_dir,
             database_url: self.database_url,
+            db_pool_size: self.db_pool_size,
             allow_targets: self.allow_targets,
             // Only from the environment: a flag would show the token in `ps`.
             admin_token: std::env::var("CHIME_ADMIN_TOKEN").ok(),
@@ -80,6 +108,15 @@ impl ServeArgs {
             lease: self.lease,
             poll_interval: self.poll_interval,
             response_capture_bytes: self.response_capture_bytes,
+            max_retry_after: self.max_retry_after,
+            failure_threshold: self.failure_threshold,
+            probe_interval: self.probe_interval,
+            auto_disable_after: self.auto_disable_after,
+            // A flag can only turn it on; off is the default or the config file's word.
+            strict_event_types: self.strict_event_types.then_some(true),
+            payload_retention: self.payload_retention,
+            event_retention: self.event_retention,
+            retention_interval: self.retention_interval,
         };
         Config::from_layer(cli.over(file))
     }

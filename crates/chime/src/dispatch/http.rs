@@ -17,15 +17,53 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::net_policy::TargetPolicy;
 
+/// A key that signs deliveries: a shared `whsec_` secret (`v1`, HMAC-SHA256) or an Ed25519
+/// `whsk_` signing key (`v1a`), whose public key receivers verify with.
+#[derive(Debug, Clone)]
+pub enum Signer {
+    Hmac(chime_webhooks::Secret),
+    Ed25519(chime_webhooks::SigningKey),
+}
+
+impl Signer {
+    /// Reads a stored secret; its prefix says which scheme it is.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.starts_with(chime_webhooks::SIGNING_KEY_PREFIX) {
+            chime_webhooks::SigningKey::parse(text)
+                .ok()
+                .map(Self::Ed25519)
+        } else {
+            chime_webhooks::Secret::parse(text).ok().map(Self::Hmac)
+        }
+    }
+
+    fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        match self {
+            Self::Hmac(secret) => chime_webhooks::sign(secret, msg_id, timestamp, body),
+            Self::Ed25519(key) => chime_webhooks::sign_v1a(key, msg_id, timestamp, body),
+        }
+    }
+}
+
 /// Where and how to deliver for one endpoint, as the dispatcher caches it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub endpoint_id: Arc<str>,
+    pub tenant_id: Arc<str>,
     pub uri: http::Uri,
-    /// The secrets that sign, each with the time it stops signing (`None`: never). Several
+    /// The keys that sign, each with the time it stops signing (`None`: never). Several
     /// overlap while a rotated secret's grace period runs.
-    pub secrets: Vec<(chime_webhooks::Secret, Option<i64>)>,
+    pub signers: Vec<(Signer, Option<i64>)>,
+    /// The endpoint's own extra headers (validated when saved).
+    pub headers: http::HeaderMap,
     pub enabled: bool,
+    /// Attempts in flight at once.
+    pub max_in_flight: u32,
+    pub rate_limit_per_s: Option<u32>,
+    /// One at a time, in acceptance order (claimed from the store, never taken from publish).
+    pub ordered: bool,
+    /// When the endpoint became "failing" (circuit opened), for auto-disable.
+    pub failing_since: Option<i64>,
 }
 
 /// The result of one HTTP try, before it is turned into a delivery state.
@@ -38,6 +76,8 @@ pub struct HttpResult {
     pub error_kind: Option<ErrorKind>,
     pub error: Option<String>,
     pub response: Option<String>,
+    /// What a 429 or 503 answer's `Retry-After` asked for.
+    pub retry_after: Option<Duration>,
 }
 
 /// Stable, documented reasons of a failed attempt (shown in the API as `error_kind`).
@@ -176,6 +216,7 @@ impl DeliveryClient {
                 error_kind: kind,
                 error,
                 response,
+                retry_after: None,
             };
 
         if let Some(ip) = crate::model::ip_literal(&target.uri)
@@ -190,14 +231,17 @@ impl DeliveryClient {
         }
 
         let timestamp = started_at_ms / 1000;
-        let signing: Vec<&chime_webhooks::Secret> = target
-            .secrets
+        let signing = target
+            .signers
             .iter()
             .filter(|(_, until)| until.is_none_or(|u| u > started_at_ms))
-            .map(|(s, _)| s)
-            .collect();
-        let signature = signature_header(&signing, msg_id, timestamp, &body);
-        let request = http::Request::post(target.uri.clone())
+            .map(|(s, _)| s);
+        let signature = signature_header(signing, msg_id, timestamp, &body);
+        let mut request = http::Request::post(target.uri.clone());
+        if let Some(headers) = request.headers_mut() {
+            headers.extend(target.headers.clone());
+        }
+        let request = request
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::USER_AGENT, self.user_agent.clone())
             .header("webhook-id", msg_id)
@@ -212,8 +256,12 @@ impl DeliveryClient {
         let exchange = async {
             let response = self.client.request(request).await?;
             let status = response.status();
+            let retry_after = matches!(status.as_u16(), 429 | 503)
+                .then(|| response.headers().get(http::header::RETRY_AFTER))
+                .flatten()
+                .and_then(|v| parse_retry_after(v.to_str().ok()?, std::time::SystemTime::now()));
             let captured = read_capped(response.into_body(), self.capture).await;
-            Ok::<_, hyper_util::client::legacy::Error>((status, captured))
+            Ok::<_, hyper_util::client::legacy::Error>((status, captured, retry_after))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => finish(
@@ -226,30 +274,44 @@ impl DeliveryClient {
                 let (kind, text) = classify(&e);
                 finish(None, Some(kind), Some(text), None)
             }
-            Ok(Ok((status, captured))) => {
+            Ok(Ok((status, captured, retry_after))) => {
                 let kind = (!status.is_success()).then_some(ErrorKind::Status);
                 let error = kind.map(|_| format!("the receiver answered {status}"));
-                finish(Some(status.as_u16()), kind, error, Some(captured))
+                HttpResult {
+                    retry_after,
+                    ..finish(Some(status.as_u16()), kind, error, Some(captured))
+                }
             }
         }
     }
 }
 
-/// `v1,<sig>` for each secret, space separated, as the Standard Webhooks spec asks.
-pub fn signature_header(
-    secrets: &[&chime_webhooks::Secret],
+/// One `v1,…` or `v1a,…` value per signing key, space separated, as the spec asks.
+pub fn signature_header<'a>(
+    signers: impl Iterator<Item = &'a Signer>,
     msg_id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    let mut out = String::with_capacity(secrets.len() * 48);
-    for (i, secret) in secrets.iter().enumerate() {
+    let mut out = String::with_capacity(96);
+    for (i, signer) in signers.enumerate() {
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(&chime_webhooks::sign(secret, msg_id, timestamp, body));
+        out.push_str(&signer.sign(msg_id, timestamp, body));
     }
     out
+}
+
+/// `Retry-After` as delay seconds or an HTTP date (RFC 9110 §10.2.3). A date in the past
+/// means "now"; garbage means no hint.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Reads the first `capture` bytes of a body as text, then drains up to `DRAIN_LIMIT` so the
@@ -305,5 +367,45 @@ fn classify(e: &hyper_util::client::legacy::Error) -> (ErrorKind, String) {
         (ErrorKind::Connect, text)
     } else {
         (ErrorKind::Protocol, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn signature_header_lists_every_signer() {
+        let a = Signer::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let key = chime_webhooks::SigningKey::generate();
+        let b = Signer::parse(&key.to_whsk()).unwrap();
+        let h = signature_header(
+            [&a, &b].into_iter(),
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        let parts: Vec<_> = h.split(' ').collect();
+        assert_eq!(parts[0], "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert!(parts[1].starts_with("v1a,"));
     }
 }

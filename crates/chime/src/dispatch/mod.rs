@@ -1,9 +1,9 @@
 //! The dispatcher: turns stored deliveries into HTTP attempts, fairly and within limits.
 //!
 //! Parts:
-//! - `Dispatcher` (this file): one actor task that owns all in-memory dispatch state, a
-//!   bounded queue per endpoint, and starts attempts round-robin across endpoints within
-//!   each endpoint's concurrency cap and a global cap.
+//! - `Dispatcher` (this file): one actor task that owns all in-memory dispatch state: a
+//!   bounded queue per endpoint, attempts started round-robin across endpoints within each
+//!   endpoint's concurrency cap, rate limit and circuit breaker, and a global cap.
 //! - `http`: the SSRF-guarded, pooled client that signs and POSTs one delivery.
 //! - `outcome`: the pure mapping from an HTTP result to the delivery's next state.
 //!
@@ -16,6 +16,16 @@
 //! An endpoint's in-memory queue is bounded; what does not fit stays in the store (overflow
 //! from publishing is released at once) and is claimed as the queue drains, so memory stays
 //! flat however large the backlog.
+//!
+//! Endpoint health: after `failure_threshold` consecutive failures an endpoint is "failing"
+//! (circuit open): its queued work goes back to the store and only one probe attempt is made
+//! per `probe_interval` until one succeeds, so a dead endpoint does not burn every delivery's
+//! retries. A 410 answer, or failing for `auto_disable_after`, disables the endpoint. Those
+//! transitions are emitted as operational events of the `_chime` tenant.
+//!
+//! Ordered endpoints never take the fast path: their deliveries are claimed one at a time in
+//! acceptance order (`Store::claim` returns only the head), the next only after the previous
+//! one's outcome is recorded.
 
 pub mod http;
 pub mod outcome;
@@ -23,15 +33,16 @@ pub mod outcome;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{Millis, now_millis};
-use crate::store::{Claimed, Endpoint, Job, Lease, Store};
-use http::{DeliveryClient, Target};
+use crate::model::{Millis, SYSTEM_TENANT, format_time, new_id, now_millis};
+use crate::store::{Claimed, DeliveryStatus, Endpoint, HealthChange, Job, Lease, NewEvent, Store};
+use http::{DeliveryClient, Signer, Target};
 
 /// The dispatcher's settings (a slice of `Config`).
 #[derive(Clone, Debug)]
@@ -42,13 +53,26 @@ pub struct DispatchConfig {
     pub lease: Duration,
     pub poll_interval: Duration,
     pub shutdown_grace: Duration,
+    pub max_retry_after: Duration,
+    pub failure_threshold: u32,
+    pub probe_interval: Duration,
+    pub auto_disable_after: Duration,
+}
+
+/// What an attempt says about its endpoint's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Ok,
+    Failed,
+    /// 410 Gone: the receiver asks never to be called again.
+    Gone,
 }
 
 enum Msg {
     /// Leased jobs from publishing, with the endpoint rows read in the same transaction.
     Submit(Vec<Job>, Vec<Endpoint>),
     /// An attempt's HTTP exchange ended: its endpoint has a free slot.
-    Finished(Arc<str>),
+    Finished(Arc<str>, Health),
     /// The store holds unleased deliveries of this endpoint due at this time.
     Due(Arc<str>, Millis),
     Claimed(Arc<str>, crate::store::Result<Claimed>),
@@ -93,6 +117,54 @@ impl DispatchHandle {
     }
 }
 
+/// Publishes operational events to the system tenant, through the ordinary path.
+#[derive(Clone)]
+struct Emitter {
+    store: Arc<dyn Store>,
+    tx: mpsc::UnboundedSender<Msg>,
+    owner: Arc<str>,
+    lease: Duration,
+}
+
+impl Emitter {
+    fn emit(&self, name: &'static str, data: serde_json::Value) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let now = now_millis();
+            let payload = serde_json::to_vec(&json!({ "event": name, "data": data }))
+                .expect("a JSON value serializes");
+            let event = NewEvent {
+                id: new_id("evt"),
+                tenant_id: SYSTEM_TENANT.to_owned(),
+                name: name.to_owned(),
+                payload: payload.into(),
+                idempotency_key: None,
+                created_at: now,
+            };
+            let lease = Lease {
+                owner: this.owner.clone(),
+                token: rand::random::<i64>(),
+                duration: this.lease,
+            };
+            match this.store.publish(event, lease).await {
+                Ok(published) => {
+                    for id in published.due_endpoints {
+                        let _ = this.tx.send(Msg::Due(Arc::from(id.as_str()), now));
+                    }
+                    if !published.jobs.is_empty() {
+                        let _ = this
+                            .tx
+                            .send(Msg::Submit(published.jobs, published.endpoints));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(event = name, error = %e, "could not emit an operational event")
+                }
+            }
+        });
+    }
+}
+
 /// In-memory state of one endpoint.
 #[derive(Default)]
 struct Ep {
@@ -107,6 +179,12 @@ struct Ep {
     due_while_claiming: Option<Millis>,
     loading: bool,
     in_ready: bool,
+    consecutive_failures: u32,
+    /// Set while the endpoint is failing (circuit open): the earliest next probe.
+    probe_at: Option<Millis>,
+    /// Rate limit: tokens available and when they were last refilled.
+    tokens: f64,
+    tokens_at: Option<Instant>,
 }
 
 pub struct Dispatcher {
@@ -116,6 +194,7 @@ pub struct Dispatcher {
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     owner: Arc<str>,
+    emitter: Emitter,
     endpoints: HashMap<Arc<str>, Ep>,
     /// Endpoints that may be able to start an attempt, served round-robin.
     ready: VecDeque<Arc<str>>,
@@ -133,8 +212,14 @@ impl Dispatcher {
         cfg: DispatchConfig,
     ) -> (Self, DispatchHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let owner: Arc<str> = Arc::from(crate::model::new_id("node").as_str());
+        let owner: Arc<str> = Arc::from(new_id("node").as_str());
         let handle = DispatchHandle {
+            tx: tx.clone(),
+            owner: owner.clone(),
+            lease: cfg.lease,
+        };
+        let emitter = Emitter {
+            store: store.clone(),
             tx: tx.clone(),
             owner: owner.clone(),
             lease: cfg.lease,
@@ -146,6 +231,7 @@ impl Dispatcher {
             tx,
             rx,
             owner,
+            emitter,
             endpoints: HashMap::new(),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -156,10 +242,12 @@ impl Dispatcher {
         (d, handle)
     }
 
-    /// Jobs held in memory per endpoint (queued plus in flight): enough to keep its slots busy
-    /// between claims, small enough that a huge backlog stays in the store.
-    fn queue_bound(&self) -> usize {
-        (self.cfg.endpoint_concurrency as usize * 8).max(64)
+    /// Jobs held in memory for an endpoint (queued plus in flight): enough to keep its slots
+    /// busy between claims, and few enough that the last one starts well within its lease
+    /// even when every attempt before it runs to the request timeout.
+    fn queue_bound(&self, target: Option<&Target>) -> usize {
+        let cap = target.map_or(self.cfg.endpoint_concurrency, |t| t.max_in_flight);
+        cap as usize * 8
     }
 
     /// Runs until `shutdown`, then lets in-flight attempts finish within the grace period and
@@ -223,34 +311,32 @@ impl Dispatcher {
             Msg::Submit(jobs, endpoints) => {
                 for row in endpoints {
                     let id: Arc<str> = Arc::from(row.id.as_str());
-                    let target = target_of(&row);
+                    let target = self.target_of(&row);
                     self.ep(&id).target = target;
                 }
                 self.accept_submitted(jobs);
             }
-            Msg::Finished(id) => {
-                self.in_flight -= 1;
-                let ep = self.ep(&id);
-                ep.in_flight -= 1;
-                self.mark_ready(&id);
-                self.maybe_claim(&id);
-            }
+            Msg::Finished(id, health) => self.finished(&id, health),
             Msg::Due(id, at) => self.set_due(&id, at),
             Msg::Claimed(id, result) => {
+                let target = match &result {
+                    Ok(claimed) => claimed.endpoint.as_ref().and_then(|r| self.target_of(r)),
+                    Err(_) => None,
+                };
                 let ep = self.ep(&id);
                 ep.claiming = false;
                 match result {
                     Ok(claimed) => {
-                        ep.target = claimed.endpoint.as_ref().and_then(target_of);
+                        ep.target = target;
                         ep.queue.extend(claimed.jobs);
                         ep.stored_due = None;
                         let learned = ep.due_while_claiming.take();
+                        if claimed.endpoint.is_none() {
+                            self.forget(&id);
+                            return;
+                        }
                         for at in claimed.next_due.into_iter().chain(learned) {
                             self.set_due(&id, at);
-                        }
-                        if claimed.endpoint.is_none() {
-                            self.endpoints.remove(&id);
-                            return;
                         }
                         self.mark_ready(&id);
                     }
@@ -263,22 +349,27 @@ impl Dispatcher {
             }
             Msg::EndpointChanged(id) => self.load_target(&id),
             Msg::TargetLoaded(id, row) => {
-                let ep = self.ep(&id);
-                ep.loading = false;
+                self.ep(&id).loading = false;
                 match row {
                     // Deleted: its deliveries are gone from the store too.
-                    None => {
-                        if ep.in_flight == 0 {
-                            self.endpoints.remove(&id);
-                        } else {
-                            ep.queue.clear();
-                            ep.target = None;
-                        }
-                    }
+                    None => self.forget(&id),
                     Some(row) => {
-                        ep.target = target_of(&row);
-                        self.mark_ready(&id);
-                        self.maybe_claim(&id);
+                        let target = self.target_of(&row);
+                        let ep = self.ep(&id);
+                        let enabled = row.enabled;
+                        if enabled && row.failing_since.is_none() {
+                            // Re-enabled or reset by an operator: start afresh.
+                            ep.probe_at = None;
+                            ep.consecutive_failures = 0;
+                        }
+                        ep.target = target;
+                        if enabled {
+                            // Work may have waited in the store while it was disabled.
+                            self.set_due(&id, now_millis());
+                            self.mark_ready(&id);
+                        } else {
+                            self.release_queue(&id);
+                        }
                     }
                 }
             }
@@ -294,17 +385,175 @@ impl Dispatcher {
         self.endpoints.entry(id.clone()).or_default()
     }
 
+    /// Drops an endpoint that no longer exists; attempts still in flight finish on their own
+    /// (their records are fenced out, since the rows are gone).
+    fn forget(&mut self, id: &Arc<str>) {
+        if let Some(ep) = self.endpoints.get_mut(id) {
+            if ep.in_flight == 0 {
+                self.endpoints.remove(id);
+            } else {
+                ep.queue.clear();
+                ep.target = None;
+            }
+        }
+    }
+
+    fn finished(&mut self, id: &Arc<str>, health: Health) {
+        self.in_flight -= 1;
+        let now = now_millis();
+        let threshold = self.cfg.failure_threshold;
+        let probe = self.cfg.probe_interval.as_millis() as i64;
+        let auto_disable = self.cfg.auto_disable_after.as_millis() as i64;
+        let ep = self.ep(id);
+        ep.in_flight -= 1;
+        match health {
+            Health::Ok => {
+                let was_failing = ep.probe_at.take().is_some()
+                    || ep
+                        .target
+                        .as_ref()
+                        .is_some_and(|t| t.failing_since.is_some());
+                ep.consecutive_failures = 0;
+                if was_failing {
+                    if let Some(t) = &mut ep.target {
+                        Arc::make_mut(t).failing_since = None;
+                    }
+                    let target = ep.target.clone();
+                    self.health_change(id, HealthChange::Recovered, move |emitter| {
+                        if let Some(t) = target {
+                            emitter.emit("chime.endpoint.recovered", endpoint_data(&t, None));
+                        }
+                    });
+                    // Work released while it was failing waits in the store.
+                    self.set_due(id, now);
+                }
+            }
+            Health::Failed => {
+                ep.consecutive_failures += 1;
+                if ep.probe_at.is_some() {
+                    // A failed probe: wait for the next one.
+                    ep.probe_at = Some(now + probe);
+                    self.timers.push(Reverse((now + probe, id.clone())));
+                } else if ep.consecutive_failures >= threshold {
+                    ep.probe_at = Some(now + probe);
+                    let mut newly_failing = false;
+                    if let Some(t) = &mut ep.target
+                        && t.failing_since.is_none()
+                    {
+                        Arc::make_mut(t).failing_since = Some(now);
+                        newly_failing = true;
+                    }
+                    tracing::warn!(endpoint = %id, failures = ep.consecutive_failures, "endpoint is failing; probing it instead of delivering at full rate");
+                    self.timers.push(Reverse((now + probe, id.clone())));
+                    if newly_failing {
+                        self.health_change(id, HealthChange::Failing(now), |_| {});
+                    }
+                    self.release_queue(id);
+                }
+                let since = self
+                    .endpoints
+                    .get(id)
+                    .and_then(|ep| ep.target.as_ref())
+                    .and_then(|t| t.failing_since);
+                if let Some(since) = since
+                    && now - since >= auto_disable
+                {
+                    self.disable(
+                        id,
+                        format!(
+                            "failing since {} with no successful attempt",
+                            format_time(since)
+                        ),
+                    );
+                }
+            }
+            Health::Gone => self.disable(id, "the receiver answered 410 Gone".to_owned()),
+        }
+        self.mark_ready(id);
+        self.maybe_claim(id);
+    }
+
+    /// Persists a health change; `then` runs (with the emitter) only if it changed something,
+    /// so each transition is announced once even with several nodes.
+    fn health_change(
+        &self,
+        id: &Arc<str>,
+        change: HealthChange,
+        then: impl FnOnce(&Emitter) + Send + 'static,
+    ) {
+        let store = self.store.clone();
+        let emitter = self.emitter.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            match store.change_health(&id, change, now_millis()).await {
+                Ok(true) => then(&emitter),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(endpoint = %id, error = %e, "could not record endpoint health")
+                }
+            }
+        });
+    }
+
+    fn disable(&mut self, id: &Arc<str>, reason: String) {
+        let ep = self.ep(id);
+        let Some(t) = &mut ep.target else { return };
+        if !t.enabled {
+            return;
+        }
+        Arc::make_mut(t).enabled = false;
+        let target = t.clone();
+        tracing::warn!(endpoint = %id, reason = %reason, "endpoint disabled");
+        self.release_queue(id);
+        let data_reason = reason.clone();
+        self.health_change(id, HealthChange::Disable(reason), move |emitter| {
+            emitter.emit(
+                "chime.endpoint.disabled",
+                endpoint_data(&target, Some(&data_reason)),
+            );
+        });
+    }
+
+    /// Gives an endpoint's queued (not started) jobs back to the store, where they wait
+    /// without spending retries.
+    fn release_queue(&mut self, id: &Arc<str>) {
+        let now = now_millis();
+        let ep = self.ep(id);
+        if ep.queue.is_empty() {
+            return;
+        }
+        let jobs: Vec<(String, i64)> = ep
+            .queue
+            .drain(..)
+            .map(|j| (j.delivery_id, j.lease_token))
+            .collect();
+        ep.stored_due = Some(ep.stored_due.map_or(now, |d| d.min(now)));
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.release(jobs).await {
+                tracing::error!(error = %e, "could not release queued deliveries; their leases expire on their own");
+            }
+        });
+    }
+
     fn accept_submitted(&mut self, jobs: Vec<Job>) {
-        let bound = self.queue_bound();
         let now = now_millis();
         let mut overflow: Vec<(String, i64)> = Vec::new();
         let mut overflowed: Vec<Arc<str>> = Vec::new();
         for job in jobs {
             let id = job.endpoint_id.clone();
+            let bound = {
+                let ep = self.ep(&id);
+                let target = ep.target.clone();
+                self.queue_bound(target.as_deref())
+            };
             let ep = self.ep(&id);
-            // Work already due in the store goes first; and the queue stays bounded.
+            // Work already due in the store goes first; the queue stays bounded; a failing or
+            // disabled endpoint takes no new work in memory.
             let older_due = ep.stored_due.is_some_and(|d| d <= now);
-            if older_due || ep.queue.len() + ep.in_flight as usize >= bound {
+            let held = ep.queue.len() + ep.in_flight as usize;
+            let blocked = ep.probe_at.is_some() || ep.target.as_ref().is_some_and(|t| !t.enabled);
+            if older_due || blocked || held >= bound {
                 overflow.push((job.delivery_id, job.lease_token));
                 if overflowed.last() != Some(&id) {
                     overflowed.push(id);
@@ -351,6 +600,8 @@ impl Dispatcher {
                 break;
             }
             let Reverse((_, id)) = self.timers.pop().expect("peeked");
+            // Timers serve retries, probes and rate limits alike: re-check everything.
+            self.mark_ready(&id);
             self.maybe_claim(&id);
         }
     }
@@ -369,27 +620,41 @@ impl Dispatcher {
     }
 
     fn maybe_claim(&mut self, id: &Arc<str>) {
-        let bound = self.queue_bound();
         let now = now_millis();
         let lease = Lease {
             owner: self.owner.clone(),
             token: rand::random::<i64>(),
             duration: self.cfg.lease,
         };
+        let bound = {
+            let Some(ep) = self.endpoints.get(id) else {
+                return;
+            };
+            self.queue_bound(ep.target.as_deref())
+        };
         let Some(ep) = self.endpoints.get_mut(id) else {
             return;
         };
         let due = matches!(ep.stored_due, Some(at) if at <= now);
+        if !due || ep.claiming || ep.target.as_ref().is_some_and(|t| !t.enabled) {
+            return;
+        }
         let held = ep.queue.len() + ep.in_flight as usize;
-        // Claim when half the room is free, so claims come in batches rather than one by one.
-        if !due || ep.claiming || held > bound / 2 {
-            return;
-        }
-        if ep.target.as_ref().is_some_and(|t| !t.enabled) {
-            return;
-        }
+        let one_at_a_time = ep.probe_at.is_some() || ep.target.as_ref().is_some_and(|t| t.ordered);
+        let limit = if one_at_a_time {
+            // A probe, or an ordered endpoint's next delivery: only when nothing else is held.
+            if held > 0 || ep.probe_at.is_some_and(|p| now < p) {
+                return;
+            }
+            1
+        } else {
+            // Claim when half the room is free, so claims come in batches, not one by one.
+            if held > bound / 2 {
+                return;
+            }
+            (bound - held) as u32
+        };
         ep.claiming = true;
-        let limit = (bound - held) as u32;
         let store = self.store.clone();
         let tx = self.tx.clone();
         let id = id.clone();
@@ -431,11 +696,12 @@ impl Dispatcher {
     /// Starts attempts, one per endpoint per turn, until the global cap is reached or no
     /// endpoint can start one.
     fn pump(&mut self) {
-        let cap = self.cfg.endpoint_concurrency;
+        let probe = self.cfg.probe_interval.as_millis() as i64;
         while self.in_flight < self.cfg.max_in_flight {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
+            let now = now_millis();
             let Some(ep) = self.endpoints.get_mut(&id) else {
                 continue;
             };
@@ -444,16 +710,37 @@ impl Dispatcher {
                 self.load_target(&id);
                 continue;
             };
-            if !target.enabled || ep.in_flight >= cap {
-                // Finished or EndpointChanged puts it back in the ring.
+            // Each `continue` below leaves the endpoint out of the ring until something
+            // changes for it: a finished attempt, a timer, a reload.
+            if !target.enabled || ep.in_flight >= target.max_in_flight {
                 continue;
+            }
+            if let Some(at) = ep.probe_at {
+                if now < at || ep.in_flight > 0 {
+                    self.timers.push(Reverse((at.max(now), id.clone())));
+                    continue;
+                }
+                ep.probe_at = Some(now + probe);
+            }
+            if let Some(rate) = target.rate_limit_per_s {
+                let rate = rate as f64;
+                let t = Instant::now();
+                let elapsed = ep.tokens_at.map_or(1.0, |at| (t - at).as_secs_f64());
+                ep.tokens = (ep.tokens + elapsed * rate).min(rate.max(1.0));
+                ep.tokens_at = Some(t);
+                if ep.tokens < 1.0 {
+                    let wait = ((1.0 - ep.tokens) / rate * 1000.0).ceil() as i64;
+                    self.timers.push(Reverse((now + wait.max(1), id.clone())));
+                    continue;
+                }
+                ep.tokens -= 1.0;
             }
             let Some(job) = ep.queue.pop_front() else {
                 continue;
             };
             ep.in_flight += 1;
             self.in_flight += 1;
-            if !ep.queue.is_empty() && ep.in_flight < cap {
+            if !ep.queue.is_empty() && ep.in_flight < target.max_in_flight {
                 ep.in_ready = true;
                 self.ready.push_back(id.clone());
             }
@@ -466,7 +753,9 @@ impl Dispatcher {
         let client = self.client.clone();
         let store = self.store.clone();
         let tx = self.tx.clone();
+        let emitter = self.emitter.clone();
         let schedule = self.cfg.retry_schedule.clone();
+        let max_retry_after = self.cfg.max_retry_after;
         let abandon = self.abandon.clone();
         self.tracker.spawn(async move {
             let endpoint = job.endpoint_id.clone();
@@ -475,9 +764,14 @@ impl Dispatcher {
                 r = attempt => r,
                 _ = abandon.cancelled() => return,
             };
-            let _ = tx.send(Msg::Finished(endpoint.clone()));
+            let health = match (result.error_kind, result.status) {
+                (None, _) => Health::Ok,
+                (_, Some(410)) => Health::Gone,
+                _ => Health::Failed,
+            };
+            let _ = tx.send(Msg::Finished(endpoint.clone(), health));
             let jitter = rand::random::<f64>() * 2.0 - 1.0;
-            let outcome = outcome::outcome_of(&job, result, &schedule, jitter);
+            let outcome = outcome::outcome_of(&job, result, &schedule, jitter, max_retry_after);
             let retry_at = outcome.next_attempt_at;
             tracing::debug!(
                 delivery = %outcome.delivery_id,
@@ -486,18 +780,36 @@ impl Dispatcher {
                 error_kind = outcome.attempt.error_kind.as_deref().unwrap_or(""),
                 "attempt finished"
             );
-            if outcome.status == crate::store::DeliveryStatus::Failed {
-                tracing::warn!(
-                    delivery = %outcome.delivery_id,
-                    endpoint = %endpoint,
-                    "delivery failed: retries exhausted"
-                );
-            }
+            let exhausted = (outcome.status == DeliveryStatus::Failed).then(|| {
+                json!({
+                    "tenant_id": job.tenant_id,
+                    "endpoint_id": &*endpoint,
+                    "delivery_id": job.delivery_id,
+                    "event_id": job.event_id,
+                    "attempts_in_schedule": outcome.cycle_failures,
+                    "last_status_code": outcome.attempt.status_code,
+                    "last_error_kind": outcome.attempt.error_kind,
+                })
+            });
             match store.record(vec![outcome]).await {
-                Ok(applied) => {
-                    if let (Some(at), Some(true)) = (retry_at, applied.first()) {
-                        let _ = tx.send(Msg::Due(endpoint, at));
+                Ok(applied) if applied.first() == Some(&true) => {
+                    if let Some(at) = retry_at {
+                        let _ = tx.send(Msg::Due(endpoint.clone(), at));
                     }
+                    if target.ordered {
+                        // The head moved on (or is scheduled): the next claim may proceed.
+                        let _ = tx.send(Msg::Due(endpoint.clone(), now_millis()));
+                    }
+                    if let Some(data) = exhausted {
+                        tracing::warn!(delivery = %job.delivery_id, endpoint = %endpoint, "delivery failed: retries exhausted");
+                        // The system tenant's own failures are not announced again (no loops).
+                        if job.tenant_id != SYSTEM_TENANT {
+                            emitter.emit("chime.delivery.exhausted", data);
+                        }
+                    }
+                }
+                Ok(_) => {
+                    tracing::info!(delivery = %job.delivery_id, "attempt not recorded: the delivery's lease was lost or it was removed");
                 }
                 Err(e) => {
                     tracing::error!(delivery = %job.delivery_id, error = %e, "could not record an attempt; the delivery will be retried");
@@ -505,20 +817,52 @@ impl Dispatcher {
             }
         });
     }
+
+    fn target_of(&self, row: &Endpoint) -> Option<Arc<Target>> {
+        let uri = row.url.parse().ok()?;
+        let mut signers = vec![(Signer::parse(&row.secret)?, None)];
+        if let (Some(prev), Some(until)) = (&row.previous_secret, row.previous_secret_expires_at)
+            && let Some(prev) = Signer::parse(prev)
+        {
+            signers.push((prev, Some(until)));
+        }
+        let mut headers = ::http::HeaderMap::new();
+        for (name, value) in &row.settings.headers {
+            if let (Ok(n), Ok(v)) = (
+                ::http::HeaderName::from_bytes(name.as_bytes()),
+                ::http::HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        let max_in_flight = if row.settings.ordered {
+            1
+        } else {
+            row.settings
+                .max_in_flight
+                .unwrap_or(self.cfg.endpoint_concurrency)
+                .clamp(1, 100)
+        };
+        Some(Arc::new(Target {
+            endpoint_id: Arc::from(row.id.as_str()),
+            tenant_id: Arc::from(row.tenant_id.as_str()),
+            uri,
+            signers,
+            headers,
+            enabled: row.enabled,
+            max_in_flight,
+            rate_limit_per_s: row.settings.rate_limit_per_s.filter(|r| *r > 0),
+            ordered: row.settings.ordered,
+            failing_since: row.failing_since,
+        }))
+    }
 }
 
-fn target_of(row: &Endpoint) -> Option<Arc<Target>> {
-    let uri = row.url.parse().ok()?;
-    let mut secrets = vec![(chime_webhooks::Secret::parse(&row.secret).ok()?, None)];
-    if let (Some(prev), Some(until)) = (&row.previous_secret, row.previous_secret_expires_at)
-        && let Ok(prev) = chime_webhooks::Secret::parse(prev)
-    {
-        secrets.push((prev, Some(until)));
-    }
-    Some(Arc::new(Target {
-        endpoint_id: Arc::from(row.id.as_str()),
-        uri,
-        secrets,
-        enabled: row.enabled,
-    }))
+fn endpoint_data(t: &Target, reason: Option<&str>) -> serde_json::Value {
+    json!({
+        "tenant_id": &*t.tenant_id,
+        "endpoint_id": &*t.endpoint_id,
+        "url": t.uri.to_string(),
+        "reason": reason,
+    })
 }

@@ -8,8 +8,16 @@ use crate::model::new_id;
 use crate::retry::{NextStep, next_step};
 use crate::store::{Attempt, DeliveryStatus, Job, Outcome};
 
-/// The attempt row and the delivery's new state for one finished try.
-pub fn outcome_of(job: &Job, res: HttpResult, schedule: &[Duration], jitter: f64) -> Outcome {
+/// The attempt row and the delivery's new state for one finished try. A `Retry-After` from
+/// the receiver (429/503) lengthens the wait, up to `max_retry_after`, but never shortens what
+/// the schedule says.
+pub fn outcome_of(
+    job: &Job,
+    res: HttpResult,
+    schedule: &[Duration],
+    jitter: f64,
+    max_retry_after: Duration,
+) -> Outcome {
     let duration_ms = res.duration.as_millis().min(u32::MAX as u128) as u32;
     let finished_at = res.started_at_ms + duration_ms as i64;
     let succeeded = res.error_kind.is_none();
@@ -18,11 +26,17 @@ pub fn outcome_of(job: &Job, res: HttpResult, schedule: &[Duration], jitter: f64
     } else {
         let failures = job.cycle_failures + 1;
         match next_step(schedule, failures, jitter) {
-            NextStep::RetryIn(delay) => (
-                DeliveryStatus::Pending,
-                Some(finished_at + delay.as_millis() as i64),
-                failures,
-            ),
+            NextStep::RetryIn(delay) => {
+                let asked = res
+                    .retry_after
+                    .map_or(Duration::ZERO, |a| a.min(max_retry_after));
+                let delay = delay.max(asked);
+                (
+                    DeliveryStatus::Pending,
+                    Some(finished_at + delay.as_millis() as i64),
+                    failures,
+                )
+            }
             NextStep::GiveUp => (DeliveryStatus::Failed, None, failures),
         }
     };
@@ -72,8 +86,11 @@ mod tests {
             error_kind: kind,
             error: None,
             response: None,
+            retry_after: None,
         }
     }
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     #[test]
     fn success_finishes_the_delivery() {
@@ -82,6 +99,7 @@ mod tests {
             result(Some(200), None),
             &[Duration::from_secs(1)],
             0.0,
+            HOUR,
         );
         assert_eq!(o.status, DeliveryStatus::Succeeded);
         assert_eq!(o.next_attempt_at, None);
@@ -97,13 +115,39 @@ mod tests {
             result(Some(500), Some(ErrorKind::Status)),
             &sched,
             0.0,
+            HOUR,
         );
         assert_eq!(o.status, DeliveryStatus::Pending);
         assert_eq!(o.next_attempt_at, Some(1_050 + 10_000));
         assert_eq!(o.cycle_failures, 1);
         assert_eq!(o.attempt.error_kind.as_deref(), Some("status"));
-        let o = outcome_of(&job(1), result(None, Some(ErrorKind::Timeout)), &sched, 0.0);
+        let o = outcome_of(
+            &job(1),
+            result(None, Some(ErrorKind::Timeout)),
+            &sched,
+            0.0,
+            HOUR,
+        );
         assert_eq!(o.next_attempt_at, Some(1_050 + 20_000));
+    }
+
+    #[test]
+    fn retry_after_lengthens_but_never_shortens_the_wait() {
+        let sched = [Duration::from_secs(10)];
+        let mut r = result(Some(429), Some(ErrorKind::Status));
+        r.retry_after = Some(Duration::from_secs(60));
+        let o = outcome_of(&job(0), r.clone(), &sched, 0.0, HOUR);
+        assert_eq!(o.next_attempt_at, Some(1_050 + 60_000));
+        r.retry_after = Some(Duration::from_secs(2));
+        let o = outcome_of(&job(0), r.clone(), &sched, 0.0, HOUR);
+        assert_eq!(
+            o.next_attempt_at,
+            Some(1_050 + 10_000),
+            "never less than the schedule"
+        );
+        r.retry_after = Some(Duration::from_secs(86_400));
+        let o = outcome_of(&job(0), r, &sched, 0.0, HOUR);
+        assert_eq!(o.next_attempt_at, Some(1_050 + 3_600_000), "capped");
     }
 
     #[test]
@@ -113,6 +157,7 @@ mod tests {
             result(Some(503), Some(ErrorKind::Status)),
             &[Duration::ZERO; 2],
             0.0,
+            HOUR,
         );
         assert_eq!(o.status, DeliveryStatus::Failed);
         assert_eq!(o.next_attempt_at, None);

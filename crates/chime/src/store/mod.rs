@@ -1,14 +1,17 @@
 //! The store: the one interface through which chime reads and writes its durable state.
 //!
-//! `Store` is implemented by `sqlite::SqliteStore` (the embedded default). Only modules under
+//! `Store` is implemented by `sqlite::SqliteStore` (the embedded default, one process) and
+//! `postgres::PostgresStore` (several nodes sharing one database). Only modules under
 //! `store/` contain SQL. Its behaviour is specified by the conformance suite in
 //! `tests/store_conformance.rs`, which every backend must pass.
 //!
 //! Times are `Millis`. Ids are prefixed strings (`evt_…`). Lists are cursor-paginated on an
 //! internal monotonic sequence, newest first.
 
+pub mod postgres;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,6 +26,10 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database cannot be reached right now (connection refused or cut, pool exhausted):
+    /// the same call may succeed later without anything being changed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("storage failure: {0}")]
     Backend(String),
 }
@@ -56,8 +63,46 @@ pub struct Endpoint {
     /// The secret before the last rotation, still signing until `previous_secret_expires_at`.
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<Millis>,
+    pub settings: EndpointSettings,
+    /// Why chime disabled the endpoint (a 410 answer, or failing for too long).
+    pub disabled_reason: Option<String>,
+    /// Start of the current run of failed attempts; `None` while healthy.
+    pub failing_since: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+/// Per-endpoint delivery settings. Stored as one JSON document: they are always read and
+/// written together, and new settings need no schema change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EndpointSettings {
+    /// Attempts in flight at once to this endpoint (1..=100); `None`: the server default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// At most this many attempts started per second; `None`: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_s: Option<u32>,
+    /// Deliver strictly in the order events were accepted, one at a time.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
+    /// Extra request headers sent with every delivery.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// RFC 9535 JSONPath predicate over the envelope; only matching events are delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+/// A change of an endpoint's health, made by the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthChange {
+    /// A run of failures started at this time (no-op if one is already running).
+    Failing(Millis),
+    /// An attempt succeeded (no-op if the endpoint was healthy).
+    Recovered,
+    /// Disable the endpoint (no-op if already disabled).
+    Disable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +114,20 @@ pub struct Event {
     pub payload: Bytes,
     pub idempotency_key: Option<String>,
     pub created_at: Millis,
+    /// Set when retention removed the payload (`payload` is then empty).
+    pub purged_at: Option<Millis>,
+}
+
+/// An entry of the event-type catalog: a documented event name, optionally with a JSON Schema
+/// that published `data` must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventType {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema text, validated when saved.
+    pub schema: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +137,9 @@ pub enum DeliveryStatus {
     Succeeded,
     /// Retries exhausted: the dead-letter list.
     Failed,
+    /// Not attempted: its endpoint was disabled when the event arrived, or it was skipped by
+    /// an API call (an ordered endpoint's blocking head). Can be replayed.
+    Skipped,
 }
 
 impl DeliveryStatus {
@@ -86,6 +148,7 @@ impl DeliveryStatus {
             Self::Pending => "pending",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Skipped => "skipped",
         }
     }
 
@@ -94,6 +157,7 @@ impl DeliveryStatus {
             "pending" => Some(Self::Pending),
             "succeeded" => Some(Self::Succeeded),
             "failed" => Some(Self::Failed),
+            "skipped" => Some(Self::Skipped),
             _ => None,
         }
     }
@@ -163,13 +227,24 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct Published {
     pub event: Event,
-    pub deliveries: Vec<(String, String)>,
+    pub deliveries: Vec<PublishedDelivery>,
     /// The deliveries as leased jobs, ready for the dispatcher; empty for a repeat.
     pub jobs: Vec<Job>,
     /// The endpoints the jobs go to, as read in the publishing transaction.
     pub endpoints: Vec<Endpoint>,
+    /// Endpoints given new pending deliveries that were NOT leased (ordered endpoints, which
+    /// are claimed in sequence): the dispatcher must be told they have due work.
+    pub due_endpoints: Vec<String>,
     /// True when the idempotency key was seen before and nothing new was stored.
     pub repeated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedDelivery {
+    pub id: String,
+    pub endpoint_id: String,
+    /// `Pending`, or `Skipped` for a disabled endpoint.
+    pub status: DeliveryStatus,
 }
 
 pub struct NewEvent {
@@ -301,4 +376,120 @@ pub trait Store: Send + Sync + 'static {
     /// used as a bound: future retries are reported too).
     async fn due_summary(&self, now: Millis) -> Result<Vec<(String, Millis)>>;
     async fn get_endpoint_by_id(&self, id: &str) -> Result<Option<Endpoint>>;
+    /// Applies a health change; returns whether anything changed (so an operational event is
+    /// emitted once, by the node that made the change).
+    async fn change_health(
+        &self,
+        endpoint_id: &str,
+        change: HealthChange,
+        now: Millis,
+    ) -> Result<bool>;
+    /// The oldest pending delivery of an endpoint (the head, for ordered endpoints).
+    async fn pending_head(&self, endpoint_id: &str) -> Result<Option<Delivery>>;
+    /// Marks a pending, unleased delivery `skipped`. `Conflict` if it is not pending or is
+    /// being attempted.
+    async fn skip_delivery(&self, tenant_id: &str, id: &str, now: Millis) -> Result<Delivery>;
+    /// Makes the deliveries matching `filter` due at `now` with a fresh schedule (at most
+    /// `limit`), or with `dry_run` only counts them. Returns the count and, when replayed, the
+    /// endpoints that now have due work.
+    async fn replay(
+        &self,
+        tenant_id: &str,
+        filter: &ReplayFilter,
+        now: Millis,
+        limit: u32,
+        dry_run: bool,
+    ) -> Result<(u64, Vec<String>)>;
+
+    // --- operations ---
+    /// Succeeds when the store answers a trivial query: the readiness probe (`GET /readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    // --- event-type catalog ---
+    /// `Conflict` if the name exists.
+    async fn create_event_type(&self, t: EventType) -> Result<()>;
+    /// `NotFound` if absent.
+    async fn update_event_type(&self, t: EventType) -> Result<()>;
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
+    async fn list_event_types(&self, page: Page) -> Result<Listed<EventType>>;
+    /// `NotFound` if absent.
+    async fn delete_event_type(&self, name: &str) -> Result<()>;
+
+    // --- retention ---
+    /// Removes the payload of up to `limit` events created before `before` whose deliveries
+    /// are all finished (none pending); their rows stay, marked purged. Returns how many.
+    async fn purge_payloads(&self, before: Millis, now: Millis, limit: u32) -> Result<u64>;
+    /// Deletes up to `limit` events created before `before`, with their deliveries and
+    /// attempts, when none of their deliveries is pending. Returns how many events.
+    async fn purge_events(&self, before: Millis, limit: u32) -> Result<u64>;
+    /// Endpoint ids whose stored deliveries were made claimable by a writer that may be
+    /// another node sharing this store (`release`, `release_owner`, `retry_delivery`, …), so
+    /// the dispatcher claims them at once rather than at its next fallback scan. `None` for a
+    /// backend that one process owns alone (its own writes already wake its dispatcher).
+    /// Meant to be called once; the stream also carries this node's own writes, and it may
+    /// miss some while the connection is re-established, which the fallback scan covers.
+    fn due_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        None
+    }
+}
+
+/// Where the data lives, from `database_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded SQLite file; one process owns it.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL (`postgres://…` or `postgresql://…`), shared by any number of nodes.
+    Postgres(String),
+}
+
+impl Database {
+    /// The location for people: the file, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres(url) => postgres::redact(url),
+        }
+    }
+}
+
+/// An open store and how it must be started.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    /// True when this process owns the data alone, so every lease found at start is stale.
+    pub exclusive: bool,
+}
+
+/// Opens (and migrates) the store named by `database`. `pool_size` bounds the connections
+/// of a PostgreSQL store.
+pub async fn open(database: &Database, pool_size: usize) -> anyhow::Result<Opened> {
+    match database {
+        Database::Sqlite(path) => {
+            let path = path.clone();
+            let store =
+                tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path)).await??;
+            Ok(Opened {
+                store: Arc::new(store),
+                exclusive: true,
+            })
+        }
+        Database::Postgres(url) => {
+            let store = postgres::PostgresStore::connect(url, pool_size).await?;
+            Ok(Opened {
+                store: Arc::new(store),
+                exclusive: false,
+            })
+        }
+    }
+}
+
+/// Which deliveries a replay re-delivers.
+#[derive(Debug, Clone)]
+pub struct ReplayFilter {
+    pub statuses: Vec<DeliveryStatus>,
+    pub endpoint_id: Option<String>,
+    pub event_name: Option<String>,
+    /// Created at or after.
+    pub since: Option<Millis>,
+    /// Created before.
+    pub until: Option<Millis>,
 }

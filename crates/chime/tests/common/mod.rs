@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,9 @@ pub struct Opts {
     pub shutdown_grace: &'static str,
     pub max_body_bytes: usize,
     pub endpoint_concurrency: u32,
+    pub failure_threshold: u32,
+    pub probe_interval: &'static str,
+    pub auto_disable_after: &'static str,
 }
 
 impl Default for Opts {
@@ -38,6 +43,9 @@ impl Default for Opts {
             shutdown_grace: "2s",
             max_body_bytes: 1 << 20,
             endpoint_concurrency: 8,
+            failure_threshold: 10,
+            probe_interval: "30s",
+            auto_disable_after: "5d",
         }
     }
 }
@@ -66,6 +74,9 @@ fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
         shutdown_grace: Some(opts.shutdown_grace.into()),
         max_body_bytes: Some(opts.max_body_bytes),
         endpoint_concurrency: Some(opts.endpoint_concurrency),
+        failure_threshold: Some(opts.failure_threshold),
+        probe_interval: Some(opts.probe_interval.into()),
+        auto_disable_after: Some(opts.auto_disable_after.into()),
         poll_interval: Some("1s".into()),
         ..Default::default()
     };
@@ -236,6 +247,8 @@ where
 /// One request as the receiver saw it.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// When it arrived.
+    pub at: std::time::Instant,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -262,6 +275,8 @@ struct ReceiverInner {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<u16>>,
     default_status: Mutex<u16>,
+    /// Sent as `Retry-After` with 429 and 503 answers, when set.
+    retry_after: Mutex<Option<String>>,
     arrived: Notify,
     /// While false, requests wait before answering.
     open: watch::Sender<bool>,
@@ -274,6 +289,7 @@ impl Receiver {
             received: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             default_status: Mutex::new(200),
+            retry_after: Mutex::new(None),
             arrived: Notify::new(),
             open,
         });
@@ -285,6 +301,7 @@ impl Receiver {
                     let status = {
                         let mut received = state.received.lock().unwrap();
                         received.push(Received {
+                            at: std::time::Instant::now(),
                             path: uri.path().to_owned(),
                             headers,
                             body,
@@ -299,7 +316,17 @@ impl Receiver {
                     state.arrived.notify_waiters();
                     let mut open = state.open.subscribe();
                     let _ = open.wait_for(|o| *o).await;
-                    (StatusCode::from_u16(status).unwrap(), "receiver says hi")
+                    let mut headers = HeaderMap::new();
+                    if matches!(status, 429 | 503)
+                        && let Some(ra) = state.retry_after.lock().unwrap().clone()
+                    {
+                        headers.insert("retry-after", ra.parse().unwrap());
+                    }
+                    (
+                        StatusCode::from_u16(status).unwrap(),
+                        headers,
+                        "receiver says hi",
+                    )
                 }
             },
         );
@@ -316,6 +343,11 @@ impl Receiver {
     /// Answers these statuses to the next requests, in order.
     pub fn script(&self, statuses: &[u16]) {
         self.inner.script.lock().unwrap().extend(statuses);
+    }
+
+    /// `Retry-After` value sent with 429 and 503 answers.
+    pub fn set_retry_after(&self, value: Option<&str>) {
+        *self.inner.retry_after.lock().unwrap() = value.map(str::to_owned);
     }
 
     pub fn set_default(&self, status: u16) {

@@ -101,6 +101,27 @@ CREATE INDEX attempts_delivery ON attempts(delivery_id, seq);
 ALTER TABLE endpoints ADD COLUMN previous_secret TEXT;
 ALTER TABLE endpoints ADD COLUMN previous_secret_expires_at INTEGER;
 "#,
+    // Delivery settings (one JSON document: read and written together), health state, and
+    // the index that finds an ordered endpoint's head (its oldest pending delivery).
+    r#"
+ALTER TABLE endpoints ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE endpoints ADD COLUMN disabled_reason TEXT;
+ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;
+CREATE INDEX deliveries_pending_seq ON deliveries(endpoint_id, seq) WHERE status = 'pending';
+"#,
+    // The event-type catalog, and retention: purged events keep their row, lose their payload.
+    r#"
+CREATE TABLE event_types (
+    name        TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    schema      TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+ALTER TABLE events ADD COLUMN purged_at INTEGER;
+CREATE INDEX events_created ON events(created_at);
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.

@@ -1,0 +1,375 @@
+//! `chime bench`: the project's reproducible benchmark.
+//!
+//! One run starts everything it measures on this machine:
+//! - `server`: a `chime serve` child process per scenario, on a fresh data directory, so its
+//!   CPU time and peak RSS are its own (read from `/proc`);
+//! - `sink`: a built-in receiver (hyper, answers 200 at once) that records when each delivery
+//!   arrives;
+//! - `load`: publishers that POST 500-byte events through the public API, closed loop (C
+//!   publishers) or open loop (a fixed offered rate);
+//! - `scenarios`: the ceiling (the same load straight to the sink) and the scenarios;
+//! - `report`: the table on stdout, the targets, and the JSON file.
+//!
+//! Publish→receive latency is measured in this process on one monotonic clock: the send
+//! instant is taken just before a publish leaves, the receive instant when the sink accepts the
+//! delivery. The sink finds the event by the `seq` the publisher wrote into the body.
+
+mod load;
+mod report;
+mod scenarios;
+mod server;
+mod sink;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+/// A benchmark scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Closed loop: C publishers, each event to one endpoint.
+    Throughput,
+    /// One event to every one of 100 endpoints.
+    Fanout,
+    /// Open loop at a fixed offered rate.
+    Latency,
+    /// Publish with the receivers paused, then resume and drain.
+    Backlog,
+    /// A slow endpoint with a queue beside a healthy one under steady load.
+    Isolation,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Throughput,
+        Scenario::Fanout,
+        Scenario::Latency,
+        Scenario::Backlog,
+        Scenario::Isolation,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Throughput => "throughput",
+            Scenario::Fanout => "fanout",
+            Scenario::Latency => "latency",
+            Scenario::Backlog => "backlog",
+            Scenario::Isolation => "isolation",
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(
+    about = "Benchmark chime on this machine: a chime serve, a receiver and a load generator in one run",
+    long_about = "Starts a `chime serve` child process per scenario (fresh data directory, default \
+durability: a 202 means the event and its deliveries are on disk), a built-in receiver and a load \
+generator that publishes 500-byte events through the public API. Measures the ceiling first (the same \
+load straight to the receiver), then runs the scenarios and prints a table; --json writes the same \
+numbers with the machine's description.\n\n\
+Examples:\n  chime bench                       every scenario at full size (several minutes)\n  \
+chime bench --quick               every scenario, shrunk to about a minute\n  \
+chime bench throughput fanout     two scenarios\n  \
+chime bench --quick --json bench.json"
+)]
+pub struct BenchArgs {
+    /// Scenarios to run, in this order [default: all]: throughput, fanout, latency, backlog, isolation.
+    #[arg(value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Also selects a scenario (repeatable); the same as naming it.
+    #[arg(long = "scenario", value_enum)]
+    scenario_flags: Vec<Scenario>,
+    /// Shrinks every size so the whole run takes about a minute (explicit sizes still win).
+    #[arg(long)]
+    quick: bool,
+    /// Events published in the throughput scenario and POSTs of the ceiling [default: 200000; quick: 20000].
+    #[arg(long)]
+    events: Option<u64>,
+    /// Concurrent publishers of the closed-loop phases and of the ceiling.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Endpoints of the throughput, latency and backlog scenarios; event n goes to endpoint n mod this.
+    #[arg(long, default_value_t = 16)]
+    endpoints: u64,
+    /// Events published in the fanout scenario [default: 10000; quick: 500].
+    #[arg(long)]
+    fanout_events: Option<u64>,
+    /// Endpoints every fanout event goes to.
+    #[arg(long, default_value_t = 100)]
+    fanout_endpoints: u64,
+    /// Offered rate of the latency scenario and of the isolation scenario's healthy load, events/s.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// How long the latency scenario offers its rate [default: 30s; quick: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Events published while the receivers are paused in the backlog scenario [default: 1000000; quick: 50000].
+    #[arg(long)]
+    backlog_events: Option<u64>,
+    /// Events queued for the slow endpoint in the isolation scenario [default: 20000; quick: 2000].
+    #[arg(long)]
+    isolation_queued: Option<u64>,
+    /// How long the slow endpoint takes to answer [default: 5s; quick: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    isolation_delay: Option<Duration>,
+    /// Length of each steady-load phase of the isolation scenario [default: 10s; quick: 3s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    isolation_duration: Option<Duration>,
+    /// Every receiver answers after this delay (e.g. 5ms).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    sink_delay: Duration,
+    /// Share of deliveries the receiver answers 500 (0.0–1.0); chime retries them on its schedule.
+    #[arg(long, default_value_t = 0.0)]
+    sink_fail_rate: f64,
+    /// While paused, the receiver holds a request at most this long, then answers 503; keep it
+    /// under the server's request_timeout (15s) so paused receivers do not look like timeouts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "12s")]
+    pause_hold: Duration,
+    /// Give up waiting for deliveries after this long without progress.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    stall_timeout: Duration,
+    /// Store URL passed to every `chime serve` (e.g. postgres://…); default: the embedded
+    /// SQLite file in a fresh data directory. The same database serves every scenario of the run.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Where the fresh data directories are made [default: the system temp directory].
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// Keep each scenario's data directory (database and server log) instead of removing it.
+    #[arg(long)]
+    keep_data: bool,
+    /// Extra argument for every `chime serve`, repeatable: --server-arg=--endpoint-concurrency=16.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Skip the ceiling measurement (no ratios are reported).
+    #[arg(long)]
+    no_ceiling: bool,
+    /// Writes the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Resolved sizes and settings of one run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub scenarios: Vec<Scenario>,
+    pub quick: bool,
+    pub concurrency: usize,
+    pub endpoints: u64,
+    pub events: u64,
+    pub fanout_events: u64,
+    pub fanout_endpoints: u64,
+    pub rate: f64,
+    pub duration: Duration,
+    pub backlog_events: u64,
+    pub isolation_queued: u64,
+    pub isolation_delay: Duration,
+    pub isolation_duration: Duration,
+    pub sink_delay: Duration,
+    pub sink_fail_rate: f64,
+    pub pause_hold: Duration,
+    pub stall_timeout: Duration,
+    pub ceiling: bool,
+}
+
+impl Plan {
+    fn from_args(a: &BenchArgs) -> Result<Plan, String> {
+        let q = a.quick;
+        let pick =
+            |v: Option<u64>, full: u64, quick: u64| v.unwrap_or(if q { quick } else { full });
+        let pick_d = |v: Option<Duration>, full: u64, quick: u64| {
+            v.unwrap_or(Duration::from_secs(if q { quick } else { full }))
+        };
+        let mut scenarios: Vec<Scenario> = Vec::new();
+        for s in a.scenarios.iter().chain(&a.scenario_flags) {
+            if !scenarios.contains(s) {
+                scenarios.push(*s);
+            }
+        }
+        if scenarios.is_empty() {
+            scenarios = Scenario::ALL.to_vec();
+        }
+        let plan = Plan {
+            scenarios,
+            quick: q,
+            concurrency: a.concurrency,
+            endpoints: a.endpoints,
+            events: pick(a.events, 200_000, 20_000),
+            fanout_events: pick(a.fanout_events, 10_000, 500),
+            fanout_endpoints: a.fanout_endpoints,
+            rate: a.rate,
+            duration: pick_d(a.duration, 30, 5),
+            backlog_events: pick(a.backlog_events, 1_000_000, 50_000),
+            isolation_queued: pick(a.isolation_queued, 20_000, 2_000),
+            isolation_delay: pick_d(a.isolation_delay, 5, 1),
+            isolation_duration: pick_d(a.isolation_duration, 10, 3),
+            sink_delay: a.sink_delay,
+            sink_fail_rate: a.sink_fail_rate,
+            pause_hold: a.pause_hold,
+            stall_timeout: a.stall_timeout,
+            ceiling: !a.no_ceiling,
+        };
+        if plan.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if plan.endpoints == 0 || plan.fanout_endpoints == 0 {
+            return Err("--endpoints and --fanout-endpoints must be at least 1".into());
+        }
+        if plan.events == 0
+            || plan.fanout_events == 0
+            || plan.backlog_events == 0
+            || plan.isolation_queued == 0
+        {
+            return Err("event counts must be at least 1".into());
+        }
+        if !(plan.rate.is_finite() && plan.rate > 0.0) {
+            return Err("--rate must be a positive number of events per second".into());
+        }
+        if !(0.0..=1.0).contains(&plan.sink_fail_rate) {
+            return Err("--sink-fail-rate must be between 0 and 1".into());
+        }
+        if plan.duration.is_zero() || plan.isolation_duration.is_zero() {
+            return Err("durations must be longer than zero".into());
+        }
+        Ok(plan)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scenarios": self.scenarios,
+            "quick": self.quick,
+            "concurrency": self.concurrency,
+            "endpoints": self.endpoints,
+            "events": self.events,
+            "event_bytes": load::EVENT_BYTES,
+            "fanout_events": self.fanout_events,
+            "fanout_endpoints": self.fanout_endpoints,
+            "rate": self.rate,
+            "duration_s": self.duration.as_secs_f64(),
+            "backlog_events": self.backlog_events,
+            "isolation_queued": self.isolation_queued,
+            "isolation_delay_s": self.isolation_delay.as_secs_f64(),
+            "isolation_duration_s": self.isolation_duration.as_secs_f64(),
+            "sink_delay_s": self.sink_delay.as_secs_f64(),
+            "sink_fail_rate": self.sink_fail_rate,
+        })
+    }
+}
+
+/// Runs `chime bench`.
+pub fn main(args: BenchArgs) -> ExitCode {
+    let plan = match Plan::from_args(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("chime bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("chime bench: cannot find the chime executable: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let data_root = args.data_root.clone().unwrap_or_else(std::env::temp_dir);
+    if let Err(e) = std::fs::create_dir_all(&data_root) {
+        eprintln!("chime bench: cannot create {}: {e}", data_root.display());
+        return ExitCode::from(1);
+    }
+    let server_opts = server::ServerOpts {
+        exe,
+        data_root,
+        database_url: args.database_url.clone(),
+        extra_args: args.server_args.clone(),
+        keep_data: args.keep_data,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chime bench: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(plan, server_opts, args.json.clone())) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("chime bench: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the ceiling and the scenarios; prints and writes the report. `Ok(false)` when a
+/// scenario could not run (the others still do).
+async fn run(
+    plan: Plan,
+    server_opts: server::ServerOpts,
+    json: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    let machine = report::Machine::detect(&server_opts.data_root);
+    if machine.data_fs == "tmpfs" {
+        eprintln!(
+            "chime bench: warning: {} is on tmpfs, where fsync costs nothing; pass --data-root on a disk",
+            server_opts.data_root.display()
+        );
+    }
+    if server_opts.database_url.is_some() {
+        eprintln!(
+            "chime bench: note: --database-url is shared by every scenario of this run; \
+             start each run on an empty database, or run one scenario per run"
+        );
+    }
+    let started_at = report::now_rfc3339();
+    let ctx = scenarios::Ctx::new(plan.clone(), server_opts);
+    let mut outcome = report::Report {
+        chime_version: env!("CARGO_PKG_VERSION").to_owned(),
+        command: report::command_line(),
+        timestamp: started_at,
+        machine,
+        plan: plan.to_json(),
+        ceiling: None,
+        scenarios: Vec::new(),
+        failures: Vec::new(),
+        targets: Vec::new(),
+    };
+    let mut ctx = ctx;
+    if plan.ceiling {
+        match scenarios::ceiling(&ctx).await {
+            Ok(c) => {
+                ctx.ceiling_per_s = Some(c.posts_per_s);
+                outcome.ceiling = Some(c);
+            }
+            Err(e) => {
+                eprintln!("chime bench: the ceiling could not be measured: {e:#}");
+                outcome.failures.push(format!("ceiling: {e:#}"));
+            }
+        }
+    }
+    for s in &plan.scenarios {
+        match scenarios::run(&ctx, *s).await {
+            Ok(r) => outcome.scenarios.push(r),
+            Err(e) => {
+                eprintln!("chime bench: scenario {} failed: {e:#}", s.name());
+                outcome.failures.push(format!("{}: {e:#}", s.name()));
+            }
+        }
+    }
+    outcome.targets = report::evaluate_targets(&outcome);
+    print!("{}", report::render(&outcome));
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&outcome)?;
+        std::fs::write(&path, text + "\n")
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        eprintln!("chime bench: wrote {}", path.display());
+    }
+    Ok(outcome.failures.is_empty())
+}

@@ -1,0 +1,653 @@
+//! The ceiling and the scenarios of issue 3. Each scenario gets its own receiver, its own
+//! `chime serve` on a fresh data directory (so its CPU and peak RSS are its own), sets up a
+//! tenant and endpoints through the API, publishes, waits for the deliveries, and reads the
+//! server's usage before stopping it.
+//!
+//! Time spans: accepted/s is over the publish phase (first send to last answer); delivered/s
+//! is from the first publish to the last delivery received (backlog: from the resume).
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use super::load::{self, HttpClient, LoadStats, Target, per_s};
+use super::report::{Ceiling, Percentiles, Progress, ScenarioResult};
+use super::server::{self, Server, ServerOpts, Usage};
+use super::sink::{RecvSummary, Sink, SinkOpts, Tracker};
+use super::{Plan, Scenario};
+
+const TENANT: &str = "bench";
+/// Time given to the server after the last delivery to record it before its usage is read.
+const SETTLE: Duration = Duration::from_millis(250);
+
+pub struct Ctx {
+    pub plan: Plan,
+    pub server_opts: ServerOpts,
+    pub client: HttpClient,
+    pub ceiling_per_s: Option<f64>,
+    progress: Progress,
+}
+
+/// Usage readings at one moment.
+struct Snap {
+    server: Usage,
+    bench_cpu_s: f64,
+    machine_busy_s: f64,
+    at: Instant,
+}
+
+fn snap(server: Option<&Server>) -> Snap {
+    Snap {
+        server: server.map(Server::usage).unwrap_or_default(),
+        bench_cpu_s: server::usage_of("self").unwrap_or_default().cpu_s,
+        machine_busy_s: server::machine_busy_s(),
+        at: Instant::now(),
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    (bytes as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+impl Ctx {
+    pub fn new(plan: Plan, server_opts: ServerOpts) -> Self {
+        Self {
+            plan,
+            server_opts,
+            client: load::client(),
+            ceiling_per_s: None,
+            progress: Progress::detect(),
+        }
+    }
+
+    fn sink_opts(&self, slow: Option<(u64, Duration)>) -> SinkOpts {
+        SinkOpts {
+            delay: self.plan.sink_delay,
+            fail_rate: self.plan.sink_fail_rate,
+            slow,
+            hold_max: self.plan.pause_hold,
+        }
+    }
+
+    fn chime_target(&self, server: &Server, route: load::Route) -> Target {
+        Target {
+            base: server.base(),
+            authorization: Some(
+                HeaderValue::from_str(&format!("Bearer {}", server::ADMIN_TOKEN))
+                    .expect("a valid header"),
+            ),
+            expect: StatusCode::ACCEPTED,
+            webhook_headers: false,
+            route,
+        }
+    }
+
+    async fn closed(
+        &self,
+        label: &str,
+        target: &Target,
+        tracker: &Arc<Tracker>,
+        seqs: Range<u64>,
+    ) -> LoadStats {
+        let done = Arc::new(AtomicU64::new(0));
+        let d = done.clone();
+        let bar = self.progress.start(
+            label,
+            "publish",
+            seqs.end - seqs.start,
+            Arc::new(move || d.load(Relaxed)),
+        );
+        let stats = load::closed_loop(
+            &self.client,
+            target,
+            tracker,
+            seqs,
+            self.plan.concurrency,
+            &done,
+        )
+        .await;
+        bar.finish();
+        stats
+    }
+
+    async fn open(
+        &self,
+        label: &str,
+        target: &Target,
+        tracker: &Arc<Tracker>,
+        seqs: Range<u64>,
+    ) -> LoadStats {
+        let done = Arc::new(AtomicU64::new(0));
+        let d = done.clone();
+        let bar = self.progress.start(
+            label,
+            "publish",
+            seqs.end - seqs.start,
+            Arc::new(move || d.load(Relaxed)),
+        );
+        let stats =
+            load::open_loop(&self.client, target, tracker, seqs, self.plan.rate, &done).await;
+        bar.finish();
+        stats
+    }
+
+    /// Waits until `count` reaches `expected`, or stops moving for the stall timeout.
+    async fn wait(
+        &self,
+        label: &str,
+        expected: u64,
+        count: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> u64 {
+        let bar = self
+            .progress
+            .start(label, "deliver", expected, count.clone());
+        let mut last = count();
+        let mut since = Instant::now();
+        let reached = loop {
+            let c = count();
+            if c >= expected {
+                break c;
+            }
+            if c != last {
+                last = c;
+                since = Instant::now();
+            } else if since.elapsed() > self.plan.stall_timeout {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        bar.finish();
+        reached
+    }
+
+    /// Builds a result from the parts every scenario has.
+    #[allow(clippy::too_many_arguments)]
+    fn result(
+        &self,
+        name: &str,
+        publish: &LoadStats,
+        expected: u64,
+        delivered: u64,
+        e2e: &RecvSummary,
+        delivered_per_s: f64,
+        before: &Snap,
+        after: &Snap,
+        tracker: &Tracker,
+    ) -> ScenarioResult {
+        let server_cpu_s = (after.server.cpu_s - before.server.cpu_s).max(0.0);
+        let bench_cpu_s = (after.bench_cpu_s - before.bench_cpu_s).max(0.0);
+        let machine = (after.machine_busy_s - before.machine_busy_s).max(0.0);
+        let missing = expected.saturating_sub(delivered);
+        let malformed = tracker.malformed.load(Relaxed);
+        let mut r = ScenarioResult {
+            name: name.to_owned(),
+            events_published: publish.sent,
+            events_accepted: publish.ok,
+            accepted_per_s: publish.ok_per_s(),
+            deliveries_expected: expected,
+            deliveries_completed: delivered,
+            delivered_per_s,
+            publish_latency_ms: Percentiles::of(&publish.latency_us),
+            e2e_latency_ms: Percentiles::of(&e2e.e2e_us),
+            server_cpu_s: round2(server_cpu_s),
+            cpu_s_per_1k_deliveries: if delivered > 0 {
+                server_cpu_s * 1000.0 / delivered as f64
+            } else {
+                0.0
+            },
+            server_peak_rss_mb: mb(after.server.peak_rss),
+            bench_cpu_s: round2(bench_cpu_s),
+            other_cpu_s: round2((machine - server_cpu_s - bench_cpu_s).max(0.0)),
+            wall_s: round2(after.at.duration_since(before.at).as_secs_f64()),
+            errors: publish.errors + missing + malformed,
+            error_samples: publish.error_samples.clone(),
+            duplicates: tracker.duplicates.load(Relaxed),
+            ratio_to_ceiling: self
+                .ceiling_per_s
+                .map(|c| round2(delivered_per_s / c.max(f64::MIN_POSITIVE))),
+            ..Default::default()
+        };
+        r.error_detail
+            .insert("publish_errors".into(), publish.errors);
+        r.error_detail.insert("missing_deliveries".into(), missing);
+        r.error_detail
+            .insert("receiver_malformed".into(), malformed);
+        for (key, v) in [
+            (
+                "receiver_injected_500s",
+                tracker.injected_failures.load(Relaxed),
+            ),
+            ("receiver_paused_503s", tracker.paused_rejects.load(Relaxed)),
+        ] {
+            if v > 0 {
+                r.extra.insert(key.into(), json!(v));
+            }
+        }
+        r
+    }
+}
+
+/// The admin API of one server.
+struct Api<'a> {
+    client: &'a HttpClient,
+    base: String,
+}
+
+impl Api<'_> {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let req = http::Request::post(format!("{}{path}", self.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", server::ADMIN_TOKEN),
+            )
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        let resp = self.client.request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("POST {path}: {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn tenant(&self, id: &str) -> anyhow::Result<()> {
+        self.post("/v1/tenants", json!({ "id": id })).await?;
+        Ok(())
+    }
+
+    async fn endpoint(&self, url: &str, pattern: &str) -> anyhow::Result<()> {
+        self.post(
+            &format!("/v1/tenants/{TENANT}/endpoints"),
+            json!({ "url": url, "events": [pattern] }),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A server with its receiver and tenant, ready to publish to.
+struct Setup {
+    server: Server,
+    sink: Sink,
+    tracker: Arc<Tracker>,
+}
+
+async fn setup(
+    ctx: &Ctx,
+    label: &str,
+    tracker: Tracker,
+    slow: Option<(u64, Duration)>,
+    endpoints: &[String],
+) -> anyhow::Result<Setup> {
+    let tracker = Arc::new(tracker);
+    let sink = Sink::start(tracker.clone(), ctx.sink_opts(slow))
+        .await
+        .context("starting the receiver")?;
+    let server = Server::start(&ctx.server_opts, label, &ctx.client).await?;
+    let api = Api {
+        client: &ctx.client,
+        base: server.base(),
+    };
+    api.tenant(TENANT).await?;
+    for (k, pattern) in endpoints.iter().enumerate() {
+        api.endpoint(&sink.url(k as u64), pattern).await?;
+    }
+    Ok(Setup {
+        server,
+        sink,
+        tracker,
+    })
+}
+
+/// Stops the server; a failure to stop cleanly is one more error of the scenario.
+async fn teardown(s: Setup, r: &mut ScenarioResult) {
+    drop(s.sink);
+    if let Err(e) = s.server.stop().await {
+        r.errors += 1;
+        r.error_detail.insert("server_stop".into(), 1);
+        r.error_samples.push(format!("{e:#}"));
+    }
+}
+
+fn publish_path() -> String {
+    format!("/v1/tenants/{TENANT}/events")
+}
+
+/// `seq` goes to endpoint `seq mod n`, whose subscription is its own event name.
+fn round_robin(n: u64) -> load::Route {
+    let path = publish_path();
+    Arc::new(move |seq| (path.clone(), format!("bench.e{}", seq % n)))
+}
+
+fn round_robin_patterns(n: u64) -> Vec<String> {
+    (0..n).map(|k| format!("bench.e{k}")).collect()
+}
+
+fn span(from: Instant, to: Option<Instant>) -> Duration {
+    to.map_or(Duration::ZERO, |t| t.saturating_duration_since(from))
+}
+
+/// The same load straight to the receiver: no chime in between.
+pub async fn ceiling(ctx: &Ctx) -> anyhow::Result<Ceiling> {
+    let p = &ctx.plan;
+    let n = p.events;
+    let eps = p.endpoints;
+    let tracker = Arc::new(Tracker::new(n, 1, eps));
+    let mut opts = ctx.sink_opts(None);
+    opts.fail_rate = 0.0;
+    let sink = Sink::start(tracker.clone(), opts).await?;
+    let target = Target {
+        base: sink.base(),
+        authorization: None,
+        expect: StatusCode::OK,
+        webhook_headers: true,
+        route: Arc::new(move |seq| (format!("/e/{}", seq % eps), format!("bench.e{}", seq % eps))),
+    };
+    let before = snap(None);
+    let stats = ctx.closed("ceiling", &target, &tracker, 0..n).await;
+    let after = snap(None);
+    let bench = after.bench_cpu_s - before.bench_cpu_s;
+    let machine = after.machine_busy_s - before.machine_busy_s;
+    if stats.ok == 0 {
+        bail!(
+            "no POST to the receiver succeeded: {}",
+            stats.error_samples.join("; ")
+        );
+    }
+    Ok(Ceiling {
+        posts: stats.ok,
+        posts_per_s: stats.ok_per_s(),
+        concurrency: p.concurrency,
+        latency_ms: Percentiles::of(&stats.latency_us),
+        errors: stats.errors,
+        bench_cpu_s: round2(bench),
+        other_cpu_s: round2((machine - bench).max(0.0)),
+        wall_s: round2(stats.elapsed().as_secs_f64()),
+    })
+}
+
+pub async fn run(ctx: &Ctx, s: Scenario) -> anyhow::Result<ScenarioResult> {
+    match s {
+        Scenario::Throughput => throughput(ctx).await,
+        Scenario::Fanout => fanout(ctx).await,
+        Scenario::Latency => latency(ctx).await,
+        Scenario::Backlog => backlog(ctx).await,
+        Scenario::Isolation => isolation(ctx).await,
+    }
+}
+
+/// Closed loop, C publishers, each event to one of `endpoints` endpoints.
+async fn throughput(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let (n, eps) = (ctx.plan.events, ctx.plan.endpoints);
+    let label = "throughput";
+    let s = setup(
+        ctx,
+        label,
+        Tracker::new(n, 1, eps),
+        None,
+        &round_robin_patterns(eps),
+    )
+    .await?;
+    let target = ctx.chime_target(&s.server, round_robin(eps));
+    let before = snap(Some(&s.server));
+    let publish = ctx.closed(label, &target, &s.tracker, 0..n).await;
+    let t = s.tracker.clone();
+    let delivered = ctx
+        .wait(
+            label,
+            publish.ok,
+            Arc::new(move || t.received.load(Relaxed)),
+        )
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    let after = snap(Some(&s.server));
+    let sum = s.tracker.summary(0..n);
+    let rate = per_s(sum.deliveries, span(publish.started, sum.last_recv));
+    let mut r = ctx.result(
+        label, &publish, publish.ok, delivered, &sum, rate, &before, &after, &s.tracker,
+    );
+    teardown(s, &mut r).await;
+    Ok(r)
+}
+
+/// Every event to every one of `fanout_endpoints` endpoints.
+async fn fanout(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let (n, f) = (ctx.plan.fanout_events, ctx.plan.fanout_endpoints);
+    let label = "fanout";
+    let patterns: Vec<String> = (0..f).map(|_| "*".to_owned()).collect();
+    let s = setup(ctx, label, Tracker::new(n, f, f), None, &patterns).await?;
+    let path = publish_path();
+    let target = ctx.chime_target(
+        &s.server,
+        Arc::new(move |_| (path.clone(), "bench.fanout".to_owned())),
+    );
+    let before = snap(Some(&s.server));
+    let publish = ctx.closed(label, &target, &s.tracker, 0..n).await;
+    let t = s.tracker.clone();
+    let expected = publish.ok * f;
+    let delivered = ctx
+        .wait(label, expected, Arc::new(move || t.received.load(Relaxed)))
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    let after = snap(Some(&s.server));
+    let sum = s.tracker.summary(0..n);
+    let rate = per_s(sum.deliveries, span(publish.started, sum.last_recv));
+    let mut r = ctx.result(
+        label, &publish, expected, delivered, &sum, rate, &before, &after, &s.tracker,
+    );
+    r.extra.insert("fanout_endpoints".into(), json!(f));
+    teardown(s, &mut r).await;
+    Ok(r)
+}
+
+/// Open loop at `rate` events/s for `duration`.
+async fn latency(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let eps = ctx.plan.endpoints;
+    let n = ((ctx.plan.rate * ctx.plan.duration.as_secs_f64()).round() as u64).max(1);
+    let label = "latency";
+    let s = setup(
+        ctx,
+        label,
+        Tracker::new(n, 1, eps),
+        None,
+        &round_robin_patterns(eps),
+    )
+    .await?;
+    let target = ctx.chime_target(&s.server, round_robin(eps));
+    let before = snap(Some(&s.server));
+    let publish = ctx.open(label, &target, &s.tracker, 0..n).await;
+    let t = s.tracker.clone();
+    let delivered = ctx
+        .wait(
+            label,
+            publish.ok,
+            Arc::new(move || t.received.load(Relaxed)),
+        )
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    let after = snap(Some(&s.server));
+    let sum = s.tracker.summary(0..n);
+    let rate = per_s(sum.deliveries, span(publish.started, sum.last_recv));
+    let mut r = ctx.result(
+        label, &publish, publish.ok, delivered, &sum, rate, &before, &after, &s.tracker,
+    );
+    r.extra.insert("offered_per_s".into(), json!(ctx.plan.rate));
+    r.extra.insert(
+        "publish_lag_p99_ms".into(),
+        json!(Percentiles::of(&publish.lag_us).p99),
+    );
+    teardown(s, &mut r).await;
+    Ok(r)
+}
+
+/// Publish with every receiver paused, show the claim plan, then resume and drain.
+async fn backlog(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let (n, eps) = (ctx.plan.backlog_events, ctx.plan.endpoints);
+    let label = "backlog";
+    let s = setup(
+        ctx,
+        label,
+        Tracker::new(n, 1, eps),
+        None,
+        &round_robin_patterns(eps),
+    )
+    .await?;
+    let target = ctx.chime_target(&s.server, round_robin(eps));
+    s.sink.pause();
+    let before = snap(Some(&s.server));
+    let publish = ctx.closed(label, &target, &s.tracker, 0..n).await;
+    let published = s.server.usage();
+    let claim_plan = if ctx.server_opts.database_url.is_none() {
+        let db = s.server.database();
+        match tokio::task::spawn_blocking(move || crate::store::sqlite::explain_claim(&db)).await {
+            Ok(Ok(lines)) => Some(lines),
+            Ok(Err(e)) => {
+                eprintln!("chime bench: could not explain the claim query: {e:#}");
+                None
+            }
+            Err(e) => {
+                eprintln!("chime bench: could not explain the claim query: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let resumed = Instant::now();
+    s.sink.resume();
+    let t = s.tracker.clone();
+    let delivered = ctx
+        .wait(
+            label,
+            publish.ok,
+            Arc::new(move || t.received.load(Relaxed)),
+        )
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    let after = snap(Some(&s.server));
+    let sum = s.tracker.summary(0..n);
+    let drain = per_s(sum.deliveries, span(resumed, sum.last_recv));
+    let mut r = ctx.result(
+        label, &publish, publish.ok, delivered, &sum, drain, &before, &after, &s.tracker,
+    );
+    r.extra
+        .insert("ingest_per_s".into(), json!(publish.ok_per_s().round()));
+    r.extra.insert("drain_per_s".into(), json!(drain.round()));
+    r.extra
+        .insert("pending_after_publish".into(), json!(publish.ok));
+    r.extra
+        .insert("rss_after_publish_mb".into(), json!(mb(published.rss)));
+    if let Some(plan) = claim_plan {
+        r.extra.insert("claim_plan".into(), json!(plan));
+    }
+    teardown(s, &mut r).await;
+    Ok(r)
+}
+
+/// A healthy endpoint under steady open-loop load, measured alone, then again with a slow
+/// endpoint (answering after `isolation_delay`) holding `isolation_queued` deliveries.
+async fn isolation(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let p = &ctx.plan;
+    let phase = ((p.rate * p.isolation_duration.as_secs_f64()).round() as u64).max(1);
+    let q = p.isolation_queued;
+    let (base, slow, loaded) = (0..phase, phase..phase + q, phase + q..2 * phase + q);
+    let label = "isolation";
+    let s = setup(
+        ctx,
+        label,
+        Tracker::new(2 * phase + q, 1, 2),
+        Some((1, p.isolation_delay)),
+        &["iso.healthy".to_owned(), "iso.slow".to_owned()],
+    )
+    .await?;
+    let path = publish_path();
+    let slow_range = slow.clone();
+    let target = ctx.chime_target(
+        &s.server,
+        Arc::new(move |seq| {
+            let name = if slow_range.contains(&seq) {
+                "iso.slow"
+            } else {
+                "iso.healthy"
+            };
+            (path.clone(), name.to_owned())
+        }),
+    );
+    let healthy = {
+        let t = s.tracker.clone();
+        Arc::new(move || t.received_by(0)) as Arc<dyn Fn() -> u64 + Send + Sync>
+    };
+    let before = snap(Some(&s.server));
+    let pub_base = ctx
+        .open("iso-alone", &target, &s.tracker, base.clone())
+        .await;
+    ctx.wait("iso-alone", pub_base.ok, healthy.clone()).await;
+    let pub_slow = ctx
+        .closed("iso-slow", &target, &s.tracker, slow.clone())
+        .await;
+    let pub_loaded = ctx
+        .open("iso-shared", &target, &s.tracker, loaded.clone())
+        .await;
+    let expected = pub_base.ok + pub_loaded.ok;
+    let delivered = ctx.wait("iso-shared", expected, healthy.clone()).await;
+    tokio::time::sleep(SETTLE).await;
+    let after = snap(Some(&s.server));
+    let sum_base = s.tracker.summary(base);
+    let sum_loaded = s.tracker.summary(loaded);
+    let slow_delivered = s.tracker.received_by(1);
+    let rate = per_s(
+        sum_loaded.deliveries,
+        span(pub_loaded.started, sum_loaded.last_recv),
+    );
+    let mut r = ctx.result(
+        label,
+        &pub_loaded,
+        expected,
+        delivered,
+        &sum_loaded,
+        rate,
+        &before,
+        &after,
+        &s.tracker,
+    );
+    let all = delivered + slow_delivered;
+    if all > 0 {
+        r.cpu_s_per_1k_deliveries = r.server_cpu_s * 1000.0 / all as f64;
+    }
+    let errors_elsewhere = pub_base.errors + pub_slow.errors;
+    r.errors += errors_elsewhere;
+    *r.error_detail.entry("publish_errors".into()).or_default() += errors_elsewhere;
+    r.error_samples
+        .extend(pub_base.error_samples.iter().cloned());
+    r.error_samples
+        .extend(pub_slow.error_samples.iter().cloned());
+    let base_p = Percentiles::of(&sum_base.e2e_us);
+    let loaded_p = Percentiles::of(&sum_loaded.e2e_us);
+    r.extra
+        .insert("healthy_p99_baseline_ms".into(), json!(base_p.p99));
+    r.extra
+        .insert("healthy_p99_with_slow_ms".into(), json!(loaded_p.p99));
+    r.extra
+        .insert("healthy_e2e_baseline_ms".into(), json!(base_p));
+    r.extra.insert("slow_queued".into(), json!(pub_slow.ok));
+    r.extra
+        .insert("slow_delivered".into(), json!(slow_delivered));
+    r.extra.insert(
+        "slow_delay_s".into(),
+        json!(p.isolation_delay.as_secs_f64()),
+    );
+    teardown(s, &mut r).await;
+    Ok(r)
+}

@@ -1,0 +1,123 @@
+//! The event-type catalog as the publish path sees it: a small cache of compiled JSON Schema
+//! validators by event name, so validating `data` costs a map lookup unless a schema applies.
+//!
+//! Entries live a few seconds (`TTL`), so a change made through another node sharing the
+//! store takes effect within that time; a change made through this node takes effect at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::store::{Store, StoreError};
+
+const TTL: Duration = Duration::from_secs(5);
+/// Most schema violations listed in one error.
+const MAX_REPORTED: usize = 10;
+
+/// What the catalog knows of one name.
+#[derive(Clone)]
+enum Known {
+    Absent,
+    NoSchema,
+    Schema(Arc<jsonschema::Validator>),
+}
+
+/// Why an event was refused.
+#[derive(Debug)]
+pub enum Rejection {
+    /// The name is not in the catalog and the server is strict.
+    Uncatalogued,
+    /// `data` does not satisfy the schema: one line per failing path.
+    Invalid(Vec<String>),
+    Store(StoreError),
+}
+
+pub struct Catalog {
+    store: Arc<dyn Store>,
+    strict: bool,
+    cache: RwLock<HashMap<String, (Instant, Known)>>,
+}
+
+/// Compiles a schema, as saving an event type does (and reports why it cannot).
+pub fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema).map_err(|e| e.to_string())
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn Store>, strict: bool) -> Self {
+        Self {
+            store,
+            strict,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Drops what is cached for `name` (after a change through this node).
+    pub fn forget(&self, name: &str) {
+        self.cache.write().expect("catalog cache").remove(name);
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Known, StoreError> {
+        if let Some((at, known)) = self.cache.read().expect("catalog cache").get(name)
+            && at.elapsed() < TTL
+        {
+            return Ok(known.clone());
+        }
+        let known = match self.store.get_event_type(name).await? {
+            None => Known::Absent,
+            Some(t) => match t
+                .schema
+                .as_deref()
+                .map(serde_json::from_str::<serde_json::Value>)
+            {
+                None => Known::NoSchema,
+                Some(Ok(schema)) => match compile(&schema) {
+                    Ok(v) => Known::Schema(Arc::new(v)),
+                    // Saved schemas were compiled when saved; a failure here means a newer
+                    // chime reads an older schema differently. Do not block publishing on it.
+                    Err(e) => {
+                        tracing::warn!(event_type = name, error = %e, "stored schema no longer compiles; not validating");
+                        Known::NoSchema
+                    }
+                },
+                Some(Err(_)) => Known::NoSchema,
+            },
+        };
+        let mut cache = self.cache.write().expect("catalog cache");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(name.to_owned(), (Instant::now(), known.clone()));
+        Ok(known)
+    }
+
+    /// Checks an event's `data` (raw JSON) against its type's schema, if it has one.
+    pub async fn check(&self, name: &str, data: &str) -> Result<(), Rejection> {
+        match self.lookup(name).await.map_err(Rejection::Store)? {
+            Known::Absent if self.strict => Err(Rejection::Uncatalogued),
+            Known::Absent | Known::NoSchema => Ok(()),
+            Known::Schema(validator) => {
+                let value: serde_json::Value =
+                    serde_json::from_str(data).unwrap_or(serde_json::Value::Null);
+                let errors: Vec<String> = validator
+                    .iter_errors(&value)
+                    .take(MAX_REPORTED)
+                    .map(|e| {
+                        let path = e.instance_path().to_string();
+                        let path = if path.is_empty() {
+                            "/".to_owned()
+                        } else {
+                            path
+                        };
+                        format!("{path}: {e}")
+                    })
+                    .collect();
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Rejection::Invalid(errors))
+                }
+            }
+        }
+    }
+}

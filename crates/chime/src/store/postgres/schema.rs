@@ -1,0 +1,176 @@
+//! Versioned schema migrations, tracked in the `chime_migrations` table of the connection's
+//! schema (the first of its `search_path`).
+//!
+//! Several nodes may start at once against one database: all of them run `migrate`, and a
+//! transaction-scoped advisory lock, keyed by the schema, makes them take turns. The first
+//! applies what is missing; the others then find nothing to do. DDL is transactional in
+//! PostgreSQL, so a failed step leaves no half-applied schema behind.
+
+use tokio_postgres::Client;
+
+/// Each entry moves the schema from version `index` to `index + 1`. Append only.
+///
+/// The tables mirror the SQLite backend's (`sqlite/schema.rs`): times are BIGINT milliseconds
+/// (`Millis`), bodies BYTEA, `seq` an identity column that orders lists (newest first) and is
+/// the pagination cursor. SQLite's migration 2 (the previous secret of a rotation) is part of
+/// version 1 here, since no PostgreSQL database predates it.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE tenants (
+    id         TEXT PRIMARY KEY,
+    seq        BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    name       TEXT,
+    created_at BIGINT NOT NULL
+);
+
+-- tenant_id NULL is an admin token.
+CREATE TABLE tokens (
+    hash       TEXT PRIMARY KEY,
+    tenant_id  TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX tokens_tenant ON tokens(tenant_id);
+
+CREATE TABLE endpoints (
+    seq                        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                         TEXT NOT NULL UNIQUE,
+    tenant_id                  TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    url                        TEXT NOT NULL,
+    events                     TEXT NOT NULL,
+    description                TEXT NOT NULL,
+    enabled                    BOOLEAN NOT NULL,
+    secret                     TEXT NOT NULL,
+    created_at                 BIGINT NOT NULL,
+    updated_at                 BIGINT NOT NULL,
+    previous_secret            TEXT,
+    previous_secret_expires_at BIGINT
+);
+CREATE INDEX endpoints_tenant ON endpoints(tenant_id, seq);
+
+CREATE TABLE events (
+    seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    payload         BYTEA NOT NULL,
+    idempotency_key TEXT,
+    created_at      BIGINT NOT NULL
+);
+CREATE INDEX events_tenant ON events(tenant_id, seq);
+CREATE INDEX events_tenant_name ON events(tenant_id, name, seq);
+CREATE UNIQUE INDEX events_idempotency ON events(tenant_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- status: pending | succeeded | failed. A pending delivery with a live lease is in flight.
+-- leased_until is on the database's clock (see `Lease`).
+CREATE TABLE deliveries (
+    seq              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    tenant_id        TEXT NOT NULL,
+    event_id         TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+    event_name       TEXT NOT NULL,
+    endpoint_id      TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    cycle_failures   INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT,
+    lease_owner      TEXT,
+    lease_token      BIGINT,
+    leased_until     BIGINT,
+    last_attempt_at  BIGINT,
+    last_status_code INTEGER,
+    last_error_kind  TEXT,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL
+);
+-- The claim query: one endpoint's due deliveries, oldest due first. Partial, so finished
+-- deliveries cost nothing here.
+CREATE INDEX deliveries_due ON deliveries(endpoint_id, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_tenant ON deliveries(tenant_id, seq);
+CREATE INDEX deliveries_tenant_status ON deliveries(tenant_id, status, seq);
+CREATE INDEX deliveries_event ON deliveries(event_id);
+CREATE INDEX deliveries_leased ON deliveries(lease_owner) WHERE lease_owner IS NOT NULL;
+
+CREATE TABLE attempts (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    delivery_id TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    started_at  BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    status_code INTEGER,
+    error_kind  TEXT,
+    error       TEXT,
+    response    TEXT,
+    succeeded   BOOLEAN NOT NULL
+);
+CREATE INDEX attempts_delivery ON attempts(delivery_id, seq);
+"#,
+    // Delivery settings (one JSON document: read and written together), health state, and
+    // the index that finds an ordered endpoint's head (its oldest pending delivery). Mirrors
+    // SQLite's migration 3.
+    r#"
+ALTER TABLE endpoints ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE endpoints ADD COLUMN disabled_reason TEXT;
+ALTER TABLE endpoints ADD COLUMN failing_since BIGINT;
+CREATE INDEX deliveries_pending_seq ON deliveries(endpoint_id, seq) WHERE status = 'pending';
+"#,
+    // The event-type catalog, and retention: purged events keep their row, lose their
+    // payload. Mirrors SQLite's migration 4.
+    r#"
+CREATE TABLE event_types (
+    name        TEXT PRIMARY KEY,
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    description TEXT NOT NULL,
+    schema      TEXT,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+ALTER TABLE events ADD COLUMN purged_at BIGINT;
+CREATE INDEX events_created ON events(created_at);
+"#,
+];
+
+/// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is
+/// a hash of the schema, so databases and schemas migrate independently.
+const LOCK_CLASS: i32 = 0x6368_696d;
+
+/// Brings the connection's schema to the latest version, in one transaction under a lock
+/// that concurrent nodes wait on. Returns the version it found and the one it left.
+pub async fn migrate(client: &mut Client) -> Result<(usize, usize), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(coalesce(current_schema(), '')))",
+        &[&LOCK_CLASS],
+    )
+    .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS chime_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let found: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM chime_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let found = found.max(0) as usize;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO chime_migrations (version) VALUES ($1)",
+            &[&((index + 1) as i32)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((found, MIGRATIONS.len().max(found)))
+}
