@@ -1101,7 +1101,7 @@ impl Store for SqliteStore {
                 c.prepare_cached(
                     "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL,
                          leased_until = NULL
-                     WHERE lease_owner = ?1",
+                     WHERE status = 'pending' AND lease_owner = ?1",
                 )?
                 .execute([owner])?;
                 Ok(())
@@ -1115,7 +1115,7 @@ impl Store for SqliteStore {
                 c.execute_batch(
                     "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL,
                          leased_until = NULL
-                     WHERE lease_owner IS NOT NULL",
+                     WHERE status = 'pending' AND lease_owner IS NOT NULL",
                 )?;
                 Ok(())
             })

@@ -122,6 +122,11 @@ CREATE TABLE event_types (
 ALTER TABLE events ADD COLUMN purged_at INTEGER;
 CREATE INDEX events_created ON events(created_at);
 "#,
+    // Leased deliveries are always pending, so the partial `deliveries_due` index already
+    // finds them; a separate index on lease_owner only cost every lease set and cleared.
+    r#"
+DROP INDEX IF EXISTS deliveries_leased;
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.
