@@ -21,7 +21,6 @@ async fn tenant_token(server: &TestServer, tenant: &str) -> String {
     b["token"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_and_tenant_isolation() {
     let (_dir, server) = server().await;
     server.create_tenant("acme").await;
@@ -136,7 +135,6 @@ async fn auth_and_tenant_isolation() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_error_status_has_the_documented_shape() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(
@@ -354,7 +352,6 @@ async fn each_error_status_has_the_documented_shape() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_returns_the_first_result_and_stores_nothing_new() {
     let (_dir, server) = server().await;
     let rx = Receiver::start().await;
@@ -401,7 +398,6 @@ async fn idempotency_key_returns_the_first_result_and_stores_nothing_new() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_paginate_newest_first_and_filter() {
     let (_dir, server) = server().await;
     server.create_tenant("acme").await;
@@ -452,7 +448,6 @@ async fn lists_paginate_newest_first_and_filter() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_lifecycle_and_secret() {
     let (_dir, server) = server().await;
     server.create_tenant("acme").await;
@@ -514,3 +509,12 @@ async fn endpoint_lifecycle_and_secret() {
     assert_eq!(t["name"], "Initech");
     server.stop().await;
 }
+
+// Every test above runs twice: on SQLite (`sqlite::…`) and on PostgreSQL (`postgres::…`).
+on_both_backends!(
+    auth_and_tenant_isolation,
+    each_error_status_has_the_documented_shape,
+    idempotency_key_returns_the_first_result_and_stores_nothing_new,
+    lists_paginate_newest_first_and_filter,
+    endpoint_lifecycle_and_secret,
+);

@@ -1,5 +1,6 @@
-//! The API commands (`tenant`, `endpoint`, `send`, `events`, `deliveries`) as a user runs them
-//! against a real server: `--json` shapes, tables, exit statuses and error messages.
+//! The API commands (`tenant`, `endpoint`, `send`, `events`, `deliveries`, `event-types`) as a
+//! user runs them against a real server: `--json` shapes, tables, exit statuses and error
+//! messages.
 
 mod cli_support;
 mod common;
@@ -7,7 +8,8 @@ mod common;
 use cli_support::{chime, closed_port};
 use common::{Opts, Receiver, TestServer};
 use predicates::prelude::*;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::time::Duration;
 
 /// A server on its own runtime, so that the test thread can run commands synchronously.
 struct Env {
@@ -18,9 +20,13 @@ struct Env {
 
 impl Env {
     fn start() -> Self {
+        Self::start_with(Opts::default())
+    }
+
+    fn start_with(opts: Opts) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let server = rt.block_on(TestServer::start(dir.path(), Opts::default()));
+        let server = rt.block_on(TestServer::start(dir.path(), opts));
         Self {
             rt,
             server: Some(server),
@@ -409,4 +415,828 @@ fn errors_are_clear_with_distinct_exit_statuses() {
         .args(["tenant", "list", "--url", &env.server().base, "--json"])
         .assert()
         .code(0);
+}
+
+/// `chime ARGS…` fails with `code`, and stderr contains `text`.
+fn fails(cmd: &mut assert_cmd::Command, args: &[&str], code: i32, text: &str) {
+    cmd.args(args)
+        .assert()
+        .code(code)
+        .stderr(predicate::str::contains(text));
+}
+
+#[test]
+fn endpoint_settings_are_set_shown_updated_and_deleted() {
+    let env = Env::start();
+    let rx = env.receiver();
+    env.json(&["tenant", "create", "acme"]);
+    let hook = rx.url("/hook");
+    let filter = "$[?@.data.amount > 100]";
+
+    // An ordered endpoint with headers, a filter and a rate limit.
+    let ep = env.json(&[
+        "endpoint",
+        "add",
+        &hook,
+        "--tenant",
+        "acme",
+        "--ordered",
+        "--header",
+        "X-Api-Key: k1",
+        "-H",
+        "X-Team:payments",
+        "--filter",
+        filter,
+        "--rate-limit",
+        "5",
+        "--description",
+        "big orders",
+    ]);
+    let id = ep["id"].as_str().unwrap().to_owned();
+    assert_eq!(ep["ordered"], true);
+    assert_eq!(
+        ep["headers"],
+        json!({"x-api-key": "k1", "x-team": "payments"})
+    );
+    assert_eq!(ep["filter"], filter);
+    assert_eq!(ep["rate_limit_per_s"], 5);
+    assert_eq!(ep["max_in_flight"], Value::Null);
+    assert_eq!(ep["signature"], "hmac");
+    assert_eq!(ep["description"], "big orders");
+    assert!(ep["secret"].as_str().unwrap().starts_with("whsec_"));
+    let shown = env.json(&["endpoint", "show", &id, "--tenant", "acme"]);
+    for key in [
+        "ordered",
+        "headers",
+        "filter",
+        "rate_limit_per_s",
+        "signature",
+    ] {
+        assert_eq!(shown[key], ep[key], "{key}");
+    }
+    assert!(shown.get("blocked_by").is_none(), "{shown}");
+    assert!(shown.get("public_key").is_none(), "{shown}");
+    let re = |p: &str| predicate::str::is_match(p).unwrap();
+    env.chime()
+        .args(["endpoint", "show", &id, "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(re(r"(?m)^  signature:\s+hmac$"))
+        .stdout(re(r"(?m)^  ordered:\s+yes "))
+        .stdout(re(r"(?m)^  max in flight:\s+1 \(ordered\)$"))
+        .stdout(re(r"(?m)^  rate limit:\s+5/s$"))
+        .stdout(re(r"(?m)^  headers:\s+x-api-key: k1\n\s+x-team: payments$"))
+        .stdout(re(r"(?m)^  filter:\s+\$\[\?@\.data\.amount > 100\]$"))
+        .stdout(re(r"(?m)^  description:\s+big orders$"))
+        .stdout(predicate::str::contains("blocked by").not());
+
+    // The filter decides which events go there, and the headers go with each delivery.
+    let small = env.json(&[
+        "send",
+        "order.created",
+        r#"{"amount": 50}"#,
+        "--tenant",
+        "acme",
+    ]);
+    assert_eq!(small["deliveries"], json!([]));
+    let big = env.json(&[
+        "send",
+        "order.created",
+        r#"{"amount": 500}"#,
+        "--tenant",
+        "acme",
+    ]);
+    let delivery = big["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    env.wait_delivery("acme", &delivery, "succeeded");
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("x-api-key"), "k1");
+    assert_eq!(got[0].header("x-team"), "payments");
+
+    // Ed25519: the answer and `show` give the public key receivers verify with.
+    let ed = env.json(&[
+        "endpoint",
+        "add",
+        &hook,
+        "--tenant",
+        "acme",
+        "--signature",
+        "ed25519",
+        "--max-in-flight",
+        "3",
+        "--disabled",
+    ]);
+    let ed_id = ed["id"].as_str().unwrap().to_owned();
+    assert_eq!(ed["signature"], "ed25519");
+    assert_eq!(ed["enabled"], false);
+    assert_eq!(ed["max_in_flight"], 3);
+    assert!(ed["secret"].as_str().unwrap().starts_with("whsk_"));
+    let public = ed["public_key"].as_str().unwrap();
+    assert!(public.starts_with("whpk_"));
+    env.chime()
+        .args(["endpoint", "show", &ed_id, "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(re(r"(?m)^  signature:\s+ed25519$"))
+        .stdout(predicate::str::contains(format!("public key:    {public}")))
+        .stdout(re(r"(?m)^  enabled:\s+no \(paused\)$"))
+        .stdout(re(r"(?m)^  max in flight:\s+3$"))
+        .stdout(predicate::str::contains("whsk_").not());
+    // The terminal form of `add` names the settings and what to verify with.
+    env.chime()
+        .args([
+            "endpoint",
+            "add",
+            &hook,
+            "--tenant",
+            "acme",
+            "--signature",
+            "ed25519",
+            "-H",
+            "X-A: 1",
+            "-H",
+            "X-B: 2",
+            "--ordered",
+        ])
+        .assert()
+        .code(0)
+        .stdout(re(r"(?m)^Added endpoint ep_\S+ → http://"))
+        .stdout(re(r"(?m)^  secret: whsk_"))
+        .stdout(re(r"(?m)^  public key: whpk_"))
+        .stdout(re(r"(?m)^  ordered: yes"))
+        .stdout(re(r"(?m)^  headers: x-a: 1\n {11}x-b: 2$"))
+        .stdout(re(r"chime listen --secret whpk_"));
+
+    // Update: every setting, and the ones that clear.
+    let v2 = rx.url("/v2");
+    let up = env.json(&[
+        "endpoint",
+        "update",
+        &id,
+        "--tenant",
+        "acme",
+        "--target",
+        &v2,
+        "--events",
+        "order.*,user.created",
+        "--unordered",
+        "--max-in-flight",
+        "2",
+        "--clear-filter",
+        "--clear-rate-limit",
+        "--header",
+        "X-Api-Key: k2",
+    ]);
+    assert_eq!(up["id"], id.as_str());
+    assert_eq!(up["url"], v2.as_str());
+    assert_eq!(up["events"], json!(["order.*", "user.created"]));
+    assert_eq!(up["ordered"], false);
+    assert_eq!(up["max_in_flight"], 2);
+    assert_eq!(up["filter"], Value::Null);
+    assert_eq!(up["rate_limit_per_s"], Value::Null);
+    assert_eq!(up["headers"], json!({"x-api-key": "k2"}));
+    assert_eq!(up["description"], "big orders", "what is not given stays");
+    assert_eq!(up["enabled"], true);
+    env.chime()
+        .args([
+            "endpoint",
+            "update",
+            &id,
+            "--tenant",
+            "acme",
+            "--clear-max-in-flight",
+            "--clear-headers",
+            "--disabled",
+            "--description",
+            "all orders",
+        ])
+        .assert()
+        .code(0)
+        .stdout(re(&format!(r"(?m)^Updated endpoint {id}$")))
+        .stdout(re(r"(?m)^  enabled:\s+no \(paused\)$"))
+        .stdout(re(r"(?m)^  max in flight:\s+server default$"))
+        .stdout(re(r"(?m)^  headers:\s+none$"))
+        .stdout(re(r"(?m)^  description:\s+all orders$"));
+    let shown = env.json(&["endpoint", "show", &id, "--tenant", "acme"]);
+    assert_eq!(shown["headers"], json!({}));
+    assert_eq!(shown["max_in_flight"], Value::Null);
+    assert_eq!(shown["enabled"], false);
+    let on = env.json(&["endpoint", "update", &id, "--tenant", "acme", "--enabled"]);
+    assert_eq!(on["enabled"], true);
+
+    // Mistakes: caught here (exit 2) or refused by the server (exit 1), changing nothing.
+    let upd = ["endpoint", "update", id.as_str(), "--tenant", "acme"];
+    fails(&mut env.chime(), &upd, 2, "nothing to change");
+    fails(
+        &mut env.chime(),
+        &[&upd[..], &["--header", "X-Api-Key k3"]].concat(),
+        2,
+        "is not 'Name: value'",
+    );
+    fails(
+        &mut env.chime(),
+        &[&upd[..], &["--filter", "$[?"]].concat(),
+        1,
+        "error: invalid_request: filter is not a valid JSONPath",
+    );
+    fails(
+        &mut env.chime(),
+        &[&upd[..], &["--ordered", "--max-in-flight", "4"]].concat(),
+        1,
+        "error: invalid_request: an ordered endpoint delivers one at a time",
+    );
+    fails(
+        &mut env.chime(),
+        &[&upd[..], &["--ordered", "--unordered"]].concat(),
+        2,
+        "cannot be used with",
+    );
+    fails(
+        &mut env.chime(),
+        &[&upd[..], &["--filter", filter, "--clear-filter"]].concat(),
+        2,
+        "cannot be used with",
+    );
+    fails(
+        &mut env.chime(),
+        &[
+            "endpoint",
+            "add",
+            &hook,
+            "--tenant",
+            "acme",
+            "--signature",
+            "rsa",
+        ],
+        2,
+        "invalid value 'rsa'",
+    );
+    fails(
+        &mut env.chime(),
+        &[
+            "endpoint",
+            "add",
+            &hook,
+            "--tenant",
+            "acme",
+            "--signature",
+            "hmac",
+            "--secret",
+            "whsec_x",
+        ],
+        2,
+        "cannot be used with",
+    );
+    fails(
+        &mut env.chime(),
+        &[
+            "endpoint",
+            "add",
+            &hook,
+            "--tenant",
+            "acme",
+            "--rate-limit",
+            "0",
+        ],
+        1,
+        "error: invalid_request: rate_limit_per_s must be between",
+    );
+    // `--url` is chime's own address; after `update` it would read as the endpoint's.
+    fails(
+        &mut env.chime(),
+        &[&upd[..], &["--url", &v2, "--events", "order.*"]].concat(),
+        2,
+        "use --target URL",
+    );
+    let shown = env.json(&["endpoint", "show", &id, "--tenant", "acme"]);
+    assert_eq!(shown["max_in_flight"], Value::Null);
+    assert_eq!(shown["filter"], Value::Null);
+    assert_eq!(shown["events"], json!(["order.*", "user.created"]));
+    // Before `update`, --url still points the command at a chime server.
+    let base = env.server().base.clone();
+    let named = env.json(&[
+        "endpoint",
+        "--url",
+        &base,
+        "update",
+        &id,
+        "--tenant",
+        "acme",
+        "--description",
+        "via --url",
+    ]);
+    assert_eq!(named["description"], "via --url");
+
+    // Delete: --json says what went; then it is gone.
+    let gone = env.json(&["endpoint", "delete", &id, "--tenant", "acme"]);
+    assert_eq!(gone, json!({"id": id, "deleted": true}));
+    fails(
+        &mut env.chime(),
+        &["endpoint", "show", &id, "--tenant", "acme"],
+        1,
+        "error: not_found: endpoint not found",
+    );
+    fails(
+        &mut env.chime(),
+        &["endpoint", "delete", &id, "--tenant", "acme"],
+        1,
+        "error: not_found: endpoint not found",
+    );
+    env.chime()
+        .args(["endpoint", "delete", &ed_id, "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(format!("Deleted endpoint {ed_id}, with its deliveries.\n"));
+    let left = env.json(&["endpoint", "list", "--tenant", "acme"]);
+    assert_eq!(left["data"].as_array().unwrap().len(), 1, "{left}");
+}
+
+#[test]
+fn ordered_endpoint_head_is_skipped_then_replayed() {
+    // One retry, an hour away: a failed first attempt leaves the head pending and blocking.
+    let env = Env::start_with(Opts {
+        retry_schedule: "1h",
+        ..Opts::default()
+    });
+    let rx = env.receiver();
+    rx.script(&[500]);
+    env.json(&["tenant", "create", "acme"]);
+    let ep = env.json(&[
+        "endpoint",
+        "add",
+        &rx.url("/hook"),
+        "--tenant",
+        "acme",
+        "--ordered",
+    ]);
+    let ep_id = ep["id"].as_str().unwrap().to_owned();
+    let head = env.json(&["send", "seq", "0", "--tenant", "acme"]);
+    let head_id = head["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let next = env.json(&["send", "seq", "1", "--tenant", "acme"]);
+    let next_id = next["deliveries"][0]["id"].as_str().unwrap().to_owned();
+
+    // `endpoint show` names the failed head, and how to give it up.
+    let path = format!("/v1/tenants/acme/endpoints/{ep_id}");
+    env.rt
+        .block_on(common::eventually(Duration::from_secs(10), || async {
+            let (_, e) = env.server().admin("GET", &path, None).await;
+            (e["blocked_by"]["id"] == head_id.as_str()).then_some(())
+        }))
+        .expect("the failed head is shown as blocking");
+    let shown = env.json(&["endpoint", "show", &ep_id, "--tenant", "acme"]);
+    assert_eq!(shown["blocked_by"]["id"], head_id.as_str());
+    assert_eq!(shown["blocked_by"]["attempts"], 1);
+    assert_eq!(shown["blocked_by"]["last_status_code"], 500);
+    env.chime()
+        .args(["endpoint", "show", &ep_id, "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(
+            predicate::str::is_match(format!(
+                r"(?m)^  blocked by:\s+{head_id} \(seq, 1 attempts, last 500, next try \d{{4}}-"
+            ))
+            .unwrap(),
+        )
+        .stdout(predicate::str::contains(format!(
+            "chime deliveries skip {head_id} --tenant acme"
+        )));
+    assert_eq!(rx.received().len(), 1, "nothing behind the head was sent");
+
+    // Skip it: the next one goes at once.
+    let skipped = env.json(&["deliveries", "skip", &head_id, "--tenant", "acme"]);
+    assert_eq!(skipped["id"], head_id.as_str());
+    assert_eq!(skipped["status"], "skipped");
+    env.wait_delivery("acme", &next_id, "succeeded");
+    fails(
+        &mut env.chime(),
+        &["deliveries", "skip", &head_id, "--tenant", "acme"],
+        1,
+        "error: conflict: only a pending delivery that is not being attempted can be skipped",
+    );
+    fails(
+        &mut env.chime(),
+        &["deliveries", "skip", "dlv_nope", "--tenant", "acme"],
+        1,
+        "error: not_found: delivery not found",
+    );
+
+    // Replay it: a dry run counts and changes nothing; the real one re-delivers with the
+    // original webhook-id.
+    let dry = env.json(&[
+        "deliveries",
+        "replay",
+        "--tenant",
+        "acme",
+        "--status",
+        "skipped",
+        "--dry-run",
+    ]);
+    assert_eq!(dry, json!({"dry_run": true, "count": 1, "more": false}));
+    env.chime()
+        .args([
+            "deliveries",
+            "replay",
+            "--tenant",
+            "acme",
+            "--status",
+            "skipped",
+            "--endpoint",
+            &ep_id,
+            "--dry-run",
+        ])
+        .assert()
+        .code(0)
+        .stdout("Would replay 1 delivery.\n");
+    let still = env.json(&["deliveries", "show", &head_id, "--tenant", "acme"]);
+    assert_eq!(still["status"], "skipped");
+    env.chime()
+        .args([
+            "deliveries",
+            "replay",
+            "--tenant",
+            "acme",
+            "--status",
+            "skipped",
+        ])
+        .assert()
+        .code(0)
+        .stdout("Replayed 1 delivery.\n");
+    env.wait_delivery("acme", &head_id, "succeeded");
+    let got = env.rt.block_on(rx.wait_count(3));
+    assert_eq!(got[2].header("webhook-id"), got[0].header("webhook-id"));
+    assert_eq!(&got[2].body[..], &got[0].body[..]);
+
+    // Every filter at once, and --json of a real replay.
+    let replayed = env.json(&[
+        "deliveries",
+        "replay",
+        "--tenant",
+        "acme",
+        "--status",
+        "succeeded,failed",
+        "--status",
+        "skipped",
+        "--endpoint",
+        &ep_id,
+        "--event",
+        "seq",
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--until",
+        "2999-01-01T00:00:00+01:00",
+    ]);
+    assert_eq!(
+        replayed,
+        json!({"dry_run": false, "count": 2, "more": false})
+    );
+    env.rt.block_on(rx.wait_count(5));
+    env.chime()
+        .args([
+            "deliveries",
+            "replay",
+            "--tenant",
+            "acme",
+            "--status",
+            "succeeded",
+            "--event",
+            "other",
+            "--dry-run",
+        ])
+        .assert()
+        .code(0)
+        .stdout("Would replay 0 deliveries.\n");
+    fails(
+        &mut env.chime(),
+        &[
+            "deliveries",
+            "replay",
+            "--tenant",
+            "acme",
+            "--since",
+            "yesterday",
+        ],
+        2,
+        "not an RFC 3339 time",
+    );
+    fails(
+        &mut env.chime(),
+        &[
+            "deliveries",
+            "replay",
+            "--tenant",
+            "acme",
+            "--status",
+            "pending",
+        ],
+        2,
+        "invalid value 'pending'",
+    );
+}
+
+#[test]
+fn dead_letters_are_replayed() {
+    let env = Env::start();
+    let rx = env.receiver();
+    rx.set_default(500);
+    env.json(&["tenant", "create", "acme"]);
+    env.json(&["endpoint", "add", &rx.url("/hook"), "--tenant", "acme"]);
+    let mut ids = Vec::new();
+    for event in ["order.created", "user.created"] {
+        let sent = env.json(&["send", event, "{}", "--tenant", "acme"]);
+        ids.push(sent["deliveries"][0]["id"].as_str().unwrap().to_owned());
+    }
+    // The test server retries after 20 ms and 40 ms, then gives up.
+    for id in &ids {
+        env.wait_delivery("acme", id, "failed");
+    }
+
+    // Failed is the default status.
+    let dry = env.json(&["deliveries", "replay", "--tenant", "acme", "--dry-run"]);
+    assert_eq!(dry, json!({"dry_run": true, "count": 2, "more": false}));
+    let dry = env.json(&[
+        "deliveries",
+        "replay",
+        "--tenant",
+        "acme",
+        "--event",
+        "user.created",
+        "--dry-run",
+    ]);
+    assert_eq!(dry["count"], 1);
+
+    rx.set_default(200);
+    env.chime()
+        .args(["deliveries", "replay", "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout("Replayed 2 deliveries.\n");
+    for id in &ids {
+        env.wait_delivery("acme", id, "succeeded");
+    }
+    let again = env.json(&["deliveries", "replay", "--tenant", "acme"]);
+    assert_eq!(again, json!({"dry_run": false, "count": 0, "more": false}));
+}
+
+#[test]
+fn event_types_with_a_schema_guard_publishing() {
+    let env = Env::start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("order.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}"#,
+    )
+    .unwrap();
+    let schema = schema.to_str().unwrap();
+
+    let t = env.json(&[
+        "event-types",
+        "create",
+        "order.paid",
+        "--description",
+        "An order was paid",
+        "--schema",
+        schema,
+    ]);
+    assert_eq!(t["name"], "order.paid");
+    assert_eq!(t["description"], "An order was paid");
+    assert_eq!(t["schema"]["required"], json!(["amount"]));
+    assert!(t["created_at"].is_string());
+    env.chime()
+        .args(["event-types", "create", "order.refunded", "--schema", "-"])
+        .write_stdin(r#"{"type": "object"}"#)
+        .assert()
+        .code(0)
+        .stdout("Created event type order.refunded: the data of order.refunded events must match its schema.\n");
+    env.chime()
+        .args(["event-types", "create", "user.created"])
+        .assert()
+        .code(0)
+        .stdout("Created event type user.created (no schema).\n");
+
+    let list = env.json(&["event-types", "list"]);
+    let mut names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["order.paid", "order.refunded", "user.created"]);
+    assert!(list["next_cursor"].is_null());
+    env.chime()
+        .args(["event-types", "list"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::is_match(r"(?m)^NAME\s+SCHEMA\s+DESCRIPTION\s+UPDATED$").unwrap())
+        .stdout(
+            predicate::str::is_match(r"(?m)^order\.paid\s+yes\s+An order was paid\s+\d{4}-")
+                .unwrap(),
+        )
+        .stdout(predicate::str::is_match(r"(?m)^user\.created\s+-\s+\d{4}-").unwrap());
+    assert_eq!(env.json(&["event-types", "show", "order.paid"]), t);
+    env.chime()
+        .args(["event-types", "show", "order.paid"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("description: An order was paid"))
+        .stdout(predicate::str::contains(r#""required": ["#));
+
+    // Publishing data that breaks the schema: exit 1 with the server's reason.
+    env.json(&["tenant", "create", "acme"]);
+    env.chime()
+        .args([
+            "send",
+            "order.paid",
+            r#"{"amount": "lots"}"#,
+            "--tenant",
+            "acme",
+        ])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains(
+            r#"error: invalid_request: data does not match the schema of "order.paid": /amount: "#,
+        ));
+    env.json(&[
+        "send",
+        "order.paid",
+        r#"{"amount": 12.5}"#,
+        "--tenant",
+        "acme",
+    ]);
+
+    // Update: without the schema, anything goes again.
+    let up = env.json(&["event-types", "update", "order.paid", "--clear-schema"]);
+    assert_eq!(up["schema"], Value::Null);
+    assert_eq!(up["description"], "An order was paid");
+    env.json(&[
+        "send",
+        "order.paid",
+        r#"{"amount": "lots"}"#,
+        "--tenant",
+        "acme",
+    ]);
+    let up = env.json(&["event-types", "update", "order.paid", "--schema", schema]);
+    assert_eq!(up["schema"]["required"], json!(["amount"]));
+    env.chime()
+        .args([
+            "event-types",
+            "update",
+            "order.paid",
+            "--description",
+            "Paid in full",
+        ])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("Updated event type order.paid"))
+        .stdout(predicate::str::contains("description: Paid in full"))
+        .stdout(predicate::str::contains(r#""amount""#));
+
+    // Mistakes.
+    let not_json = dir.path().join("not.json");
+    std::fs::write(&not_json, "{type: object}").unwrap();
+    let not_json = not_json.to_str().unwrap();
+    fails(
+        &mut env.chime(),
+        &["event-types", "update", "order.paid"],
+        2,
+        "nothing to change",
+    );
+    fails(
+        &mut env.chime(),
+        &[
+            "event-types",
+            "update",
+            "order.paid",
+            "--schema",
+            schema,
+            "--clear-schema",
+        ],
+        2,
+        "cannot be used with",
+    );
+    fails(
+        &mut env.chime(),
+        &["event-types", "create", "a.b", "--schema", not_json],
+        2,
+        "is not JSON",
+    );
+    fails(
+        &mut env.chime(),
+        &[
+            "event-types",
+            "create",
+            "a.b",
+            "--schema",
+            "/nonexistent/schema.json",
+        ],
+        2,
+        "cannot read /nonexistent/schema.json",
+    );
+    env.chime()
+        .args(["event-types", "create", "a.b", "--schema", "-"])
+        .write_stdin(r#"{"type": 5}"#)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error: invalid_request: schema is not a valid JSON Schema",
+        ));
+    fails(
+        &mut env.chime(),
+        &["event-types", "create", "order.paid"],
+        1,
+        "error: conflict:",
+    );
+    let token = env.json(&["tenant", "token", "acme"]);
+    fails(
+        env.chime()
+            .env("CHIME_TOKEN", token["token"].as_str().unwrap()),
+        &["event-types", "delete", "order.paid"],
+        1,
+        "error: forbidden:",
+    );
+
+    // Delete.
+    let gone = env.json(&["event-types", "delete", "order.paid"]);
+    assert_eq!(gone, json!({"name": "order.paid", "deleted": true}));
+    fails(
+        &mut env.chime(),
+        &["event-types", "show", "order.paid"],
+        1,
+        "error: not_found: event type not found",
+    );
+    env.chime()
+        .args(["event-types", "delete", "user.created"])
+        .assert()
+        .code(0)
+        .stdout("Deleted event type user.created.\n");
+}
+
+#[test]
+fn endpoint_show_says_why_chime_stopped_delivering() {
+    // One failure makes an endpoint failing; a 410 disables it at once.
+    let env = Env::start_with(Opts {
+        failure_threshold: 1,
+        ..Opts::default()
+    });
+    let (gone, down) = (env.receiver(), env.receiver());
+    gone.set_default(410);
+    down.set_default(500);
+    env.json(&["tenant", "create", "acme"]);
+    let gone_ep = env.json(&["endpoint", "add", &gone.url("/h"), "--tenant", "acme"]);
+    let down_ep = env.json(&["endpoint", "add", &down.url("/h"), "--tenant", "acme"]);
+    let (gone_id, down_id) = (
+        gone_ep["id"].as_str().unwrap().to_owned(),
+        down_ep["id"].as_str().unwrap().to_owned(),
+    );
+    env.json(&["send", "order.created", "{}", "--tenant", "acme"]);
+    let shown = |id: &str, key: &str| {
+        let path = format!("/v1/tenants/acme/endpoints/{id}");
+        let key = key.to_owned();
+        env.rt
+            .block_on(common::eventually(Duration::from_secs(10), || async {
+                let (_, e) = env.server().admin("GET", &path, None).await;
+                e[&key].is_string().then_some(e)
+            }))
+            .unwrap_or_else(|| panic!("{id} never had {key}"))
+    };
+    let e = shown(&gone_id, "disabled_reason");
+    assert_eq!(e["enabled"], false);
+    let reason = e["disabled_reason"].as_str().unwrap();
+    assert!(reason.contains("410"), "{reason}");
+    env.chime()
+        .args(["endpoint", "show", &gone_id, "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(format!(
+            "enabled:       no (disabled by chime: {reason})"
+        )));
+
+    let e = shown(&down_id, "failing_since");
+    let since = e["failing_since"].as_str().unwrap();
+    env.chime()
+        .args(["endpoint", "show", &down_id, "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(format!(
+            "failing since: {since} ("
+        )))
+        .stdout(predicate::str::is_match(r"(?m)^  enabled:\s+yes$").unwrap());
+    assert_eq!(
+        env.json(&["endpoint", "show", &down_id, "--tenant", "acme"])["failing_since"],
+        since
+    );
+
+    // Enabling it again by hand forgets why it was disabled.
+    let on = env.json(&[
+        "endpoint",
+        "update",
+        &gone_id,
+        "--tenant",
+        "acme",
+        "--enabled",
+    ]);
+    assert_eq!(on["enabled"], true);
+    assert_eq!(on["disabled_reason"], Value::Null);
 }

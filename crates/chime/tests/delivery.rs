@@ -9,7 +9,6 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_respects_event_filters_and_signs_verifiably() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -79,7 +78,6 @@ async fn fan_out_respects_event_filters_and_signs_verifiably() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_then_success_keeps_webhook_id_and_records_both_attempts() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -111,7 +109,6 @@ async fn failure_then_success_keeps_webhook_id_and_records_both_attempts() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_delivery_fails_and_manual_retry_delivers_it() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -154,7 +151,6 @@ async fn exhausted_delivery_fails_and_manual_retry_delivers_it() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_targets_are_refused_unless_allowed() {
     let dir = tempdir();
     let server = TestServer::start(
@@ -205,7 +201,6 @@ async fn internal_targets_are_refused_unless_allowed() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_failures_and_not_followed() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -229,7 +224,6 @@ async fn redirects_are_failures_and_not_followed() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_receiver_is_a_connect_failure() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -250,7 +244,6 @@ async fn unreachable_receiver_is_a_connect_failure() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_receiver_times_out() {
     let dir = tempdir();
     let opts = Opts {
@@ -273,7 +266,6 @@ async fn slow_receiver_times_out() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_server_resumes_every_pending_delivery_after_restart() {
     let dir = tempdir();
     let opts = Opts {
@@ -323,7 +315,6 @@ async fn stopped_server_resumes_every_pending_delivery_after_restart() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_endpoint_records_skipped_deliveries_that_replay_after_enabling() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -387,7 +378,6 @@ async fn disabled_endpoint_records_skipped_deliveries_that_replay_after_enabling
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_body_is_the_published_data_byte_for_byte() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -419,7 +409,6 @@ async fn delivered_body_is_the_published_data_byte_for_byte() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -477,3 +466,18 @@ async fn rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
     assert_eq!(s, 422, "{b}");
     server.stop().await;
 }
+
+// Every test above runs twice: on SQLite (`sqlite::…`) and on PostgreSQL (`postgres::…`).
+on_both_backends!(
+    fan_out_respects_event_filters_and_signs_verifiably,
+    failure_then_success_keeps_webhook_id_and_records_both_attempts,
+    exhausted_delivery_fails_and_manual_retry_delivers_it,
+    internal_targets_are_refused_unless_allowed,
+    redirects_are_failures_and_not_followed,
+    unreachable_receiver_is_a_connect_failure,
+    slow_receiver_times_out,
+    stopped_server_resumes_every_pending_delivery_after_restart,
+    disabled_endpoint_records_skipped_deliveries_that_replay_after_enabling,
+    delivered_body_is_the_published_data_byte_for_byte,
+    rotated_secret_signs_beside_the_old_one_for_the_grace_period,
+);

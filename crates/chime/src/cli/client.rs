@@ -1,6 +1,6 @@
 //! The small REST client that the API commands (`send`, `tenant`, `endpoint`, `events`,
-//! `deliveries`) share: where the server is, which token to use, and one error type whose
-//! cases map onto the documented exit codes.
+//! `deliveries`, `event-types`) share: where the server is, which token to use, and one error
+//! type whose cases map onto the documented exit codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -219,6 +219,11 @@ impl Client {
     pub async fn patch(&self, segments: &[&str], body: &Value) -> Result<Reply, CliError> {
         self.send(self.http.patch(self.url(segments)).json(body))
             .await
+    }
+
+    /// DELETE; the server answers 204 with no body (a `Reply` of `null`).
+    pub async fn delete(&self, segments: &[&str]) -> Result<Reply, CliError> {
+        self.send(self.http.delete(self.url(segments))).await
     }
 
     /// POSTs raw JSON bytes (event data is sent exactly as the user wrote it).

@@ -1,9 +1,10 @@
-//! `chime deliveries list|show|retry`: the delivery log, attempts, and manual retry.
+//! `chime deliveries list|show|retry|skip|replay`: the delivery log, attempts, manual retry,
+//! giving up a pending delivery, and re-delivering what a filter matches.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::client::{self, ApiArgs, CliError, Client, PageArgs, TenantArg, field};
 use super::output::{Style, Table, print_json, truncate};
@@ -11,8 +12,10 @@ use super::output::{Style, Table, print_json, truncate};
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     chime deliveries list --tenant acme --failed\n  \
-    chime deliveries show del_01j… --tenant acme\n  \
-    chime deliveries retry del_01j… --tenant acme")]
+    chime deliveries show dlv_01j… --tenant acme\n  \
+    chime deliveries retry dlv_01j… --tenant acme\n  \
+    chime deliveries skip dlv_01j… --tenant acme\n  \
+    chime deliveries replay --tenant acme --status failed --since 2024-11-27T00:00:00Z --dry-run")]
 pub struct DeliveriesArgs {
     #[command(flatten)]
     api: ApiArgs,
@@ -45,21 +48,80 @@ enum DeliveriesCommand {
         page: PageArgs,
     },
     /// Show one delivery and its attempts.
-    #[command(after_help = "Example:\n  chime deliveries show del_01j… --tenant acme")]
+    #[command(after_help = "Example:\n  chime deliveries show dlv_01j… --tenant acme")]
     Show {
-        /// The delivery id (del_…).
+        /// The delivery id (dlv_…).
         id: String,
         #[command(flatten)]
         tenant: TenantArg,
     },
     /// Try a delivery again now (a failed one gets a fresh set of retries).
-    #[command(after_help = "Example:\n  chime deliveries retry del_01j… --tenant acme")]
+    #[command(after_help = "Example:\n  chime deliveries retry dlv_01j… --tenant acme")]
     Retry {
-        /// The delivery id (del_…).
+        /// The delivery id (dlv_…).
         id: String,
         #[command(flatten)]
         tenant: TenantArg,
     },
+    /// Give up a pending delivery without attempting it (it becomes `skipped`), e.g. the
+    /// failing head that blocks an ordered endpoint.
+    #[command(
+        after_help = "Example:\n  chime deliveries skip dlv_01j… --tenant acme\n\n\
+A skipped delivery can be sent again later with `chime deliveries replay --status skipped`."
+    )]
+    Skip {
+        /// The delivery id (dlv_…).
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Re-deliver the deliveries a filter matches (by default the failed ones), keeping each
+    /// one's webhook-id; --dry-run only counts them.
+    #[command(after_help = "Examples:\n  \
+        chime deliveries replay --tenant acme --dry-run\n  \
+        chime deliveries replay --tenant acme --status failed,skipped --endpoint ep_01j…\n  \
+        chime deliveries replay --tenant acme --status succeeded --event order.created \\\n    \
+        --since 2024-11-27T00:00:00Z --until 2024-11-28T00:00:00Z\n\n\
+One call replays at most 10,000 deliveries; when more match it says so: run it again.")]
+    Replay {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// Deliveries in these states: failed, skipped, succeeded; repeat the flag or
+        /// separate with commas [default: failed].
+        #[arg(long, value_delimiter = ',', value_parser = ["failed", "skipped", "succeeded"])]
+        status: Vec<String>,
+        /// Only deliveries to this endpoint.
+        #[arg(long, value_name = "ID")]
+        endpoint: Option<String>,
+        /// Only deliveries of events with this name (e.g. order.created).
+        #[arg(long, value_name = "NAME")]
+        event: Option<String>,
+        /// Only deliveries created at or after this RFC 3339 time (2024-11-27T09:00:00Z).
+        #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+        since: Option<String>,
+        /// Only deliveries created before this RFC 3339 time.
+        #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+        until: Option<String>,
+        /// Count what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Checks an RFC 3339 time here, so a typo is a usage error rather than a server refusal.
+fn rfc3339(text: &str) -> Result<String, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("not an RFC 3339 time such as 2024-11-27T09:00:00Z: {e}"))
+}
+
+/// `1 delivery`, `12 deliveries`.
+fn deliveries_count(n: u64) -> String {
+    if n == 1 {
+        "1 delivery".to_owned()
+    } else {
+        format!("{n} deliveries")
+    }
 }
 
 pub fn main(args: DeliveriesArgs) -> ExitCode {
@@ -153,6 +215,74 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
                     field(&d, "status"),
                     field(&d, "attempts")
                 );
+            }
+        }
+        DeliveriesCommand::Skip { id, tenant } => {
+            let d = api
+                .post(
+                    &["v1", "tenants", &tenant.tenant, "deliveries", &id, "skip"],
+                    None,
+                )
+                .await?;
+            if json {
+                print_json(&d);
+            } else {
+                println!(
+                    "Skipped {id} ({} to {}, after {} attempts): it will not be delivered.",
+                    field(&d, "event"),
+                    field(&d, "endpoint_id"),
+                    field(&d, "attempts")
+                );
+                println!(
+                    "{}",
+                    out.dim(&format!(
+                        "  send it later with: chime deliveries replay --status skipped \
+                         --endpoint {} --tenant {}",
+                        field(&d, "endpoint_id"),
+                        tenant.tenant
+                    ))
+                );
+            }
+        }
+        DeliveriesCommand::Replay {
+            tenant,
+            status,
+            endpoint,
+            event,
+            since,
+            until,
+            dry_run,
+        } => {
+            let mut body = json!({ "dry_run": dry_run });
+            if !status.is_empty() {
+                body["status"] = json!(status);
+            }
+            if let Some(e) = endpoint {
+                body["endpoint_id"] = json!(e);
+            }
+            if let Some(e) = event {
+                body["event"] = json!(e);
+            }
+            if let Some(t) = since {
+                body["since"] = json!(t);
+            }
+            if let Some(t) = until {
+                body["until"] = json!(t);
+            }
+            let r = api
+                .post(&["v1", "tenants", &tenant.tenant, "replay"], Some(&body))
+                .await?;
+            if json {
+                print_json(&r);
+                return Ok(());
+            }
+            let count = deliveries_count(r["count"].as_u64().unwrap_or(0));
+            if dry_run {
+                println!("Would replay {count}.");
+            } else if r["more"].as_bool().unwrap_or(false) {
+                println!("Replayed {count} (more remain: run again).");
+            } else {
+                println!("Replayed {count}.");
             }
         }
     }

@@ -1,4 +1,5 @@
-//! `chime endpoint add|list|show|disable|enable|rotate-secret`: a tenant's receiver URLs.
+//! `chime endpoint add|list|show|update|delete|disable|enable|rotate-secret`: a tenant's
+//! receiver URLs and their delivery settings.
 
 use std::process::ExitCode;
 
@@ -11,9 +12,12 @@ use super::output::{Style, Table, print_json};
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     chime endpoint add http://127.0.0.1:5000/webhook --tenant acme --events 'order.*'\n  \
+    chime endpoint add https://example.com/hook --tenant acme --ordered -H 'X-Api-Key: k1'\n  \
     chime endpoint list --tenant acme\n  \
     chime endpoint show ep_01j… --tenant acme --secret\n  \
-    chime endpoint rotate-secret ep_01j… --tenant acme --grace 24h")]
+    chime endpoint update ep_01j… --tenant acme --rate-limit 10 --filter '$[?@.data.amount > 100]'\n  \
+    chime endpoint rotate-secret ep_01j… --tenant acme --grace 24h\n  \
+    chime endpoint delete ep_01j… --tenant acme")]
 pub struct EndpointArgs {
     #[command(flatten)]
     api: ApiArgs,
@@ -24,8 +28,10 @@ pub struct EndpointArgs {
 #[derive(Subcommand)]
 enum EndpointCommand {
     /// Register a receiver URL; prints its id and signing secret.
-    #[command(after_help = "Example:\n  \
-        chime endpoint add http://127.0.0.1:5000/webhook --tenant acme --events 'order.*,user.created'")]
+    #[command(after_help = "Examples:\n  \
+        chime endpoint add http://127.0.0.1:5000/webhook --tenant acme --events 'order.*,user.created'\n  \
+        chime endpoint add https://example.com/hook --tenant acme --signature ed25519 \\\n    \
+        --ordered --header 'X-Api-Key: k1' --filter '$[?@.data.amount > 100]'")]
     Add {
         /// The URL deliveries are POSTed to.
         #[arg(value_name = "URL")]
@@ -36,13 +42,20 @@ enum EndpointCommand {
         /// repeat the flag or separate with commas [default: *].
         #[arg(long, short = 'e', value_delimiter = ',')]
         events: Vec<String>,
-        /// A note for people reading the endpoint list.
-        #[arg(long)]
-        description: Option<String>,
         /// Use this secret instead of a generated one: `whsec_…` (HMAC, v1) or `whsk_…`
         /// (Ed25519, v1a; receivers then verify with its whpk_ public key).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "signature")]
         secret: Option<String>,
+        /// The signature scheme of the generated secret: `hmac` (v1, a shared whsec_ secret)
+        /// or `ed25519` (v1a; receivers verify with a whpk_ public key) [default: hmac].
+        #[arg(long, value_parser = ["hmac", "ed25519"])]
+        signature: Option<String>,
+        /// Deliver strictly in the order events were accepted, one at a time; a failing
+        /// delivery holds back the ones behind it until it succeeds or is skipped.
+        #[arg(long)]
+        ordered: bool,
+        #[command(flatten)]
+        settings: SettingsArgs,
         /// Create it disabled (nothing is delivered until `chime endpoint enable`).
         #[arg(long)]
         disabled: bool,
@@ -65,6 +78,57 @@ enum EndpointCommand {
         /// Also fetch and show the current signing secret.
         #[arg(long)]
         secret: bool,
+    },
+    /// Change an endpoint's URL, subscription or delivery settings; what is not given stays.
+    #[command(after_help = "Examples:\n  \
+        chime endpoint update ep_01j… --tenant acme --target https://example.com/v2/hook\n  \
+        chime endpoint update ep_01j… --tenant acme --events 'order.*' --rate-limit 10 --clear-filter\n  \
+        chime endpoint update ep_01j… --tenant acme --header 'X-Api-Key: k2' --header 'X-Team: ops'")]
+    Update {
+        /// The endpoint id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The new URL deliveries are POSTed to (`--url` is the address of chime itself).
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
+        /// Replace the subscription: event names or patterns, repeated or comma-separated.
+        #[arg(long, short = 'e', value_delimiter = ',')]
+        events: Vec<String>,
+        /// Deliver in acceptance order, one at a time.
+        #[arg(long, conflicts_with = "unordered")]
+        ordered: bool,
+        /// Deliver in parallel again (undo --ordered).
+        #[arg(long)]
+        unordered: bool,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Go back to the server's default cap on attempts in flight.
+        #[arg(long, conflicts_with = "max_in_flight")]
+        clear_max_in_flight: bool,
+        /// Remove the rate limit.
+        #[arg(long, conflicts_with = "rate_limit")]
+        clear_rate_limit: bool,
+        /// Remove the filter: every subscribed event is delivered.
+        #[arg(long, conflicts_with = "filter")]
+        clear_filter: bool,
+        /// Remove every custom header.
+        #[arg(long, conflicts_with = "headers")]
+        clear_headers: bool,
+        /// Pause it (as `chime endpoint disable`).
+        #[arg(long, conflicts_with = "enabled")]
+        disabled: bool,
+        /// Resume it (as `chime endpoint enable`).
+        #[arg(long)]
+        enabled: bool,
+    },
+    /// Delete an endpoint, with its deliveries and their attempts.
+    #[command(after_help = "Example:\n  chime endpoint delete ep_01j… --tenant acme")]
+    Delete {
+        /// The endpoint id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
     },
     /// Pause an endpoint: no new events fan out to it; its pending deliveries wait.
     #[command(after_help = "Example:\n  chime endpoint disable ep_01j… --tenant acme")]
@@ -98,6 +162,85 @@ enum EndpointCommand {
     },
 }
 
+/// Delivery settings that `add` and `update` both take.
+#[derive(Args)]
+struct SettingsArgs {
+    /// A note for people reading the endpoint list.
+    #[arg(long)]
+    description: Option<String>,
+    /// Most attempts in flight at once to this endpoint, 1 to 100 (1 when ordered)
+    /// [server default: its --endpoint-concurrency, 8].
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<u32>,
+    /// Most attempts started per second, 1 to 100000 [default: no limit].
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<u32>,
+    /// A header sent with every delivery, as 'Name: value'; repeat for each (at most 20).
+    /// With `update`, the headers given replace all the current ones.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Deliver only the events this RFC 9535 JSONPath query selects; it runs over a
+    /// one-element array holding the event, e.g. '$[?@.data.amount > 100]'.
+    #[arg(long, value_name = "JSONPATH")]
+    filter: Option<String>,
+}
+
+impl SettingsArgs {
+    /// Adds the settings that were given to a request body.
+    fn apply(self, body: &mut Value) {
+        if let Some(d) = self.description {
+            body["description"] = json!(d);
+        }
+        if let Some(n) = self.max_in_flight {
+            body["max_in_flight"] = json!(n);
+        }
+        if let Some(n) = self.rate_limit {
+            body["rate_limit_per_s"] = json!(n);
+        }
+        if !self.headers.is_empty() {
+            let map: serde_json::Map<String, Value> = self
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name, Value::String(value)))
+                .collect();
+            body["headers"] = Value::Object(map);
+        }
+        if let Some(f) = self.filter {
+            body["filter"] = json!(f);
+        }
+    }
+}
+
+/// Whether `--url` was written after `update`. It is the global flag for chime's own address,
+/// but there it reads like the endpoint's new URL, and taken as chime's address it would send
+/// the API token to the receiver; so `update` refuses it in that place.
+fn url_flag_after_update() -> bool {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let Some(at) = args.iter().position(|a| a == "update") else {
+        return false;
+    };
+    args[at + 1..]
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--url" || a.starts_with("--url="))
+}
+
+/// `Name: value` (as curl's -H) into its two parts; the value may be empty.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not 'Name: value'"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!(
+            "{text:?}: the header name must be one word before the ':'"
+        ));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
 pub fn main(args: EndpointArgs) -> ExitCode {
     client::run(async move {
         let api = Client::new(&args.api)?;
@@ -112,20 +255,26 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             target,
             tenant,
             events,
-            description,
             secret,
+            signature,
+            ordered,
+            settings,
             disabled,
         } => {
             let mut body = json!({ "url": target });
             if !events.is_empty() {
                 body["events"] = json!(events);
             }
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
             if let Some(s) = secret {
                 body["secret"] = json!(s);
             }
+            if let Some(s) = signature {
+                body["signature"] = json!(s);
+            }
+            if ordered {
+                body["ordered"] = json!(true);
+            }
+            settings.apply(&mut body);
             if disabled {
                 body["enabled"] = json!(false);
             }
@@ -142,11 +291,32 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 );
                 println!("  events: {}", join(&e["events"]));
                 println!("  secret: {}", field(&e, "secret"));
+                // An Ed25519 endpoint's receivers verify with the public key, not the secret.
+                let verify_with = match e["public_key"].as_str() {
+                    Some(public) => {
+                        println!("  public key: {public}");
+                        public.to_owned()
+                    }
+                    None => field(&e, "secret"),
+                };
+                for (label, value) in settings_lines(&e, false) {
+                    if label.is_empty() {
+                        // A further header, under the first one's value.
+                        println!("  {:9}{value}", "");
+                    } else {
+                        println!("  {label}: {value}");
+                    }
+                }
+                if e["enabled"] == false {
+                    println!(
+                        "  disabled: nothing is delivered until `chime endpoint enable {}`",
+                        field(&e, "id")
+                    );
+                }
                 println!(
                     "{}",
                     out.dim(&format!(
-                        "  verify deliveries with: chime listen --secret {}",
-                        field(&e, "secret")
+                        "  verify deliveries with: chime listen --secret {verify_with}"
                     ))
                 );
             }
@@ -197,7 +367,81 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             if json {
                 print_json(&e);
             } else {
-                print_endpoint(&e, out);
+                print_endpoint(&e, &tenant.tenant, out);
+            }
+        }
+        EndpointCommand::Update {
+            id,
+            tenant,
+            target,
+            events,
+            ordered,
+            unordered,
+            settings,
+            clear_max_in_flight,
+            clear_rate_limit,
+            clear_filter,
+            clear_headers,
+            disabled,
+            enabled,
+        } => {
+            if url_flag_after_update() {
+                return Err(CliError::usage(
+                    "--url after `update` is the address of chime itself, not the endpoint's: \
+                     use --target URL to change where deliveries go (to reach another chime, \
+                     set CHIME_URL or put --url before `update`)",
+                ));
+            }
+            let mut body = json!({});
+            if let Some(url) = target {
+                body["url"] = json!(url);
+            }
+            if !events.is_empty() {
+                body["events"] = json!(events);
+            }
+            if ordered || unordered {
+                body["ordered"] = json!(ordered);
+            }
+            settings.apply(&mut body);
+            // `null` clears a setting; an absent member leaves it as it is.
+            if clear_max_in_flight {
+                body["max_in_flight"] = Value::Null;
+            }
+            if clear_rate_limit {
+                body["rate_limit_per_s"] = Value::Null;
+            }
+            if clear_filter {
+                body["filter"] = Value::Null;
+            }
+            if clear_headers {
+                body["headers"] = json!({});
+            }
+            if disabled || enabled {
+                body["enabled"] = json!(enabled);
+            }
+            if body.as_object().is_some_and(|b| b.is_empty()) {
+                return Err(CliError::usage(
+                    "nothing to change: give at least one setting (see chime endpoint update --help)",
+                ));
+            }
+            let e = api
+                .patch(&["v1", "tenants", &tenant.tenant, "endpoints", &id], &body)
+                .await?;
+            if json {
+                print_json(&e);
+            } else {
+                println!("Updated endpoint {}", out.bold(&id));
+                print_endpoint(&e, &tenant.tenant, out);
+            }
+        }
+        EndpointCommand::Delete { id, tenant } => {
+            api.delete(&["v1", "tenants", &tenant.tenant, "endpoints", &id])
+                .await?;
+            if json {
+                // The server answers 204 with no body; say what was deleted.
+                print_json(&json!({ "id": id, "deleted": true }));
+            } else {
+                println!("Deleted endpoint {id}, with its deliveries.");
             }
         }
         EndpointCommand::Disable { id, tenant } => {
@@ -265,27 +509,130 @@ async fn set_enabled(
     Ok(())
 }
 
-fn print_endpoint(e: &Value, out: Style) {
+/// One `label: value` line of `endpoint show`, values aligned.
+/// An empty label continues the line above (the second header, say).
+fn show_line(label: &str, value: &str) {
+    let label = if label.is_empty() {
+        String::new()
+    } else {
+        format!("{label}:")
+    };
+    println!("  {label:<15}{value}");
+}
+
+fn print_endpoint(e: &Value, tenant: &str, out: Style) {
     let enabled = e["enabled"].as_bool().unwrap_or(false);
     println!("{}", out.bold(&field(e, "id")));
-    println!("  url:         {}", field(e, "url"));
-    println!("  events:      {}", join(&e["events"]));
-    println!(
-        "  enabled:     {}",
-        if enabled {
-            out.green("yes")
-        } else {
-            out.yellow("no (paused)")
-        }
-    );
+    show_line("url", &field(e, "url"));
+    show_line("events", &join(&e["events"]));
+    let state = match (enabled, e["disabled_reason"].as_str()) {
+        (true, _) => out.green("yes"),
+        (false, Some(reason)) => out.yellow(&format!("no (disabled by chime: {reason})")),
+        (false, None) => out.yellow("no (paused)"),
+    };
+    show_line("enabled", &state);
+    if let Some(since) = e["failing_since"].as_str() {
+        show_line(
+            "failing since",
+            &out.red(&format!(
+                "{since} (one probe attempt per probe interval until one succeeds)"
+            )),
+        );
+    }
     if !field(e, "description").is_empty() {
-        println!("  description: {}", field(e, "description"));
+        show_line("description", &field(e, "description"));
     }
-    println!("  created:     {}", field(e, "created_at"));
-    println!("  updated:     {}", field(e, "updated_at"));
+    for (label, value) in settings_lines(e, true) {
+        show_line(label, &value);
+    }
+    show_line("created", &field(e, "created_at"));
+    show_line("updated", &field(e, "updated_at"));
     if e["secret"].is_string() {
-        println!("  secret:      {}", field(e, "secret"));
+        show_line("secret", &field(e, "secret"));
     }
+    let head = &e["blocked_by"];
+    if head.is_object() {
+        let last = match (
+            head["last_status_code"].as_u64(),
+            head["last_error_kind"].as_str(),
+        ) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(kind)) => kind.to_owned(),
+            (None, None) => "-".to_owned(),
+        };
+        let next = head["next_attempt_at"]
+            .as_str()
+            .map(|t| format!(", next try {t}"))
+            .unwrap_or_default();
+        show_line(
+            "blocked by",
+            &out.red(&format!(
+                "{} ({}, {} attempts, last {last}{next})",
+                field(head, "id"),
+                field(head, "event"),
+                field(head, "attempts"),
+            )),
+        );
+        println!(
+            "{}",
+            out.dim(&format!(
+                "  the deliveries behind it wait; give it up with: chime deliveries skip {} \
+                 --tenant {tenant}",
+                field(head, "id")
+            ))
+        );
+    }
+}
+
+/// The delivery settings as `(label, value)` lines: all of them (`show`), or only those
+/// that differ from the defaults (after `add`). Header lines after the first have no label.
+fn settings_lines(e: &Value, all: bool) -> Vec<(&'static str, String)> {
+    let mut lines = Vec::new();
+    if all {
+        lines.push(("signature", field(e, "signature")));
+        if let Some(public) = e["public_key"].as_str() {
+            lines.push(("public key", public.to_owned()));
+        }
+    }
+    let ordered = e["ordered"].as_bool().unwrap_or(false);
+    if all || ordered {
+        lines.push((
+            "ordered",
+            if ordered {
+                "yes (one at a time, in acceptance order)".into()
+            } else {
+                "no".into()
+            },
+        ));
+    }
+    match e["max_in_flight"].as_u64() {
+        Some(n) => lines.push(("max in flight", n.to_string())),
+        None if all && ordered => lines.push(("max in flight", "1 (ordered)".into())),
+        None if all => lines.push(("max in flight", "server default".into())),
+        None => {}
+    }
+    match e["rate_limit_per_s"].as_u64() {
+        Some(n) => lines.push(("rate limit", format!("{n}/s"))),
+        None if all => lines.push(("rate limit", "none".into())),
+        None => {}
+    }
+    let headers = e["headers"].as_object().filter(|h| !h.is_empty());
+    match headers {
+        Some(h) => {
+            for (i, (name, value)) in h.iter().enumerate() {
+                let value = format!("{name}: {}", value.as_str().unwrap_or_default());
+                lines.push((if i == 0 { "headers" } else { "" }, value));
+            }
+        }
+        None if all => lines.push(("headers", "none".into())),
+        None => {}
+    }
+    match e["filter"].as_str() {
+        Some(f) => lines.push(("filter", f.to_owned())),
+        None if all => lines.push(("filter", "none (every subscribed event)".into())),
+        None => {}
+    }
+    lines
 }
 
 fn join(list: &Value) -> String {

@@ -8,6 +8,7 @@ mod check;
 mod client;
 mod deliveries;
 mod endpoint;
+mod event_types;
 mod events;
 mod listen;
 mod migrate;
@@ -57,12 +58,14 @@ enum Command {
     Send(send::SendArgs),
     /// Create and list tenants.
     Tenant(tenant::TenantArgs),
-    /// Manage endpoints: add, list, show, disable, enable, rotate-secret.
+    /// Manage endpoints: add, list, show, update, delete, disable, enable, rotate-secret.
     Endpoint(endpoint::EndpointArgs),
     /// Read published events and their deliveries.
     Events(events::EventsArgs),
-    /// Read the delivery log, see attempts, and retry deliveries.
+    /// Read the delivery log, see attempts, retry, skip and replay deliveries.
     Deliveries(deliveries::DeliveriesArgs),
+    /// Manage the event-type catalog: names, descriptions and JSON Schemas for their data.
+    EventTypes(event_types::EventTypesArgs),
     /// Benchmark chime on this machine: a server, a receiver and a load generator in one run.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -85,6 +88,7 @@ pub fn main_with_args() -> ExitCode {
         Command::Endpoint(args) => endpoint::main(args),
         Command::Events(args) => events::main(args),
         Command::Deliveries(args) => deliveries::main(args),
+        Command::EventTypes(args) => event_types::main(args),
         Command::Bench(args) => crate::bench::main(*args),
     }
 }

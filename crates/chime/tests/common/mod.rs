@@ -32,6 +32,9 @@ pub struct Opts {
     pub failure_threshold: u32,
     pub probe_interval: &'static str,
     pub auto_disable_after: &'static str,
+    /// The store; `None` means SQLite in the data directory, unless the test runs under
+    /// `on_postgres`, which gives each data directory a PostgreSQL schema of its own.
+    pub database_url: Option<String>,
 }
 
 impl Default for Opts {
@@ -46,6 +49,7 @@ impl Default for Opts {
             failure_threshold: 10,
             probe_interval: "30s",
             auto_disable_after: "5d",
+            database_url: None,
         }
     }
 }
@@ -78,13 +82,70 @@ fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
         probe_interval: Some(opts.probe_interval.into()),
         auto_disable_after: Some(opts.auto_disable_after.into()),
         poll_interval: Some("1s".into()),
+        database_url: opts.database_url.clone(),
         ..Default::default()
     };
     chime::config::Config::from_layer(layer).expect("valid test config")
 }
 
+tokio::task_local! {
+    /// Set while a test runs on PostgreSQL: the schema of each data directory, so a server
+    /// restarted on the same directory finds the same data. Dropped (schemas and all) when
+    /// the test ends.
+    static POSTGRES: Mutex<std::collections::HashMap<PathBuf, pg::PgSchema>>;
+}
+
+/// Runs a test with every `TestServer` on PostgreSQL (one schema per data directory).
+pub async fn on_postgres<F: std::future::Future>(test: F) -> F::Output {
+    POSTGRES
+        .scope(Mutex::new(std::collections::HashMap::new()), test)
+        .await
+}
+
+/// The database URL a server on `data_dir` uses: the test's choice, else a PostgreSQL schema
+/// under `on_postgres`, else none (SQLite in the data directory).
+async fn database_url(data_dir: &Path, opts: &Opts) -> Option<String> {
+    if opts.database_url.is_some() {
+        return opts.database_url.clone();
+    }
+    let known = POSTGRES
+        .try_with(|m| m.lock().unwrap().get(data_dir).map(|s| s.url.clone()))
+        .ok()?;
+    if known.is_some() {
+        return known;
+    }
+    let schema = pg::PgSchema::create().await;
+    let url = schema.url.clone();
+    POSTGRES.with(|m| m.lock().unwrap().insert(data_dir.to_path_buf(), schema));
+    Some(url)
+}
+
+/// Instantiates each listed `async fn name()` test twice: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case().await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    $crate::common::on_postgres(super::$case()).await
+                }
+            )*
+        }
+    };
+}
+
 impl TestServer {
-    pub async fn start(data_dir: &Path, opts: Opts) -> Self {
+    pub async fn start(data_dir: &Path, mut opts: Opts) -> Self {
+        opts.database_url = database_url(data_dir, &opts).await;
         let config = config_for(data_dir, &opts);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -161,6 +161,21 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// Makes the server refuse (or accept again) new connections to this database: an
+    /// outage that lasts until it is lifted.
+    pub async fn set_allow_connections(&self, allow: bool) {
+        admin(&self.base)
+            .await
+            .batch_execute(&format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {allow}",
+                self.name
+            ))
+            .await
+            .expect("alter database");
+    }
+}
+
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         run_detached(

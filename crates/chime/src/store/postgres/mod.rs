@@ -12,9 +12,9 @@
 //!   `retry_delivery` are the node's and only say what is due.
 //! - Every write that makes deliveries claimable by others (`release`, `release_owner`,
 //!   `retry_delivery`) also `pg_notify`s the endpoint id in its transaction; `notify` listens.
-//! - Round trips are few: a claim is one statement (pipelined with the endpoint row and the
-//!   next due time), a batch of records is one statement, a publish is one transaction of
-//!   three round trips (plus BEGIN).
+//! - Round trips are few: a claim is the endpoint's row, then one statement pipelined with
+//!   the next due time; the records of many attempts are one statement and one commit
+//!   (`run_recorder`); a publish is two round trips (reads, then one atomic insert).
 //!
 //! Unlike SQLite, no process owns the data alone, so leases are never reset at start: a
 //! node that died loses its deliveries only when their leases expire.
@@ -815,20 +815,21 @@ impl Store for PostgresStore {
     }
 
     async fn publish(&self, ev: NewEvent, lease: Lease) -> Result<Published> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        // KEY SHARE locks keep the tenant and the matched endpoints from being deleted before
-        // this transaction commits (the foreign keys would take the same locks at insert).
-        let tenant_stmt = tx
-            .prepare_cached("SELECT 1 FROM tenants WHERE id = $1 FOR KEY SHARE")
+        // Two round trips: the tenant and its endpoints (two reads, pipelined), then ONE
+        // statement that stores the event and all of its deliveries, atomically and durably
+        // (its own transaction). What it stores was decided by the reads: as if published at
+        // that instant. A tenant or endpoint deleted in between fails the statement's foreign
+        // keys, and the publish starts over from the reads.
+        let c = self.conn().await?;
+        let tenant_stmt = c
+            .prepare_cached("SELECT 1 FROM tenants WHERE id = $1")
             .await?;
-        let endpoints_stmt = tx
+        let endpoints_stmt = c
             .prepare_cached(&format!(
-                "SELECT {ENDPOINT_COLS} FROM endpoints WHERE tenant_id = $1
-                 ORDER BY seq FOR KEY SHARE"
+                "SELECT {ENDPOINT_COLS} FROM endpoints WHERE tenant_id = $1 ORDER BY seq"
             ))
             .await?;
-        let insert_stmt = tx
+        let insert_stmt = c
             .prepare_cached(concat!(
                 "WITH ev AS (
                      INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at)
@@ -854,79 +855,87 @@ impl Store for PostgresStore {
                  SELECT count(*) FROM ev"
             ))
             .await?;
-        // Pipelined: both reads go out in one round trip.
-        let by_tenant: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ev.tenant_id];
-        let (tenant, endpoint_rows) = tokio::try_join!(
-            tx.query_opt(&tenant_stmt, &by_tenant),
-            tx.query(&endpoints_stmt, &by_tenant),
-        )?;
-        if tenant.is_none() {
-            return Err(StoreError::NotFound);
-        }
-        let mut envelope = None;
-        let endpoints: Vec<Endpoint> = rows(&endpoint_rows, endpoint_row)?
-            .into_iter()
-            .map(|(e, _)| e)
-            .filter(|e| {
-                crate::model::subscribed(
-                    &e.events,
-                    e.settings.filter.as_deref(),
-                    &ev.name,
-                    &ev.payload,
-                    &mut envelope,
+        let mut tries = 0;
+        let (deliveries, endpoints, leased) = loop {
+            tries += 1;
+            let by_tenant: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ev.tenant_id];
+            let (tenant, endpoint_rows) = tokio::try_join!(
+                c.query_opt(&tenant_stmt, &by_tenant),
+                c.query(&endpoints_stmt, &by_tenant),
+            )?;
+            if tenant.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let mut envelope = None;
+            let endpoints: Vec<Endpoint> = rows(&endpoint_rows, endpoint_row)?
+                .into_iter()
+                .map(|(e, _)| e)
+                .filter(|e| {
+                    crate::model::subscribed(
+                        &e.events,
+                        e.settings.filter.as_deref(),
+                        &ev.name,
+                        &ev.payload,
+                        &mut envelope,
+                    )
+                })
+                .collect();
+            let mut deliveries = Vec::with_capacity(endpoints.len());
+            let mut leased = Vec::with_capacity(endpoints.len());
+            for ep in &endpoints {
+                // Disabled: recorded as skipped, replayable later. Ordered: left unleased, so the
+                // dispatcher claims it in sequence order. Otherwise leased and handed over in memory.
+                let (status, lease_it) = if !ep.enabled {
+                    (DeliveryStatus::Skipped, false)
+                } else if ep.settings.ordered {
+                    (DeliveryStatus::Pending, false)
+                } else {
+                    (DeliveryStatus::Pending, true)
+                };
+                deliveries.push(PublishedDelivery {
+                    id: new_id("dlv"),
+                    endpoint_id: ep.id.clone(),
+                    status,
+                });
+                leased.push(lease_it);
+            }
+            let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+            let endpoint_ids: Vec<&str> =
+                deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+            let statuses: Vec<&str> = deliveries.iter().map(|d| d.status.as_str()).collect();
+            let inserted = c
+                .query_one(
+                    &insert_stmt,
+                    &[
+                        &ev.id,
+                        &ev.tenant_id,
+                        &ev.name,
+                        &&ev.payload[..],
+                        &ev.idempotency_key,
+                        &ev.created_at,
+                        &ids,
+                        &endpoint_ids,
+                        &statuses,
+                        &&*lease.owner,
+                        &lease.token,
+                        &millis(lease.duration),
+                        &leased,
+                    ],
                 )
-            })
-            .collect();
-        let mut deliveries = Vec::with_capacity(endpoints.len());
-        let mut leased = Vec::with_capacity(endpoints.len());
-        for ep in &endpoints {
-            // Disabled: recorded as skipped, replayable later. Ordered: left unleased, so the
-            // dispatcher claims it in sequence order. Otherwise leased and handed over in memory.
-            let (status, lease_it) = if !ep.enabled {
-                (DeliveryStatus::Skipped, false)
-            } else if ep.settings.ordered {
-                (DeliveryStatus::Pending, false)
-            } else {
-                (DeliveryStatus::Pending, true)
+                .await;
+            let inserted: i64 = match inserted {
+                Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) && tries < 3 => {
+                    continue;
+                }
+                other => other?.try_get(0)?,
             };
-            deliveries.push(PublishedDelivery {
-                id: new_id("dlv"),
-                endpoint_id: ep.id.clone(),
-                status,
-            });
-            leased.push(lease_it);
-        }
-        let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
-        let endpoint_ids: Vec<&str> = deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
-        let statuses: Vec<&str> = deliveries.iter().map(|d| d.status.as_str()).collect();
-        let inserted: i64 = tx
-            .query_one(
-                &insert_stmt,
-                &[
-                    &ev.id,
-                    &ev.tenant_id,
-                    &ev.name,
-                    &&ev.payload[..],
-                    &ev.idempotency_key,
-                    &ev.created_at,
-                    &ids,
-                    &endpoint_ids,
-                    &statuses,
-                    &&*lease.owner,
-                    &lease.token,
-                    &millis(lease.duration),
-                    &leased,
-                ],
-            )
-            .await?
-            .try_get(0)?;
-        if inserted == 0 {
-            // The idempotency key is taken (possibly by another node a moment ago, whose
-            // insert this one waited for): answer with what it stored.
-            tx.rollback().await?;
-            return self.repeated(&c, ev).await;
-        }
-        tx.commit().await?;
+            if inserted == 0 {
+                // The idempotency key is taken (possibly by another node a moment ago, whose
+                // insert this one waited for): answer with what it stored.
+                return self.repeated(&c, ev).await;
+            }
+            break (deliveries, endpoints, leased);
+        };
         let mut jobs = Vec::new();
         let mut leased_endpoints = Vec::new();
         let mut due_endpoints = Vec::new();
@@ -1209,7 +1218,7 @@ impl Store for PostgresStore {
                 "WITH released AS (
                      UPDATE deliveries
                      SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
-                     WHERE lease_owner = $1
+                     WHERE status = 'pending' AND lease_owner = $1
                      RETURNING endpoint_id
                  )
                  SELECT pg_notify($2, endpoint_id)
@@ -1226,7 +1235,7 @@ impl Store for PostgresStore {
         let c = self.conn().await?;
         c.execute(
             "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
-             WHERE lease_owner IS NOT NULL",
+             WHERE status = 'pending' AND lease_owner IS NOT NULL",
             &[],
         )
         .await?;

@@ -133,6 +133,12 @@ CREATE TABLE event_types (
 ALTER TABLE events ADD COLUMN purged_at BIGINT;
 CREATE INDEX events_created ON events(created_at);
 "#,
+    // Leased deliveries are always pending, so the partial `deliveries_due` index already
+    // finds them; an index on lease_owner only cost every lease set and cleared (and kept
+    // those updates from being HOT). Mirrors SQLite's migration 5.
+    r#"
+DROP INDEX IF EXISTS deliveries_leased;
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is
