@@ -897,3 +897,21 @@ async fn the_claim_plan_can_be_shown() {
         assert!(plan.iter().any(|l| l.contains("deliveries")), "{plan:?}");
     }
 }
+
+/// Nodes see each other through heartbeats, so per-endpoint limits can be shared out among
+/// them; a node that stops beating drops out of the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_count_each_other_for_shared_limits() {
+    use chime::store::Store;
+    let schema = PgSchema::create().await;
+    let s = open(&schema.url).await;
+    let ttl = Duration::from_secs(60);
+    assert_eq!(s.live_nodes("node-a", ttl).await.unwrap(), 1);
+    assert_eq!(s.live_nodes("node-b", ttl).await.unwrap(), 2);
+    assert_eq!(s.live_nodes("node-a", ttl).await.unwrap(), 2);
+    // With a zero-length window only the caller itself counts.
+    assert_eq!(s.live_nodes("node-a", Duration::ZERO).await.unwrap(), 1);
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite = chime::store::sqlite::SqliteStore::open(&sqlite_dir.path().join("c.db")).unwrap();
+    assert_eq!(sqlite.live_nodes("node-a", ttl).await.unwrap(), 1);
+}

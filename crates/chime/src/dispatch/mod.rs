@@ -80,6 +80,8 @@ enum Msg {
     EndpointChanged(Arc<str>),
     TargetLoaded(Arc<str>, Option<Endpoint>),
     Summary(Vec<(String, Millis)>),
+    /// How many nodes share the store (per-endpoint limits are shared out among them).
+    Nodes(u32),
 }
 
 /// A cheap handle used by the API to feed the dispatcher.
@@ -200,6 +202,8 @@ pub struct Dispatcher {
     ready: VecDeque<Arc<str>>,
     timers: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
     in_flight: usize,
+    /// Nodes sharing the store, this one included; 1 for a store owned alone.
+    nodes: u32,
     tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: abandons attempts still running.
     abandon: CancellationToken,
@@ -236,6 +240,7 @@ impl Dispatcher {
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             in_flight: 0,
+            nodes: 1,
             tracker: TaskTracker::new(),
             abandon: CancellationToken::new(),
         };
@@ -327,6 +332,7 @@ impl Dispatcher {
                 ep.claiming = false;
                 match result {
                     Ok(claimed) => {
+                        adopt_failing(ep, target.as_deref());
                         ep.target = target;
                         ep.queue.extend(claimed.jobs);
                         ep.stored_due = None;
@@ -362,6 +368,7 @@ impl Dispatcher {
                             ep.probe_at = None;
                             ep.consecutive_failures = 0;
                         }
+                        adopt_failing(ep, target.as_deref());
                         ep.target = target;
                         if enabled {
                             // Work may have waited in the store while it was disabled.
@@ -377,6 +384,15 @@ impl Dispatcher {
                 for (id, at) in rows {
                     self.set_due(&Arc::from(id.as_str()), at);
                 }
+            }
+            Msg::Nodes(n) => {
+                if n != self.nodes {
+                    tracing::info!(
+                        nodes = n,
+                        "nodes sharing the store changed; per-endpoint limits are shared out among them"
+                    );
+                }
+                self.nodes = n.max(1);
             }
         }
     }
@@ -609,7 +625,16 @@ impl Dispatcher {
     fn scan(&mut self) {
         let store = self.store.clone();
         let tx = self.tx.clone();
+        let owner = self.owner.clone();
+        // A node is counted live for three scan periods after its last heartbeat.
+        let ttl = self.cfg.poll_interval * 3;
         tokio::spawn(async move {
+            match store.live_nodes(&owner, ttl).await {
+                Ok(n) => {
+                    let _ = tx.send(Msg::Nodes(n));
+                }
+                Err(e) => tracing::warn!(error = %e, "could not count the nodes sharing the store"),
+            }
             match store.due_summary(now_millis()).await {
                 Ok(rows) => {
                     let _ = tx.send(Msg::Summary(rows));
@@ -712,7 +737,8 @@ impl Dispatcher {
             };
             // Each `continue` below leaves the endpoint out of the ring until something
             // changes for it: a finished attempt, a timer, a reload.
-            if !target.enabled || ep.in_flight >= target.max_in_flight {
+            let cap = share(target.max_in_flight, self.nodes);
+            if !target.enabled || ep.in_flight >= cap {
                 continue;
             }
             if let Some(at) = ep.probe_at {
@@ -723,7 +749,7 @@ impl Dispatcher {
                 ep.probe_at = Some(now + probe);
             }
             if let Some(rate) = target.rate_limit_per_s {
-                let rate = rate as f64;
+                let rate = rate as f64 / self.nodes as f64;
                 let t = Instant::now();
                 let elapsed = ep.tokens_at.map_or(1.0, |at| (t - at).as_secs_f64());
                 ep.tokens = (ep.tokens + elapsed * rate).min(rate.max(1.0));
@@ -740,7 +766,7 @@ impl Dispatcher {
             };
             ep.in_flight += 1;
             self.in_flight += 1;
-            if !ep.queue.is_empty() && ep.in_flight < target.max_in_flight {
+            if !ep.queue.is_empty() && ep.in_flight < cap {
                 ep.in_ready = true;
                 self.ready.push_back(id.clone());
             }
@@ -858,6 +884,26 @@ impl Dispatcher {
     }
 }
 
+/// An endpoint's concurrency cap shared out among the nodes serving it (at least 1 each), so
+/// that with several nodes the receiver still sees about its configured cap.
+fn share(cap: u32, nodes: u32) -> u32 {
+    (cap / nodes.max(1)).max(1)
+}
+
+/// The store says another node found this endpoint failing: probe it here too rather than
+/// deliver at full rate. (Only fresh reads are trusted for this; closing the circuit again
+/// takes a successful probe of this node's own.)
+fn adopt_failing(ep: &mut Ep, target: Option<&Target>) {
+    if let Some(t) = target
+        && t.enabled
+        && t.failing_since.is_some()
+        && ep.probe_at.is_none()
+        && ep.consecutive_failures == 0
+    {
+        ep.probe_at = Some(now_millis());
+    }
+}
+
 fn endpoint_data(t: &Target, reason: Option<&str>) -> serde_json::Value {
     json!({
         "tenant_id": &*t.tenant_id,
@@ -865,4 +911,18 @@ fn endpoint_data(t: &Target, reason: Option<&str>) -> serde_json::Value {
         "url": t.uri.to_string(),
         "reason": reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn caps_are_shared_out_among_nodes() {
+        assert_eq!(share(8, 1), 8);
+        assert_eq!(share(8, 2), 4);
+        assert_eq!(share(8, 3), 2);
+        assert_eq!(share(1, 4), 1, "every node may still make progress");
+        assert_eq!(share(8, 0), 8);
+    }
 }

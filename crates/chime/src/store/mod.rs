@@ -431,6 +431,13 @@ pub trait Store: Send + Sync + 'static {
     fn due_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
         None
     }
+
+    /// Records that `node` is alive and returns how many nodes were seen alive within
+    /// `ttl` (this one included). Per-endpoint limits are shared out among them, so they hold
+    /// across nodes. A backend one process owns alone answers 1.
+    async fn live_nodes(&self, _node: &str, _ttl: std::time::Duration) -> Result<u32> {
+        Ok(1)
+    }
 }
 
 /// Where the data lives, from `database_url`.

@@ -1579,6 +1579,30 @@ impl Store for PostgresStore {
     fn due_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
         Some(notify::spawn(self.config.clone(), self.channel.clone()))
     }
+
+    async fn live_nodes(&self, node: &str, ttl: Duration) -> Result<u32> {
+        let c = self.conn().await?;
+        let ttl = millis(ttl);
+        // One statement: the heartbeat, the count, and forgetting long-dead nodes.
+        let row = c
+            .query_one(
+                concat!(
+                    "WITH beat AS (INSERT INTO nodes (id, seen_at) VALUES ($1, ",
+                    db_now!(),
+                    ") ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at),
+                     gone AS (DELETE FROM nodes WHERE seen_at < ",
+                    db_now!(),
+                    " - 100 * $2::bigint)
+                     SELECT count(*) FROM nodes WHERE id <> $1 AND seen_at >= ",
+                    db_now!(),
+                    " - $2::bigint"
+                ),
+                &[&node, &ttl],
+            )
+            .await?;
+        let others: i64 = row.try_get(0)?;
+        Ok(1 + others.max(0) as u32)
+    }
 }
 
 impl PostgresStore {

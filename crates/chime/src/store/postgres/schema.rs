@@ -139,6 +139,14 @@ CREATE INDEX events_created ON events(created_at);
     r#"
 DROP INDEX IF EXISTS deliveries_leased;
 "#,
+    // Node heartbeats: how many nodes share the database, so that per-endpoint limits (a
+    // concurrency cap, a rate limit) are shared out among them rather than multiplied.
+    r#"
+CREATE TABLE nodes (
+    id      TEXT PRIMARY KEY,
+    seen_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is
