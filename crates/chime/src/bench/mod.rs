@@ -132,8 +132,10 @@ pub struct BenchArgs {
     /// Give up waiting for deliveries after this long without progress.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     stall_timeout: Duration,
-    /// Store URL passed to every `chime serve` (e.g. postgres://…); default: the embedded
-    /// SQLite file in a fresh data directory. The same database serves every scenario of the run.
+    /// Store of every `chime serve`; default: the embedded SQLite file in a fresh data
+    /// directory. With postgres://user@host/db, each scenario gets a fresh database made (and
+    /// dropped) through that server, so the user needs CREATEDB; a sqlite:// file is shared by
+    /// every scenario of the run.
     #[arg(long)]
     database_url: Option<String>,
     /// Where the fresh data directories are made [default: the system temp directory].
@@ -322,10 +324,14 @@ async fn run(
             server_opts.data_root.display()
         );
     }
-    if server_opts.database_url.is_some() {
+    if server_opts
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("sqlite://"))
+    {
         eprintln!(
-            "chime bench: note: --database-url is shared by every scenario of this run; \
-             start each run on an empty database, or run one scenario per run"
+            "chime bench: note: a sqlite:// --database-url is shared by every scenario of this \
+             run; start each run on an empty file, or run one scenario per run"
         );
     }
     let started_at = report::now_rfc3339();
@@ -335,6 +341,10 @@ async fn run(
         command: report::command_line(),
         timestamp: started_at,
         machine,
+        store: match ctx.server_opts.database_url.as_deref() {
+            Some(u) if u.starts_with("postgres") => "postgresql".into(),
+            _ => "sqlite".into(),
+        },
         plan: plan.to_json(),
         ceiling: None,
         scenarios: Vec::new(),

@@ -19,6 +19,8 @@ pub struct Report {
     pub command: String,
     pub timestamp: String,
     pub machine: Machine,
+    /// `sqlite` (embedded, the default) or `postgresql`.
+    pub store: String,
     pub plan: serde_json::Value,
     pub ceiling: Option<Ceiling>,
     pub scenarios: Vec<ScenarioResult>,
@@ -126,6 +128,7 @@ pub struct Ceiling {
     pub errors: u64,
     pub bench_cpu_s: f64,
     pub other_cpu_s: f64,
+    pub steal_cpu_s: f64,
     pub wall_s: f64,
 }
 
@@ -148,8 +151,13 @@ pub struct ScenarioResult {
     pub server_peak_rss_mb: f64,
     /// CPU seconds of the bench process (load generator and receiver) in the same span.
     pub bench_cpu_s: f64,
-    /// CPU seconds used by everything else on the machine in the same span.
+    /// CPU seconds used by every other process on the machine in the same span (a busy
+    /// machine makes every number worse: read the results with it).
     pub other_cpu_s: f64,
+    /// CPU seconds the hypervisor gave to other guests while this one wanted to run.
+    pub steal_cpu_s: f64,
+    /// CPU seconds of the PostgreSQL server in the same span (0 with the embedded store).
+    pub database_cpu_s: f64,
     pub wall_s: f64,
     pub errors: u64,
     pub error_detail: BTreeMap<String, u64>,
@@ -317,8 +325,9 @@ pub fn render(r: &Report) -> String {
     let m = &r.machine;
     let _ = writeln!(
         out,
-        "\nchime {} bench on {} cores ({}), {} GB, data on {}; {}",
+        "\nchime {} bench, {} store, on {} cores ({}), {} GB, data on {}; {}",
         r.chime_version,
+        r.store,
         m.cores,
         m.cpu_model,
         m.memory_gb,
@@ -403,6 +412,13 @@ pub fn render(r: &Report) -> String {
         out,
         "(latencies in ms; e2e = publish->receive; CPU s/1k = server CPU seconds per 1,000 deliveries)"
     );
+    if let Some(c) = &r.ceiling {
+        let _ = writeln!(
+            out,
+            "  ceiling: bench {:.1} CPU s, other processes {:.1} CPU s, steal {:.1} s in {:.1} s",
+            c.bench_cpu_s, c.other_cpu_s, c.steal_cpu_s, c.wall_s
+        );
+    }
     for s in &r.scenarios {
         let mut notes = Vec::new();
         for key in [
@@ -418,13 +434,17 @@ pub fn render(r: &Report) -> String {
                 notes.push(format!("{key} {v}"));
             }
         }
+        if s.database_cpu_s > 0.0 {
+            notes.insert(0, format!("PostgreSQL {:.1} CPU s", s.database_cpu_s));
+        }
         let _ = writeln!(
             out,
-            "  {}: server {:.1} CPU s, bench {:.1} CPU s, other {:.1} CPU s in {:.1} s{}{}",
+            "  {}: server {:.1} CPU s, bench {:.1} CPU s, other processes {:.1} CPU s, steal {:.1} s in {:.1} s{}{}",
             s.name,
             s.server_cpu_s,
             s.bench_cpu_s,
             s.other_cpu_s,
+            s.steal_cpu_s,
             s.wall_s,
             if notes.is_empty() { "" } else { "; " },
             notes.join(", ")

@@ -39,7 +39,8 @@ pub struct Ctx {
 struct Snap {
     server: Usage,
     bench_cpu_s: f64,
-    machine_busy_s: f64,
+    machine: server::MachineCpu,
+    database_cpu_s: f64,
     at: Instant,
 }
 
@@ -47,7 +48,14 @@ fn snap(server: Option<&Server>) -> Snap {
     Snap {
         server: server.map(Server::usage).unwrap_or_default(),
         bench_cpu_s: server::usage_of("self").unwrap_or_default().cpu_s,
-        machine_busy_s: server::machine_busy_s(),
+        machine: server::machine_cpu(),
+        database_cpu_s: server.map_or(0.0, |s| {
+            if s.sqlite_database().is_none() {
+                server::postgres_cpu_s()
+            } else {
+                0.0
+            }
+        }),
         at: Instant::now(),
     }
 }
@@ -187,7 +195,9 @@ impl Ctx {
     ) -> ScenarioResult {
         let server_cpu_s = (after.server.cpu_s - before.server.cpu_s).max(0.0);
         let bench_cpu_s = (after.bench_cpu_s - before.bench_cpu_s).max(0.0);
-        let machine = (after.machine_busy_s - before.machine_busy_s).max(0.0);
+        let machine = (after.machine.busy_s - before.machine.busy_s).max(0.0);
+        let steal = (after.machine.steal_s - before.machine.steal_s).max(0.0);
+        let database_cpu_s = (after.database_cpu_s - before.database_cpu_s).max(0.0);
         let missing = expected.saturating_sub(delivered);
         let malformed = tracker.malformed.load(Relaxed);
         let mut r = ScenarioResult {
@@ -208,7 +218,9 @@ impl Ctx {
             },
             server_peak_rss_mb: mb(after.server.peak_rss),
             bench_cpu_s: round2(bench_cpu_s),
-            other_cpu_s: round2((machine - server_cpu_s - bench_cpu_s).max(0.0)),
+            other_cpu_s: round2((machine - server_cpu_s - bench_cpu_s - database_cpu_s).max(0.0)),
+            steal_cpu_s: round2(steal),
+            database_cpu_s: round2(database_cpu_s),
             wall_s: round2(after.at.duration_since(before.at).as_secs_f64()),
             errors: publish.errors + missing + malformed,
             error_samples: publish.error_samples.clone(),
@@ -359,7 +371,7 @@ pub async fn ceiling(ctx: &Ctx) -> anyhow::Result<Ceiling> {
     let stats = ctx.closed("ceiling", &target, &tracker, 0..n).await;
     let after = snap(None);
     let bench = after.bench_cpu_s - before.bench_cpu_s;
-    let machine = after.machine_busy_s - before.machine_busy_s;
+    let machine = after.machine.busy_s - before.machine.busy_s;
     if stats.ok == 0 {
         bail!(
             "no POST to the receiver succeeded: {}",
@@ -374,6 +386,7 @@ pub async fn ceiling(ctx: &Ctx) -> anyhow::Result<Ceiling> {
         errors: stats.errors,
         bench_cpu_s: round2(bench),
         other_cpu_s: round2((machine - bench).max(0.0)),
+        steal_cpu_s: round2((after.machine.steal_s - before.machine.steal_s).max(0.0)),
         wall_s: round2(stats.elapsed().as_secs_f64()),
     })
 }
@@ -509,21 +522,23 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     let before = snap(Some(&s.server));
     let publish = ctx.closed(label, &target, &s.tracker, 0..n).await;
     let published = s.server.usage();
-    let claim_plan = if ctx.server_opts.database_url.is_none() {
-        let db = s.server.database();
-        match tokio::task::spawn_blocking(move || crate::store::sqlite::explain_claim(&db)).await {
-            Ok(Ok(lines)) => Some(lines),
-            Ok(Err(e)) => {
-                eprintln!("chime bench: could not explain the claim query: {e:#}");
-                None
-            }
-            Err(e) => {
-                eprintln!("chime bench: could not explain the claim query: {e}");
-                None
+    let claim_plan = match s.server.sqlite_database() {
+        Some(db) => {
+            match tokio::task::spawn_blocking(move || crate::store::sqlite::explain_claim(&db))
+                .await
+            {
+                Ok(Ok(lines)) => Some(lines),
+                Ok(Err(e)) => {
+                    eprintln!("chime bench: could not explain the claim query: {e:#}");
+                    None
+                }
+                Err(e) => {
+                    eprintln!("chime bench: could not explain the claim query: {e}");
+                    None
+                }
             }
         }
-    } else {
-        None
+        None => None,
     };
     let resumed = Instant::now();
     s.sink.resume();

@@ -78,13 +78,49 @@ pub fn usage_of(pid: &str) -> std::io::Result<Usage> {
     })
 }
 
-/// Busy CPU seconds of the whole machine (all cores), from `/proc/stat`.
-pub fn machine_busy_s() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+/// CPU seconds used by every `postgres` process (live backends, plus what exited backends left
+/// in their parent's children's time): the database's share when chime runs on PostgreSQL.
+pub fn postgres_cpu_s() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
+    let mut ticks = 0u64;
+    for entry in dir.filter_map(|e| e.ok()) {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // utime stime cutime cstime, fields 14–17 of the line (11–14 after the state).
+        ticks += f.get(10..14).map_or(0, |v| v.iter().sum());
+    }
+    ticks as f64 / clock_ticks()
+}
+
+/// CPU seconds of the whole machine (all cores) since boot, from `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    /// Busy time of every process and the kernel (user, nice, system, irq, softirq).
+    pub busy_s: f64,
+    /// Time the hypervisor ran something else while this guest wanted the CPU.
+    pub steal_s: f64,
+}
+
+pub fn machine_cpu() -> MachineCpu {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return MachineCpu::default();
+    };
     let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0.0;
+        return MachineCpu::default();
     };
     let v: Vec<u64> = line
         .split_whitespace()
@@ -92,8 +128,11 @@ pub fn machine_busy_s() -> f64 {
         .filter_map(|x| x.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
-    busy as f64 / clock_ticks()
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
+    MachineCpu {
+        busy_s: busy as f64 / clock_ticks(),
+        steal_s: v.get(7).copied().unwrap_or(0) as f64 / clock_ticks(),
+    }
 }
 
 /// A running `chime serve`.
@@ -103,6 +142,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     keep_data: bool,
+    /// The fresh PostgreSQL database of this server: (admin URL, database name).
+    pg_database: Option<(String, String)>,
 }
 
 static DIRS: AtomicU64 = AtomicU64::new(0);
@@ -123,6 +164,32 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with its database name replaced by `name` (query parameters kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let query = tail.find('?').map_or("", |i| &tail[i..]);
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+async fn pg_admin(url: &str, sql: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to PostgreSQL (--database-url)")?;
+    let conn = tokio::spawn(conn);
+    let result = client.batch_execute(sql).await;
+    drop(client);
+    let _ = conn.await;
+    result.with_context(|| format!("PostgreSQL: {sql}"))
+}
+
 impl Server {
     /// Starts a server on a fresh data directory and waits until it answers `/healthz`.
     pub async fn start(
@@ -138,8 +205,22 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--allow-targets", "127.0.0.0/8"])
             .arg("--data-dir")
             .arg(&data_dir);
+        // A fresh PostgreSQL database per server, as a fresh data directory for SQLite: made
+        // through the given URL's server, named after this run, dropped at stop.
+        let mut pg_database = None;
         if let Some(url) = &opts.database_url {
-            cmd.arg("--database-url").arg(url);
+            if is_postgres(url) {
+                let name = format!(
+                    "chime_bench_{}_{}",
+                    std::process::id(),
+                    DIRS.fetch_add(1, Ordering::Relaxed)
+                );
+                pg_admin(url, &format!("CREATE DATABASE {name}")).await?;
+                cmd.arg("--database-url").arg(with_database(url, &name));
+                pg_database = Some((url.clone(), name));
+            } else {
+                cmd.arg("--database-url").arg(url);
+            }
         }
         cmd.args(&opts.extra_args);
         // Only what the bench decides: no CHIME_* setting of the caller's shell leaks in.
@@ -205,6 +286,7 @@ impl Server {
             addr,
             data_dir,
             keep_data: opts.keep_data,
+            pg_database,
         };
         server.wait_healthy(client, deadline).await?;
         Ok(server)
@@ -232,8 +314,12 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    pub fn database(&self) -> PathBuf {
-        self.data_dir.join("chime.db")
+    /// The SQLite file, when the server uses the embedded store.
+    pub fn sqlite_database(&self) -> Option<PathBuf> {
+        match &self.pg_database {
+            Some(_) => None,
+            None => Some(self.data_dir.join("chime.db")),
+        }
     }
 
     pub fn usage(&self) -> Usage {
@@ -263,7 +349,32 @@ impl Server {
         }
         if !self.keep_data {
             let _ = std::fs::remove_dir_all(&self.data_dir);
+            if let Some((url, name)) = &self.pg_database {
+                pg_admin(url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_replaced_in_postgres_urls() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "b1"),
+            "postgres://postgres@127.0.0.1:5432/b1"
+        );
+        assert_eq!(
+            with_database("postgresql://u:p@h/db?sslmode=disable", "b2"),
+            "postgresql://u:p@h/b2?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "b3"), "postgres://u@h/b3");
+        assert_eq!(
+            with_database("postgres://u@h?x=1", "b4"),
+            "postgres://u@h/b4?x=1"
+        );
     }
 }

@@ -70,7 +70,7 @@ enum Health {
 
 enum Msg {
     /// Leased jobs from publishing, with the endpoint rows read in the same transaction.
-    Submit(Vec<Job>, Vec<Endpoint>),
+    Submit(Vec<Job>, Vec<Arc<Endpoint>>),
     /// An attempt's HTTP exchange ended: its endpoint has a free slot.
     Finished(Arc<str>, Health),
     /// The store holds unleased deliveries of this endpoint due at this time.
@@ -103,7 +103,7 @@ impl DispatchHandle {
     }
 
     /// Hands over deliveries that were just committed, leased with `lease()`.
-    pub fn submit(&self, jobs: Vec<Job>, endpoints: Vec<Endpoint>) {
+    pub fn submit(&self, jobs: Vec<Job>, endpoints: Vec<Arc<Endpoint>>) {
         if !jobs.is_empty() {
             let _ = self.tx.send(Msg::Submit(jobs, endpoints));
         }
@@ -171,6 +171,8 @@ impl Emitter {
 #[derive(Default)]
 struct Ep {
     target: Option<Arc<Target>>,
+    /// The row `target` was derived from on the publish path (see `Msg::Submit`).
+    row: Option<Arc<Endpoint>>,
     /// Leased jobs waiting for a slot, oldest first.
     queue: VecDeque<Job>,
     in_flight: u32,
@@ -316,8 +318,20 @@ impl Dispatcher {
             Msg::Submit(jobs, endpoints) => {
                 for row in endpoints {
                     let id: Arc<str> = Arc::from(row.id.as_str());
+                    // The store hands out the same row until the endpoint changes: only a
+                    // new row needs its target derived again (URL, keys, headers).
+                    if self
+                        .ep(&id)
+                        .row
+                        .as_ref()
+                        .is_some_and(|r| Arc::ptr_eq(r, &row))
+                    {
+                        continue;
+                    }
                     let target = self.target_of(&row);
-                    self.ep(&id).target = target;
+                    let ep = self.ep(&id);
+                    ep.target = target;
+                    ep.row = Some(row);
                 }
                 self.accept_submitted(jobs);
             }

@@ -231,7 +231,9 @@ pub struct Published {
     /// The deliveries as leased jobs, ready for the dispatcher; empty for a repeat.
     pub jobs: Vec<Job>,
     /// The endpoints the jobs go to, as read in the publishing transaction.
-    pub endpoints: Vec<Endpoint>,
+    /// Shared, so a backend can hand out the rows it caches and the dispatcher can tell an
+    /// unchanged row (the same `Arc`) without comparing it.
+    pub endpoints: Vec<Arc<Endpoint>>,
     /// Endpoints given new pending deliveries that were NOT leased (ordered endpoints, which
     /// are claimed in sequence): the dispatcher must be told they have due work.
     pub due_endpoints: Vec<String>,

@@ -950,7 +950,7 @@ impl Store for PostgresStore {
                     cycle_failures: 0,
                     lease_token: lease.token,
                 });
-                leased_endpoints.push(ep);
+                leased_endpoints.push(Arc::new(ep));
             } else if d.status == DeliveryStatus::Pending {
                 due_endpoints.push(ep.id);
             }

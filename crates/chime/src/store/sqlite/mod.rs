@@ -283,37 +283,45 @@ const PURGEABLE: &str = "SELECT e.seq FROM events e
        AND NOT EXISTS (SELECT 1 FROM deliveries d
                        WHERE d.event_id = e.id AND d.status = 'pending')";
 
+/// One tenant's endpoints as publishing needs them; `None` when there is no such tenant.
+type TenantEndpoints = Option<std::rc::Rc<Vec<Arc<Endpoint>>>>;
+
 thread_local! {
-    /// The writer thread's copy of each tenant's endpoints, for publishing: read and parsed
-    /// once, not once per event. Every endpoint write runs on the writer thread and clears it
-    /// (`forget_endpoints`), and so does a rolled-back batch.
-    static TENANT_ENDPOINTS: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Vec<Endpoint>>>> =
+    /// The writer thread's copy of each tenant's endpoints (`None`: no such tenant), for
+    /// publishing: read and parsed once, not once per event. Every tenant or endpoint write
+    /// runs on the writer thread and clears it (`forget_endpoints`), as does a rolled-back batch.
+    static TENANT_ENDPOINTS: std::cell::RefCell<std::collections::HashMap<String, TenantEndpoints>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-fn tenant_endpoints(conn: &Connection, tenant_id: &str) -> Result<std::rc::Rc<Vec<Endpoint>>> {
+/// A tenant's endpoints, or `None` if the tenant does not exist.
+fn tenant_endpoints(conn: &Connection, tenant_id: &str) -> Result<TenantEndpoints> {
     if let Some(hit) = TENANT_ENDPOINTS.with(|c| c.borrow().get(tenant_id).cloned()) {
         return Ok(hit);
     }
-    let rows: Vec<Endpoint> = collect(
-        conn.prepare_cached(&format!(
-            "SELECT {ENDPOINT_COLS} FROM endpoints WHERE tenant_id = ?1 ORDER BY seq"
-        ))?,
-        [tenant_id],
-        endpoint_row,
-    )?
-    .into_iter()
-    .map(|(e, _)| e)
-    .collect();
-    let rows = std::rc::Rc::new(rows);
+    let found = if tenant_exists(conn, tenant_id)? {
+        let rows: Vec<Arc<Endpoint>> = collect(
+            conn.prepare_cached(&format!(
+                "SELECT {ENDPOINT_COLS} FROM endpoints WHERE tenant_id = ?1 ORDER BY seq"
+            ))?,
+            [tenant_id],
+            endpoint_row,
+        )?
+        .into_iter()
+        .map(|(e, _)| Arc::new(e))
+        .collect();
+        Some(std::rc::Rc::new(rows))
+    } else {
+        None
+    };
     TENANT_ENDPOINTS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() > 10_000 {
             c.clear();
         }
-        c.insert(tenant_id.to_owned(), rows.clone());
+        c.insert(tenant_id.to_owned(), found.clone());
     });
-    Ok(rows)
+    Ok(found)
 }
 
 /// Drops the writer thread's endpoint cache; called by every write that changes endpoints.
@@ -389,11 +397,11 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
             });
         }
     }
-    if !tenant_exists(conn, &ev.tenant_id)? {
+    let Some(all) = tenant_endpoints(conn, &ev.tenant_id)? else {
         return Err(StoreError::NotFound);
-    }
+    };
     let mut envelope = None;
-    let endpoints: Vec<Endpoint> = tenant_endpoints(conn, &ev.tenant_id)?
+    let endpoints: Vec<Arc<Endpoint>> = all
         .iter()
         .filter(|e| {
             crate::model::subscribed(
@@ -472,7 +480,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
             });
             leased_endpoints.push(ep);
         } else if status == DeliveryStatus::Pending {
-            due_endpoints.push(ep.id);
+            due_endpoints.push(ep.id.clone());
         }
     }
     Ok(Published {
@@ -766,6 +774,7 @@ impl Store for SqliteStore {
     async fn create_tenant(&self, t: Tenant) -> Result<()> {
         self.writer
             .write(move |c| {
+                forget_endpoints();
                 if tenant_exists(c, &t.id)? {
                     return Err(StoreError::Conflict(format!(
                         "tenant {:?} already exists",
