@@ -37,7 +37,6 @@ async fn system_events(server: &TestServer, name: &str) -> Vec<Value> {
     b["data"].as_array().unwrap().clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_on_429_delays_the_next_attempt() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -62,7 +61,6 @@ async fn retry_after_on_429_delays_the_next_attempt() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_410_disables_the_endpoint_and_says_so() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -104,7 +102,6 @@ async fn gone_410_disables_the_endpoint_and_says_so() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_endpoint_is_probed_and_its_deliveries_keep_their_retries() {
     let dir = tempdir();
     let opts = Opts {
@@ -163,7 +160,6 @@ async fn failing_endpoint_is_probed_and_its_deliveries_keep_their_retries() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_failing_too_long_is_disabled() {
     let dir = tempdir();
     let opts = Opts {
@@ -199,7 +195,6 @@ async fn endpoint_failing_too_long_is_disabled() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_spaces_attempts() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -224,7 +219,6 @@ async fn rate_limit_spaces_attempts() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_endpoint_delivers_in_acceptance_order_through_retries_and_restarts() {
     let dir = tempdir();
     let opts = Opts {
@@ -266,7 +260,6 @@ async fn ordered_endpoint_delivers_in_acceptance_order_through_retries_and_resta
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_endpoint_shows_its_blocking_head_which_can_be_skipped() {
     let dir = tempdir();
     let opts = Opts {
@@ -323,7 +316,6 @@ async fn ordered_endpoint_shows_its_blocking_head_which_can_be_skipped() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ed25519_endpoints_sign_with_v1a_verifiable_by_public_key() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -363,7 +355,6 @@ async fn ed25519_endpoints_sign_with_v1a_verifiable_by_public_key() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_headers_and_payload_filters() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -410,7 +401,6 @@ async fn custom_headers_and_payload_filters() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_endpoint_does_not_hold_up_a_healthy_one() {
     let dir = tempdir();
     // Long enough that no held request times out (and is retried) during the test.
@@ -452,7 +442,6 @@ async fn a_slow_endpoint_does_not_hold_up_a_healthy_one() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_deliveries_are_announced_and_replayed_with_the_same_webhook_id() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -502,7 +491,6 @@ async fn exhausted_deliveries_are_announced_and_replayed_with_the_same_webhook_i
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_type_schemas_validate_published_data() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -626,3 +614,19 @@ async fn retention_purges_old_payloads_and_says_so() {
     assert!(b["detail"].as_str().unwrap().contains("retention"));
     server.stop().await;
 }
+
+// Every case on SQLite and on PostgreSQL (retention above opens the SQLite file itself).
+on_both_backends!(
+    retry_after_on_429_delays_the_next_attempt,
+    gone_410_disables_the_endpoint_and_says_so,
+    failing_endpoint_is_probed_and_its_deliveries_keep_their_retries,
+    endpoint_failing_too_long_is_disabled,
+    rate_limit_spaces_attempts,
+    ordered_endpoint_delivers_in_acceptance_order_through_retries_and_restarts,
+    ordered_endpoint_shows_its_blocking_head_which_can_be_skipped,
+    ed25519_endpoints_sign_with_v1a_verifiable_by_public_key,
+    custom_headers_and_payload_filters,
+    a_slow_endpoint_does_not_hold_up_a_healthy_one,
+    exhausted_deliveries_are_announced_and_replayed_with_the_same_webhook_id,
+    event_type_schemas_validate_published_data,
+);
