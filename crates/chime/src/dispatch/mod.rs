@@ -191,8 +191,84 @@ struct Ep {
     tokens_at: Option<Instant>,
 }
 
+/// What follows once an attempt's record is committed.
+struct AfterRecord {
+    endpoint: Arc<str>,
+    delivery_id: String,
+    tenant_id: String,
+    retry_at: Option<Millis>,
+    ordered: bool,
+    /// The `chime.delivery.exhausted` event's data, when the schedule is used up.
+    exhausted: Option<serde_json::Value>,
+}
+
+type RecordRequest = (
+    crate::store::Outcome,
+    AfterRecord,
+    tokio::sync::oneshot::Sender<()>,
+);
+
+/// Records finished attempts in batches: every outcome that arrives while one batch is being
+/// written goes into the next, as one store call (one writer job, one statement loop) instead
+/// of one call each.
+fn spawn_recorder(
+    store: Arc<dyn Store>,
+    tx: mpsc::UnboundedSender<Msg>,
+    emitter: Emitter,
+) -> mpsc::UnboundedSender<RecordRequest> {
+    let (requests, mut rx) = mpsc::unbounded_channel::<RecordRequest>();
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < 512 {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let (outcomes, rest): (Vec<_>, Vec<_>) =
+                batch.drain(..).map(|(o, a, d)| (o, (a, d))).unzip();
+            let applied = match store.record(outcomes).await {
+                Ok(applied) => applied,
+                Err(e) => {
+                    tracing::error!(error = %e, count = rest.len(), "could not record attempts; those deliveries will be retried");
+                    vec![false; rest.len()]
+                }
+            };
+            for ((after, done), ok) in rest.into_iter().zip(applied) {
+                if ok {
+                    follow_up(&tx, &emitter, after);
+                } else {
+                    tracing::info!(delivery = %after.delivery_id, "attempt not recorded: the delivery's lease was lost, it was removed, or the store failed");
+                }
+                let _ = done.send(());
+            }
+        }
+    });
+    requests
+}
+
+fn follow_up(tx: &mpsc::UnboundedSender<Msg>, emitter: &Emitter, after: AfterRecord) {
+    if let Some(at) = after.retry_at {
+        let _ = tx.send(Msg::Due(after.endpoint.clone(), at));
+    }
+    if after.ordered {
+        // The head moved on (or is scheduled): the next claim may proceed.
+        let _ = tx.send(Msg::Due(after.endpoint.clone(), now_millis()));
+    }
+    if let Some(data) = after.exhausted {
+        tracing::warn!(delivery = %after.delivery_id, endpoint = %after.endpoint, "delivery failed: retries exhausted");
+        // The system tenant's own failures are not announced again (no loops).
+        if after.tenant_id != SYSTEM_TENANT {
+            emitter.emit("chime.delivery.exhausted", data);
+        }
+    }
+}
+
 pub struct Dispatcher {
     store: Arc<dyn Store>,
+    recorder: mpsc::UnboundedSender<RecordRequest>,
     client: DeliveryClient,
     cfg: DispatchConfig,
     tx: mpsc::UnboundedSender<Msg>,
@@ -230,7 +306,9 @@ impl Dispatcher {
             owner: owner.clone(),
             lease: cfg.lease,
         };
+        let recorder = spawn_recorder(store.clone(), tx.clone(), emitter.clone());
         let d = Self {
+            recorder,
             store,
             client,
             cfg,
@@ -791,9 +869,8 @@ impl Dispatcher {
 
     fn start(&self, job: Job, target: Arc<Target>) {
         let client = self.client.clone();
-        let store = self.store.clone();
+        let recorder = self.recorder.clone();
         let tx = self.tx.clone();
-        let emitter = self.emitter.clone();
         let schedule = self.cfg.retry_schedule.clone();
         let max_retry_after = self.cfg.max_retry_after;
         let abandon = self.abandon.clone();
@@ -831,29 +908,19 @@ impl Dispatcher {
                     "last_error_kind": outcome.attempt.error_kind,
                 })
             });
-            match store.record(vec![outcome]).await {
-                Ok(applied) if applied.first() == Some(&true) => {
-                    if let Some(at) = retry_at {
-                        let _ = tx.send(Msg::Due(endpoint.clone(), at));
-                    }
-                    if target.ordered {
-                        // The head moved on (or is scheduled): the next claim may proceed.
-                        let _ = tx.send(Msg::Due(endpoint.clone(), now_millis()));
-                    }
-                    if let Some(data) = exhausted {
-                        tracing::warn!(delivery = %job.delivery_id, endpoint = %endpoint, "delivery failed: retries exhausted");
-                        // The system tenant's own failures are not announced again (no loops).
-                        if job.tenant_id != SYSTEM_TENANT {
-                            emitter.emit("chime.delivery.exhausted", data);
-                        }
-                    }
-                }
-                Ok(_) => {
-                    tracing::info!(delivery = %job.delivery_id, "attempt not recorded: the delivery's lease was lost or it was removed");
-                }
-                Err(e) => {
-                    tracing::error!(delivery = %job.delivery_id, error = %e, "could not record an attempt; the delivery will be retried");
-                }
+            let after = AfterRecord {
+                endpoint,
+                delivery_id: job.delivery_id,
+                tenant_id: job.tenant_id,
+                retry_at,
+                ordered: target.ordered,
+                exhausted,
+            };
+            // Wait for the commit, so a graceful shutdown (which waits for this task) records
+            // every attempt that finished.
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            if recorder.send((outcome, after, done_tx)).is_ok() {
+                let _ = done_rx.await;
             }
         });
     }
