@@ -192,13 +192,19 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
     let throughput = scenario(r, "throughput");
     if let (Some(t), Some(c)) = (throughput, &r.ceiling) {
         let ratio = t.delivered_per_s / c.posts_per_s.max(f64::MIN_POSITIVE);
+        // The bar for PostgreSQL (one node, local server) is half the embedded one.
+        let (label, bar) = if r.store == "postgresql" {
+            ("throughput (PostgreSQL): delivered/s >= 0.15 x ceiling", 0.15)
+        } else {
+            ("throughput: delivered/s >= 0.30 x ceiling", 0.30)
+        };
         push(
-            "throughput: delivered/s >= 0.30 x ceiling",
+            label,
             format!(
                 "{:.0}/s = {ratio:.2} x {:.0}/s",
                 t.delivered_per_s, c.posts_per_s
             ),
-            ratio >= 0.30,
+            ratio >= bar,
         );
     }
     if let Some(b) = scenario(r, "backlog") {
