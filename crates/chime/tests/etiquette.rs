@@ -25,6 +25,17 @@ async fn endpoint_with(server: &TestServer, tenant: &str, body: Value) -> Value 
     b
 }
 
+/// Waits until chime has disabled the endpoint, and returns it as the API shows it.
+async fn wait_disabled(server: &TestServer, tenant: &str, ep: &str) -> Value {
+    let path = format!("/v1/tenants/{tenant}/endpoints/{ep}");
+    eventually(Duration::from_secs(10), || async {
+        let (_, e) = server.admin("GET", &path, None).await;
+        (e["enabled"] == false).then_some(e)
+    })
+    .await
+    .expect("the endpoint was disabled")
+}
+
 async fn system_events(server: &TestServer, name: &str) -> Vec<Value> {
     let (s, b) = server
         .admin(
@@ -71,14 +82,7 @@ async fn gone_410_disables_the_endpoint_and_says_so() {
         .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
         .await;
     server.publish("acme", "ping", json!(1)).await;
-    let disabled = eventually(Duration::from_secs(10), || async {
-        let (_, e) = server
-            .admin("GET", &format!("/v1/tenants/acme/endpoints/{ep}"), None)
-            .await;
-        (e["enabled"] == false).then_some(e)
-    })
-    .await
-    .expect("the endpoint was disabled");
+    let disabled = wait_disabled(&server, "acme", &ep).await;
     assert!(
         disabled["disabled_reason"]
             .as_str()
@@ -177,14 +181,7 @@ async fn endpoint_failing_too_long_is_disabled() {
         .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
         .await;
     server.publish("acme", "ping", json!(1)).await;
-    let e = eventually(Duration::from_secs(10), || async {
-        let (_, e) = server
-            .admin("GET", &format!("/v1/tenants/acme/endpoints/{ep}"), None)
-            .await;
-        (e["enabled"] == false).then_some(e)
-    })
-    .await
-    .expect("auto-disabled");
+    let e = wait_disabled(&server, "acme", &ep).await;
     assert!(
         e["disabled_reason"]
             .as_str()

@@ -194,7 +194,10 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
         let ratio = t.delivered_per_s / c.posts_per_s.max(f64::MIN_POSITIVE);
         // The bar for PostgreSQL (one node, local server) is half the embedded one.
         let (label, bar) = if r.store == "postgresql" {
-            ("throughput (PostgreSQL): delivered/s >= 0.15 x ceiling", 0.15)
+            (
+                "throughput (PostgreSQL): delivered/s >= 0.15 x ceiling",
+                0.15,
+            )
         } else {
             ("throughput: delivered/s >= 0.30 x ceiling", 0.30)
         };
