@@ -229,13 +229,7 @@ fn spawn_recorder(
             }
             let (outcomes, rest): (Vec<_>, Vec<_>) =
                 batch.drain(..).map(|(o, a, d)| (o, (a, d))).unzip();
-            let applied = match store.record(outcomes).await {
-                Ok(applied) => applied,
-                Err(e) => {
-                    tracing::error!(error = %e, count = rest.len(), "could not record attempts; those deliveries will be retried");
-                    vec![false; rest.len()]
-                }
-            };
+            let applied = record_with_retries(store.as_ref(), outcomes).await;
             for ((after, done), ok) in rest.into_iter().zip(applied) {
                 if ok {
                     follow_up(&tx, &emitter, after);
@@ -247,6 +241,28 @@ fn spawn_recorder(
         }
     });
     requests
+}
+
+/// Records a batch, retrying a failing store a few times: a record that is given up leaves
+/// its deliveries to be sent again when their leases expire (a duplicate the receiver sees),
+/// so a passing database hiccup is better waited out here.
+async fn record_with_retries(store: &dyn Store, outcomes: Vec<crate::store::Outcome>) -> Vec<bool> {
+    let count = outcomes.len();
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=5 {
+        match store.record(outcomes.clone()).await {
+            Ok(applied) => return applied,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %e, count, attempt, "recording attempts failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, count, "could not record attempts; those deliveries will be sent again when their leases expire");
+            }
+        }
+    }
+    vec![false; count]
 }
 
 fn follow_up(tx: &mpsc::UnboundedSender<Msg>, emitter: &Emitter, after: AfterRecord) {
