@@ -6,10 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult, Code};
-use super::extract::{JsonBody, PageParams, Principal, Query};
+use super::extract::{JsonBody, PageParams, Principal, Query, checked_description, nullable};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{
     Subscription, compile_filter, format_time, ip_literal, new_id, now_millis, parse_endpoint_url,
@@ -33,16 +33,8 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-const MAX_DESCRIPTION: usize = 1024;
 const MAX_HEADERS: usize = 20;
 const MAX_HEADER_VALUE: usize = 1024;
-
-/// Present-but-null (`"filter": null`, clear it) and absent (leave it) differ in a PATCH.
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,15 +159,6 @@ fn checked_events(events: Option<Vec<String>>) -> ApiResult<Vec<String>> {
         None => Subscription::all(),
     };
     Ok(sub.to_texts())
-}
-
-fn checked_description(d: Option<String>) -> ApiResult<Option<String>> {
-    match d {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::invalid(format!(
-            "description must be at most {MAX_DESCRIPTION} characters"
-        ))),
-        other => Ok(other),
-    }
 }
 
 /// Headers chime sets itself or that belong to the connection are not the endpoint's to set.

@@ -5,10 +5,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonBody, PageParams, Principal, Query};
+use super::extract::{JsonBody, PageParams, Principal, Query, checked_description, nullable};
 use super::{AppState, ListOut};
 use crate::model::{format_time, now_millis, parse_event_name};
 use crate::store::{EventType, StoreError};
@@ -23,13 +23,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 const MAX_SCHEMA_BYTES: usize = 64 * 1024;
-const MAX_DESCRIPTION: usize = 1024;
-
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,15 +75,6 @@ fn checked_schema(schema: Option<serde_json::Value>) -> ApiResult<Option<String>
     crate::catalog::compile(&schema)
         .map_err(|e| ApiError::invalid(format!("schema is not a valid JSON Schema: {e}")))?;
     Ok(Some(text))
-}
-
-fn checked_description(d: Option<String>) -> ApiResult<Option<String>> {
-    match d {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::invalid(format!(
-            "description must be at most {MAX_DESCRIPTION} characters"
-        ))),
-        other => Ok(other),
-    }
 }
 
 fn not_found(e: StoreError) -> ApiError {

@@ -159,3 +159,23 @@ impl PageParams {
         Ok(Page { limit, cursor })
     }
 }
+
+/// For PATCH bodies: a field present as `null` (clear it) and an absent field (leave it)
+/// differ. Use with `#[serde(default, deserialize_with = "nullable")]` on `Option<Option<T>>`.
+pub fn nullable<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Longest description of an endpoint or an event type, in characters.
+pub const MAX_DESCRIPTION: usize = 1024;
+
+pub fn checked_description(d: Option<String>) -> Result<Option<String>, ApiError> {
+    match d {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::invalid(format!(
+            "description must be at most {MAX_DESCRIPTION} characters"
+        ))),
+        other => Ok(other),
+    }
+}

@@ -754,11 +754,6 @@ impl Dispatcher {
 
     fn maybe_claim(&mut self, id: &Arc<str>) {
         let now = now_millis();
-        let lease = Lease {
-            owner: self.owner.clone(),
-            token: rand::random::<i64>(),
-            duration: self.cfg.lease,
-        };
         let bound = {
             let Some(ep) = self.endpoints.get(id) else {
                 return;
@@ -788,6 +783,12 @@ impl Dispatcher {
             (bound - held) as u32
         };
         ep.claiming = true;
+        // Built only when a claim really goes out: this runs after every started attempt.
+        let lease = Lease {
+            owner: self.owner.clone(),
+            token: rand::random::<i64>(),
+            duration: self.cfg.lease,
+        };
         let store = self.store.clone();
         let tx = self.tx.clone();
         let id = id.clone();
