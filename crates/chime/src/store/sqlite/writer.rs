@@ -2,6 +2,18 @@
 //! transaction and one fsync (group commit). Callers are answered only after the commit is
 //! durable.
 //!
+//! Durability is pipelined: the writer connection commits with `synchronous = NORMAL` (the
+//! commit is in the WAL, in the page cache, not yet on disk) and hands the batch's replies to
+//! a syncer thread, which `fdatasync`s the WAL file and only then answers them. Meanwhile the
+//! writer already applies the next writes in a new transaction, which it commits when that
+//! flush is done: the disk flush and the next batch's work overlap instead of alternating,
+//! and there is one commit per flush (each commit writes whole pages to the WAL, so fewer,
+//! larger commits write far less). A reply
+//! therefore still means "on disk"; what changes is that other connections may *read* a
+//! committed batch a fraction of a millisecond before it is flushed (nothing acts on such a
+//! read without a write of its own, which waits for its flush). SQLite itself syncs the WAL
+//! before every checkpoint copies it into the database, as in `synchronous = FULL`.
+//!
 //! Writes do not get a savepoint each: savepoints make SQLite copy every page a write touches
 //! into a statement journal, which a profile showed to be a large share of the writer's work.
 //! Instead a write that fails before changing anything (the usual case: a check such as "no
@@ -9,6 +21,9 @@
 //! changing rows would leave part of itself behind, so it poisons the batch: the whole
 //! transaction is rolled back and every write in it is answered with an error. (SQLite itself
 //! undoes a failed statement's partial effects.)
+
+use std::fs::File;
+use std::sync::mpsc as std_mpsc;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -29,12 +44,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread that owns `conn`. It stops when every `Writer` handle is dropped.
-    pub fn spawn(conn: Connection) -> (Self, std::thread::JoinHandle<()>) {
+    /// Starts the thread that owns `conn` (which must be in WAL mode with `synchronous =
+    /// NORMAL`) and the syncer that flushes `wal` (its WAL file, kept open). They stop when
+    /// every `Writer` handle is dropped.
+    pub fn spawn(conn: Connection, wal: File) -> (Self, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<WriteJob>(8192);
+        // At most one batch is being flushed at a time (see `run`).
+        let (sync_tx, sync_rx) = std_mpsc::sync_channel::<Vec<Reply>>(1);
+        let (flushed_tx, flushed_rx) = std_mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("chime-sqlite-sync".into())
+            .spawn(move || sync(wal, sync_rx, flushed_tx))
+            .expect("spawn syncer thread");
         let handle = std::thread::Builder::new()
             .name("chime-sqlite-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, sync_tx, flushed_rx))
             .expect("spawn writer thread");
         (Self { tx }, handle)
     }
@@ -70,34 +94,56 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<WriteJob>,
+    sync_tx: std_mpsc::SyncSender<Vec<Reply>>,
+    flushed_rx: std_mpsc::Receiver<()>,
+) {
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
+    // A committed batch is with the syncer and its flush has not finished.
+    let mut flushing = false;
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
         let began = conn
             .prepare_cached("BEGIN IMMEDIATE")
             .and_then(|mut s| s.execute([]));
         if let Err(e) = began {
-            // Without a transaction nothing can be applied safely: refuse the whole batch.
+            // Without a transaction nothing can be applied safely: refuse what is queued.
             tracing::error!(error = %e, "could not begin a write transaction");
-            for job in batch.drain(..) {
+            let (reply, _) = job_without_connection(first, &conn);
+            reply(false);
+            while let Ok(job) = rx.try_recv() {
                 let (reply, _) = job_without_connection(job, &conn);
                 reply(false);
             }
             continue;
         }
         let mut poisoned = false;
-        for job in batch.drain(..) {
+        let mut apply = |job: WriteJob, replies: &mut Vec<Reply>| {
             let (reply, bad) = job(&conn);
             poisoned |= bad;
             replies.push(reply);
+        };
+        apply(first, &mut replies);
+        // Keep applying writes to the open transaction while the disk is busy with the
+        // previous batch: one commit per flush, so batches grow with the load and the work
+        // of one batch overlaps the flush of the one before.
+        loop {
+            while replies.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => apply(job, &mut replies),
+                    Err(_) => break,
+                }
+            }
+            if !flushing || replies.len() >= MAX_BATCH {
+                break;
+            }
+            let _ = flushed_rx.recv();
+            flushing = false;
+        }
+        if flushing {
+            let _ = flushed_rx.recv();
+            flushing = false;
         }
         let committed = if poisoned {
             tracing::warn!("a write failed part-way; its whole batch is rolled back");
@@ -118,9 +164,42 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
                 }
             }
         };
-        for reply in replies.drain(..) {
-            reply(committed);
+        if committed {
+            // Answered by the syncer once the WAL is on disk.
+            let batch = std::mem::replace(&mut replies, Vec::with_capacity(MAX_BATCH));
+            match sync_tx.send(batch) {
+                Ok(()) => flushing = true,
+                Err(std_mpsc::SendError(batch)) => {
+                    for reply in batch {
+                        reply(false);
+                    }
+                }
+            }
+        } else {
+            for reply in replies.drain(..) {
+                reply(false);
+            }
         }
+    }
+}
+
+/// The syncer thread: flushes the WAL after each committed batch, answers the batch's
+/// callers, then tells the writer the disk is free.
+fn sync(wal: File, rx: std_mpsc::Receiver<Vec<Reply>>, flushed_tx: std_mpsc::SyncSender<()>) {
+    while let Ok(batch) = rx.recv() {
+        let flushed = match wal.sync_data() {
+            Ok(()) => true,
+            Err(e) => {
+                // The kernel may have dropped the dirty pages: these writes are not known to
+                // be on disk, so their callers get an error rather than a false promise.
+                tracing::error!(error = %e, "flushing the SQLite WAL failed");
+                false
+            }
+        };
+        for reply in batch {
+            reply(flushed);
+        }
+        let _ = flushed_tx.send(());
     }
 }
 
