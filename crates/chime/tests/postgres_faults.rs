@@ -730,6 +730,7 @@ async fn lease_expiry_uses_the_database_clock() {
         owner: Arc::from("honest-node"),
         token: 1,
         duration: lease_for,
+        admission: None,
     };
     s.publish(
         NewEvent {
@@ -766,6 +767,7 @@ async fn lease_expiry_uses_the_database_clock() {
         owner: Arc::from("node-a-day-ahead"),
         token: 2,
         duration: Duration::from_secs(60),
+        admission: None,
     };
     let a_day_ahead = chime::model::now_millis() + 86_400_000;
     let c = s

@@ -58,6 +58,7 @@ fn lease(owner: &str, token: i64, duration_ms: u64) -> Lease {
         owner: Arc::from(owner),
         token,
         duration: std::time::Duration::from_millis(duration_ms),
+        admission: None,
     }
 }
 

@@ -41,7 +41,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::model::{Millis, SYSTEM_TENANT, format_time, new_id, now_millis};
-use crate::store::{Claimed, DeliveryStatus, Endpoint, HealthChange, Job, Lease, NewEvent, Store};
+use crate::store::{
+    Admission, Claimed, DeliveryStatus, Endpoint, HealthChange, Job, Lease, NewEvent, Store,
+};
 use http::{DeliveryClient, Signer, Target};
 
 /// The dispatcher's settings (a slice of `Config`).
@@ -90,6 +92,7 @@ pub struct DispatchHandle {
     tx: mpsc::UnboundedSender<Msg>,
     owner: Arc<str>,
     lease: Duration,
+    admission: Arc<Admission>,
 }
 
 impl DispatchHandle {
@@ -99,6 +102,7 @@ impl DispatchHandle {
             owner: self.owner.clone(),
             token: rand::random::<i64>(),
             duration: self.lease,
+            admission: Some(self.admission.clone()),
         }
     }
 
@@ -147,6 +151,7 @@ impl Emitter {
                 owner: this.owner.clone(),
                 token: rand::random::<i64>(),
                 duration: this.lease,
+                admission: None,
             };
             match this.store.publish(event, lease).await {
                 Ok(published) => {
@@ -189,6 +194,8 @@ struct Ep {
     /// Rate limit: tokens available and when they were last refilled.
     tokens: f64,
     tokens_at: Option<Instant>,
+    /// Published in `Dispatcher::admission`: new deliveries should wait in the store.
+    saturated: bool,
 }
 
 /// What follows once an attempt's record is committed.
@@ -301,6 +308,8 @@ pub struct Dispatcher {
     tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: abandons attempts still running.
     abandon: CancellationToken,
+    /// Tells publishing which endpoints have no room in memory (see `update_admission`).
+    admission: Arc<Admission>,
 }
 
 impl Dispatcher {
@@ -311,10 +320,12 @@ impl Dispatcher {
     ) -> (Self, DispatchHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let owner: Arc<str> = Arc::from(new_id("node").as_str());
+        let admission = Arc::new(Admission::default());
         let handle = DispatchHandle {
             tx: tx.clone(),
             owner: owner.clone(),
             lease: cfg.lease,
+            admission: admission.clone(),
         };
         let emitter = Emitter {
             store: store.clone(),
@@ -339,6 +350,7 @@ impl Dispatcher {
             nodes: 1,
             tracker: TaskTracker::new(),
             abandon: CancellationToken::new(),
+            admission,
         };
         (d, handle)
     }
@@ -349,6 +361,30 @@ impl Dispatcher {
     fn queue_bound(&self, target: Option<&Target>) -> usize {
         let cap = target.map_or(self.cfg.endpoint_concurrency, |t| t.max_in_flight);
         cap as usize * 8
+    }
+
+    /// Tells publishing whether to hand this endpoint's new deliveries over in memory: not
+    /// when they would only overflow (`accept_submitted` would release them again, a second
+    /// write per delivery) or when older work of the endpoint waits in the store. A backlog
+    /// then costs one insert per delivery and one claim per batch.
+    fn update_admission(&mut self, id: &Arc<str>) {
+        if !self.endpoints.contains_key(id) {
+            return;
+        }
+        let now = now_millis();
+        let bound = {
+            let target = self.ep(id).target.clone();
+            self.queue_bound(target.as_deref())
+        };
+        let ep = self.ep(id);
+        let saturated = ep.stored_due.is_some_and(|d| d <= now)
+            || ep.probe_at.is_some()
+            || ep.target.as_ref().is_some_and(|t| !t.enabled)
+            || ep.queue.len() + ep.in_flight as usize >= bound;
+        if saturated != ep.saturated {
+            ep.saturated = saturated;
+            self.admission.set(id, saturated);
+        }
     }
 
     /// Runs until `shutdown`, then lets in-flight attempts finish within the grace period and
@@ -429,8 +465,14 @@ impl Dispatcher {
                 }
                 self.accept_submitted(jobs);
             }
-            Msg::Finished(id, health) => self.finished(&id, health),
-            Msg::Due(id, at) => self.set_due(&id, at),
+            Msg::Finished(id, health) => {
+                self.finished(&id, health);
+                self.update_admission(&id);
+            }
+            Msg::Due(id, at) => {
+                self.set_due(&id, at);
+                self.update_admission(&id);
+            }
             Msg::Claimed(id, result) => {
                 let target = match &result {
                     Ok(claimed) => claimed.endpoint.as_ref().and_then(|r| self.target_of(r)),
@@ -460,6 +502,7 @@ impl Dispatcher {
                         self.set_due(&id, retry_at);
                     }
                 }
+                self.update_admission(&id);
             }
             Msg::EndpointChanged(id) => self.load_target(&id),
             Msg::TargetLoaded(id, row) => {
@@ -487,10 +530,13 @@ impl Dispatcher {
                         }
                     }
                 }
+                self.update_admission(&id);
             }
             Msg::Summary(rows) => {
                 for (id, at) in rows {
-                    self.set_due(&Arc::from(id.as_str()), at);
+                    let id = Arc::from(id.as_str());
+                    self.set_due(&id, at);
+                    self.update_admission(&id);
                 }
             }
             Msg::Nodes(n) => {
@@ -512,6 +558,7 @@ impl Dispatcher {
     /// Drops an endpoint that no longer exists; attempts still in flight finish on their own
     /// (their records are fenced out, since the rows are gone).
     fn forget(&mut self, id: &Arc<str>) {
+        self.admission.set(id, false);
         if let Some(ep) = self.endpoints.get_mut(id) {
             if ep.in_flight == 0 {
                 self.endpoints.remove(id);
@@ -664,6 +711,7 @@ impl Dispatcher {
         let now = now_millis();
         let mut overflow: Vec<(String, i64)> = Vec::new();
         let mut overflowed: Vec<Arc<str>> = Vec::new();
+        let mut touched: Vec<Arc<str>> = Vec::new();
         for job in jobs {
             let id = job.endpoint_id.clone();
             let bound = {
@@ -680,12 +728,18 @@ impl Dispatcher {
             if older_due || blocked || held >= bound {
                 overflow.push((job.delivery_id, job.lease_token));
                 if overflowed.last() != Some(&id) {
-                    overflowed.push(id);
+                    overflowed.push(id.clone());
                 }
             } else {
                 ep.queue.push_back(job);
                 self.mark_ready(&id);
             }
+            if touched.last() != Some(&id) {
+                touched.push(id);
+            }
+        }
+        for id in &touched {
+            self.update_admission(id);
         }
         if !overflow.is_empty() {
             let store = self.store.clone();
@@ -788,6 +842,7 @@ impl Dispatcher {
             owner: self.owner.clone(),
             token: rand::random::<i64>(),
             duration: self.cfg.lease,
+            admission: None,
         };
         let store = self.store.clone();
         let tx = self.tx.clone();

@@ -208,6 +208,44 @@ pub struct Lease {
     pub owner: Arc<str>,
     pub token: i64,
     pub duration: std::time::Duration,
+    /// On publish: which endpoints the dispatcher has room for in memory. Deliveries to the
+    /// others are stored unleased (claimed later), not leased and then released at once.
+    /// `None` leases every delivery.
+    pub admission: Option<Arc<Admission>>,
+}
+
+impl Lease {
+    /// Whether a delivery just published to `endpoint_id` should be leased and handed over.
+    pub fn admits(&self, endpoint_id: &str) -> bool {
+        self.admission
+            .as_ref()
+            .is_none_or(|a| a.admits(endpoint_id))
+    }
+}
+
+/// The endpoints a dispatcher cannot take new work for in memory right now: its queue is
+/// full, older work of theirs waits in the store, or they are failing or disabled. Kept by
+/// the dispatcher, read by publishing. Only a hint: a stale answer costs a lease released
+/// or a claim made, never a delivery.
+#[derive(Debug, Default)]
+pub struct Admission {
+    saturated: std::sync::RwLock<std::collections::HashSet<Arc<str>>>,
+}
+
+impl Admission {
+    pub fn admits(&self, endpoint_id: &str) -> bool {
+        !self.saturated.read().is_ok_and(|s| s.contains(endpoint_id))
+    }
+
+    pub fn set(&self, endpoint_id: &Arc<str>, saturated: bool) {
+        if let Ok(mut s) = self.saturated.write() {
+            if saturated {
+                s.insert(endpoint_id.clone());
+            } else {
+                s.remove(endpoint_id);
+            }
+        }
+    }
 }
 
 /// One delivery reserved for this node, with everything needed to attempt it.

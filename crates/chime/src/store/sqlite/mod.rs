@@ -453,13 +453,14 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
     for ep in endpoints {
         let id = new_id("dlv");
         // Disabled: recorded as skipped, replayable later. Ordered: left unleased, so the
-        // dispatcher claims it in sequence order. Otherwise leased and handed over in memory.
+        // dispatcher claims it in sequence order. Otherwise leased and handed over in memory,
+        // unless the dispatcher has no room for the endpoint: then it waits in the store.
         let (status, leased) = if !ep.enabled {
             (DeliveryStatus::Skipped, false)
         } else if ep.settings.ordered {
             (DeliveryStatus::Pending, false)
         } else {
-            (DeliveryStatus::Pending, true)
+            (DeliveryStatus::Pending, lease.admits(&ep.id))
         };
         let next = (status == DeliveryStatus::Pending).then_some(ev.created_at);
         insert.execute(params![
