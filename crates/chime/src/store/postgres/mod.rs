@@ -14,7 +14,9 @@
 //!   `retry_delivery`) also `pg_notify`s the endpoint id in its transaction; `notify` listens.
 //! - Round trips are few: a claim is the endpoint's row, then one statement pipelined with
 //!   the next due time; the records of many attempts are one statement and one commit
-//!   (`run_recorder`); a publish is two round trips (reads, then one atomic insert).
+//!   (`run_recorder`); the publishes of a moment are stored together, two statements and one
+//!   commit for all of them (`publish.rs`), with the endpoint rows kept in memory between
+//!   batches and checked by a version.
 //!
 //! Unlike SQLite, no process owns the data alone, so leases are never reset at start: a
 //! node that died loses its deliveries only when their leases expire.
@@ -42,6 +44,9 @@ macro_rules! db_now {
     };
 }
 
+// After `db_now!`, which it uses.
+mod publish;
+
 /// How long a caller waits for a free pooled connection (or a new one) before the call fails
 /// with `Unavailable`; bounds every call while the database is unreachable.
 const POOL_WAIT: Duration = Duration::from_secs(10);
@@ -57,6 +62,8 @@ pub struct PostgresStore {
     channel: String,
     /// The group-commit task of `record` (`run_recorder`); it stops with the store.
     recorder: mpsc::UnboundedSender<RecordRequest>,
+    /// The group-commit task of `publish` (`publish::run_publisher`).
+    publisher: mpsc::UnboundedSender<publish::PublishRequest>,
 }
 
 /// `url` without its password, for logs and the start-up banner.
@@ -172,11 +179,18 @@ impl PostgresStore {
         drop(client);
         let (recorder, requests) = mpsc::unbounded_channel();
         tokio::spawn(run_recorder(pool.clone(), requests));
+        let (publisher, requests) = mpsc::unbounded_channel();
+        tokio::spawn(publish::run_publisher(
+            pool.clone(),
+            Arc::default(),
+            requests,
+        ));
         Ok(Self {
             pool,
             config,
             channel: channel_for(schema.as_deref()),
             recorder,
+            publisher,
         })
     }
 
@@ -815,132 +829,39 @@ impl Store for PostgresStore {
     }
 
     async fn publish(&self, ev: NewEvent, lease: Lease) -> Result<Published> {
-        // Two round trips: the tenant and its endpoints (two reads, pipelined), then ONE
-        // statement that stores the event and all of its deliveries, atomically and durably
-        // (its own transaction). What it stores was decided by the reads: as if published at
-        // that instant. A tenant or endpoint deleted in between fails the statement's foreign
-        // keys, and the publish starts over from the reads.
-        let c = self.conn().await?;
-        let tenant_stmt = c
-            .prepare_cached("SELECT 1 FROM tenants WHERE id = $1")
-            .await?;
-        let endpoints_stmt = c
-            .prepare_cached(&format!(
-                "SELECT {ENDPOINT_COLS} FROM endpoints WHERE tenant_id = $1 ORDER BY seq"
-            ))
-            .await?;
-        let insert_stmt = c
-            .prepare_cached(concat!(
-                "WITH ev AS (
-                     INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-                     DO NOTHING
-                     RETURNING id
-                 ), dl AS (
-                     INSERT INTO deliveries (id, tenant_id, event_id, event_name, endpoint_id,
-                         status, next_attempt_at, lease_owner, lease_token, leased_until,
-                         created_at, updated_at)
-                     SELECT d.id, $2, ev.id, $3, d.endpoint_id, d.status,
-                            CASE WHEN d.status = 'pending' THEN $6 END,
-                            CASE WHEN d.leased THEN $10::text END,
-                            CASE WHEN d.leased THEN $11::bigint END,
-                            CASE WHEN d.leased THEN ",
-                db_now!(),
-                " + $12::bigint END,
-                            $6, $6
-                     FROM ev CROSS JOIN unnest($7::text[], $8::text[], $9::text[], $13::bool[])
-                         AS d(id, endpoint_id, status, leased)
-                 )
-                 SELECT count(*) FROM ev"
-            ))
-            .await?;
-        let mut tries = 0;
-        let (deliveries, endpoints, leased) = loop {
-            tries += 1;
-            let by_tenant: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ev.tenant_id];
-            let (tenant, endpoint_rows) = tokio::try_join!(
-                c.query_opt(&tenant_stmt, &by_tenant),
-                c.query(&endpoints_stmt, &by_tenant),
-            )?;
-            if tenant.is_none() {
-                return Err(StoreError::NotFound);
-            }
-            let mut envelope = None;
-            let endpoints: Vec<Endpoint> = rows(&endpoint_rows, endpoint_row)?
-                .into_iter()
-                .map(|(e, _)| e)
-                .filter(|e| {
-                    crate::model::subscribed(
-                        &e.events,
-                        e.settings.filter.as_deref(),
-                        &ev.name,
-                        &ev.payload,
-                        &mut envelope,
-                    )
-                })
-                .collect();
-            let mut deliveries = Vec::with_capacity(endpoints.len());
-            let mut leased = Vec::with_capacity(endpoints.len());
-            for ep in &endpoints {
-                // Disabled: recorded as skipped, replayable later. Ordered: left unleased, so the
-                // dispatcher claims it in sequence order. Otherwise leased and handed over in memory.
-                let (status, lease_it) = if !ep.enabled {
-                    (DeliveryStatus::Skipped, false)
-                } else if ep.settings.ordered {
-                    (DeliveryStatus::Pending, false)
-                } else {
-                    (DeliveryStatus::Pending, true)
-                };
-                deliveries.push(PublishedDelivery {
-                    id: new_id("dlv"),
-                    endpoint_id: ep.id.clone(),
-                    status,
-                });
-                leased.push(lease_it);
-            }
-            let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
-            let endpoint_ids: Vec<&str> =
-                deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
-            let statuses: Vec<&str> = deliveries.iter().map(|d| d.status.as_str()).collect();
-            let inserted = c
-                .query_one(
-                    &insert_stmt,
-                    &[
-                        &ev.id,
-                        &ev.tenant_id,
-                        &ev.name,
-                        &&ev.payload[..],
-                        &ev.idempotency_key,
-                        &ev.created_at,
-                        &ids,
-                        &endpoint_ids,
-                        &statuses,
-                        &&*lease.owner,
-                        &lease.token,
-                        &millis(lease.duration),
-                        &leased,
-                    ],
-                )
-                .await;
-            let inserted: i64 = match inserted {
-                Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) && tries < 3 => {
-                    continue;
-                }
-                other => other?.try_get(0)?,
-            };
-            if inserted == 0 {
+        // Stored by the group-commit task (`publish::run_publisher`): this publish and the
+        // others of the moment in one transaction, answered after its commit. What it stores
+        // was decided from the endpoint rows as read for its batch: as if published then.
+        let (reply, answer) = oneshot::channel();
+        self.publisher
+            .send(publish::PublishRequest {
+                event: ev,
+                lease,
+                reply,
+            })
+            .map_err(|_| StoreError::Backend("the publisher has stopped".into()))?;
+        let stored = answer
+            .await
+            .map_err(|_| StoreError::Backend("the publisher has stopped".into()))??;
+        let (ev, lease, deliveries) = match stored {
+            publish::Stored::New {
+                event,
+                lease,
+                deliveries,
+            } => (event, lease, deliveries),
+            publish::Stored::Taken(event) => {
                 // The idempotency key is taken (possibly by another node a moment ago, whose
                 // insert this one waited for): answer with what it stored.
-                return self.repeated(&c, ev).await;
+                let c = self.conn().await?;
+                return self.repeated(&c, event).await;
             }
-            break (deliveries, endpoints, leased);
         };
         let mut jobs = Vec::new();
         let mut leased_endpoints = Vec::new();
         let mut due_endpoints = Vec::new();
-        for ((d, ep), lease_it) in deliveries.iter().zip(endpoints).zip(leased) {
-            if lease_it {
+        let mut published = Vec::with_capacity(deliveries.len());
+        for (d, ep, leased) in deliveries {
+            if leased {
                 jobs.push(Job {
                     delivery_id: d.id.clone(),
                     event_id: ev.id.clone(),
@@ -950,10 +871,11 @@ impl Store for PostgresStore {
                     cycle_failures: 0,
                     lease_token: lease.token,
                 });
-                leased_endpoints.push(Arc::new(ep));
+                leased_endpoints.push(ep);
             } else if d.status == DeliveryStatus::Pending {
-                due_endpoints.push(ep.id);
+                due_endpoints.push(ep.id.clone());
             }
+            published.push(d);
         }
         Ok(Published {
             event: Event {
@@ -965,7 +887,7 @@ impl Store for PostgresStore {
                 created_at: ev.created_at,
                 purged_at: None,
             },
-            deliveries,
+            deliveries: published,
             jobs,
             endpoints: leased_endpoints,
             due_endpoints,

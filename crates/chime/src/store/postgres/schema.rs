@@ -147,6 +147,24 @@ CREATE TABLE nodes (
     seen_at BIGINT NOT NULL
 );
 "#,
+    // A version of each tenant's endpoints, bumped by every change to one of them, so a node
+    // can keep the endpoint rows it publishes to in memory and check them with one tiny read
+    // instead of reading and parsing every row per publish. A trigger rather than the store's
+    // statements, so that any writer (an older node in a rolling upgrade, an operator's SQL)
+    // invalidates the nodes' copies too. A cascade from a deleted tenant finds no tenant row
+    // to bump, which is harmless: publishing to that tenant fails anyway.
+    r#"
+ALTER TABLE tenants ADD COLUMN endpoints_version BIGINT NOT NULL DEFAULT 0;
+CREATE FUNCTION chime_endpoints_changed() RETURNS trigger
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    UPDATE tenants SET endpoints_version = endpoints_version + 1
+    WHERE id = CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER endpoints_changed AFTER INSERT OR UPDATE OR DELETE ON endpoints
+    FOR EACH ROW EXECUTE FUNCTION chime_endpoints_changed();
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is
