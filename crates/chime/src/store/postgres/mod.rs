@@ -14,7 +14,7 @@
 //!   `retry_delivery`) also `pg_notify`s the endpoint id in its transaction; `notify` listens.
 //! - Round trips are few: a claim is the endpoint's row, then one statement pipelined with
 //!   the next due time; the records of many attempts are one statement and one commit
-//!   (`run_recorder`); the publishes of a moment are stored together, two statements and one
+//!   (`run_batches`); so are releases; the publishes of a moment are stored together, two statements and one
 //!   commit for all of them (`publish.rs`), with the endpoint rows kept in memory between
 //!   batches and checked by a version.
 //!
@@ -60,8 +60,10 @@ pub struct PostgresStore {
     /// The notification channel: one per schema, so schemas of one database (tests) do not
     /// wake each other.
     channel: String,
-    /// The group-commit task of `record` (`run_recorder`); it stops with the store.
+    /// The group-commit tasks of `record` and `release` (`run_batches`); they stop with the
+    /// store.
     recorder: mpsc::UnboundedSender<RecordRequest>,
+    releaser: mpsc::UnboundedSender<ReleaseRequest>,
     /// The group-commit task of `publish` (`publish::run_publisher`).
     publisher: mpsc::UnboundedSender<publish::PublishRequest>,
 }
@@ -178,7 +180,21 @@ impl PostgresStore {
             .get(0);
         drop(client);
         let (recorder, requests) = mpsc::unbounded_channel();
-        tokio::spawn(run_recorder(pool.clone(), requests));
+        tokio::spawn(run_batches(
+            pool.clone(),
+            requests,
+            MAX_RECORD_BATCH,
+            record_batch,
+        ));
+        let channel = channel_for(schema.as_deref());
+        let (releaser, requests) = mpsc::unbounded_channel();
+        let release_channel = channel.clone();
+        tokio::spawn(run_batches(
+            pool.clone(),
+            requests,
+            MAX_RELEASE_BATCH,
+            move |pool, jobs| release_batch(pool, jobs, release_channel.clone()),
+        ));
         let (publisher, requests) = mpsc::unbounded_channel();
         tokio::spawn(publish::run_publisher(
             pool.clone(),
@@ -188,8 +204,9 @@ impl PostgresStore {
         Ok(Self {
             pool,
             config,
-            channel: channel_for(schema.as_deref()),
+            channel,
             recorder,
+            releaser,
             publisher,
         })
     }
@@ -460,22 +477,37 @@ const RECORD_SQL: &str = "WITH o AS (
      )
      SELECT ord FROM applied";
 
-/// Outcomes waiting for the recorder, each call's with the channel of its answer.
-type RecordRequest = (Vec<Outcome>, oneshot::Sender<Result<Vec<bool>>>);
+/// Items waiting for a group-commit task (`run_batches`), each call's with the channel of
+/// its answer (one answer per item).
+type BatchRequest<T, A> = (Vec<T>, oneshot::Sender<Result<Vec<A>>>);
+type RecordRequest = BatchRequest<Outcome, bool>;
+type ReleaseRequest = BatchRequest<(String, i64), ()>;
 
 /// Most outcomes written by one statement.
 const MAX_RECORD_BATCH: usize = 512;
+/// Most leases given back by one statement.
+const MAX_RELEASE_BATCH: usize = 4096;
 
-/// Group commit of records: the dispatcher records each attempt as it ends, one call each;
-/// this task writes every outcome that arrived while the previous batch was being written in
-/// one statement (`RECORD_SQL`) and one commit, so under load a delivery costs a fraction of
-/// a round trip and of a WAL flush instead of one each. An idle node writes each record at
-/// once: nothing waits for a batch to fill.
-async fn run_recorder(pool: Pool, mut requests: mpsc::UnboundedReceiver<RecordRequest>) {
+/// Group commit: the items of every call that arrived while the previous batch was being
+/// written go into one `write` (one statement, one commit), so under load an item costs a
+/// fraction of a round trip and of a WAL flush instead of one each. An idle node writes
+/// each call at once: nothing waits for a batch to fill. Used for `record` (the dispatcher
+/// records each attempt as it ends) and `release` (under a backlog, the dispatcher gives back
+/// the deliveries of nearly every publish, one call each).
+async fn run_batches<T, A, F, Fut>(
+    pool: Pool,
+    mut requests: mpsc::UnboundedReceiver<BatchRequest<T, A>>,
+    max: usize,
+    write: F,
+) where
+    A: Clone,
+    F: Fn(Pool, Vec<T>) -> Fut,
+    Fut: Future<Output = Result<Vec<A>>>,
+{
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         let mut count = batch[0].0.len();
-        while count < MAX_RECORD_BATCH {
+        while count < max {
             match requests.try_recv() {
                 Ok(more) => {
                     count += more.0.len();
@@ -485,16 +517,16 @@ async fn run_recorder(pool: Pool, mut requests: mpsc::UnboundedReceiver<RecordRe
             }
         }
         let mut sizes = Vec::with_capacity(batch.len());
-        let mut outcomes = Vec::with_capacity(count);
+        let mut items = Vec::with_capacity(count);
         let mut replies = Vec::with_capacity(batch.len());
         for (o, reply) in batch {
             sizes.push(o.len());
-            outcomes.extend(o);
+            items.extend(o);
             replies.push(reply);
         }
-        match record_batch(&pool, outcomes).await {
-            Ok(applied) => {
-                let mut rest = &applied[..];
+        match write(pool.clone(), items).await {
+            Ok(answers) => {
+                let mut rest = &answers[..];
                 for (size, reply) in sizes.into_iter().zip(replies) {
                     let (mine, others) = rest.split_at(size.min(rest.len()));
                     rest = others;
@@ -521,7 +553,7 @@ fn same_error(e: &StoreError) -> StoreError {
 }
 
 /// Records a batch of outcomes in one statement; per outcome, whether it was applied.
-async fn record_batch(pool: &Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
+async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let n = outcomes.len();
     let mut ids = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
@@ -595,6 +627,30 @@ async fn record_batch(pool: &Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> 
         }
     }
     Ok(applied)
+}
+
+/// Gives back the leases of a batch of deliveries (each only if its token still holds), in
+/// one statement, which also wakes, on its commit, whichever nodes serve their endpoints:
+/// one notification per endpoint per batch, not per delivery or per call.
+async fn release_batch(pool: Pool, jobs: Vec<(String, i64)>, channel: String) -> Result<Vec<()>> {
+    let n = jobs.len();
+    let (ids, tokens): (Vec<String>, Vec<i64>) = jobs.into_iter().unzip();
+    let c = pool.get().await?;
+    let stmt = c
+        .prepare_cached(
+            "WITH released AS (
+                 UPDATE deliveries d
+                 SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
+                 FROM unnest($1::text[], $2::bigint[]) AS j(id, token)
+                 WHERE d.id = j.id AND d.lease_token = j.token
+                 RETURNING d.endpoint_id
+             )
+             SELECT pg_notify($3, endpoint_id)
+             FROM (SELECT DISTINCT endpoint_id FROM released) r",
+        )
+        .await?;
+    c.execute(&stmt, &[&ids, &tokens, &channel]).await?;
+    Ok(vec![(); n])
 }
 
 #[async_trait]
@@ -1113,23 +1169,13 @@ impl Store for PostgresStore {
         if jobs.is_empty() {
             return Ok(());
         }
-        let (ids, tokens): (Vec<String>, Vec<i64>) = jobs.into_iter().unzip();
-        let c = self.conn().await?;
-        // One statement, so the notifications go out on its commit.
-        let stmt = c
-            .prepare_cached(
-                "WITH released AS (
-                     UPDATE deliveries d
-                     SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
-                     FROM unnest($1::text[], $2::bigint[]) AS j(id, token)
-                     WHERE d.id = j.id AND d.lease_token = j.token
-                     RETURNING d.endpoint_id
-                 )
-                 SELECT pg_notify($3, endpoint_id)
-                 FROM (SELECT DISTINCT endpoint_id FROM released) r",
-            )
-            .await?;
-        c.execute(&stmt, &[&ids, &tokens, &self.channel]).await?;
+        let (reply, answer) = oneshot::channel();
+        self.releaser
+            .send((jobs, reply))
+            .map_err(|_| StoreError::Backend("the releaser has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the releaser has stopped".into()))??;
         Ok(())
     }
 

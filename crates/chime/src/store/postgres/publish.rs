@@ -184,8 +184,15 @@ async fn write_batch(
             }
         };
         let (planned, rest) = plan(batch, &endpoints);
+        let started = std::time::Instant::now();
         match insert(&conn, &planned).await {
             Ok(inserted) => {
+                tracing::debug!(
+                    events = planned.len(),
+                    deliveries = planned.iter().map(|p| p.deliveries.len()).sum::<usize>(),
+                    took_us = started.elapsed().as_micros() as u64,
+                    "publish batch stored"
+                );
                 for p in planned {
                     let stored = if inserted.contains(p.request.event.id.as_str()) {
                         Stored::New {
