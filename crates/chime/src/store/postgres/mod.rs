@@ -588,6 +588,7 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
         responses.push(a.response);
         succeeded.push(a.succeeded);
     }
+    let clock = std::time::Instant::now();
     let c = pool.get().await?;
     let stmt = c.prepare_cached(RECORD_SQL).await?;
     let applied_rows = c
@@ -615,6 +616,11 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
             ],
         )
         .await?;
+    tracing::debug!(
+        outcomes = n,
+        took_us = clock.elapsed().as_micros() as u64,
+        "record batch stored"
+    );
     let mut applied = vec![false; n];
     for r in &applied_rows {
         let ord: i64 = r.try_get(0)?;

@@ -79,8 +79,14 @@ const TENANTS_SQL: &str = "SELECT e.id, e.tenant_id, e.url, e.events, e.descript
 /// deliveries) and their deliveries, in one statement and so one transaction. Returns the ids
 /// of the events inserted. Deliveries are inserted in the order given, so `seq` orders them as
 /// the publishes were batched (an ordered endpoint's head is the oldest by `seq`).
+/// The endpoints are locked FOR KEY SHARE once each, which is what their foreign key did per
+/// row: if one was deleted after the batch read it, `chime_all_endpoints` fails the statement
+/// with a foreign key violation (the caller reads again); one deleted later waits for this
+/// commit, and its deliveries go with it (`endpoints_deleted`, schema.rs).
 const INSERT_SQL: &str = concat!(
-    "WITH ev AS (
+    "WITH locked AS (
+         SELECT id FROM endpoints WHERE id = ANY($11::text[]) FOR KEY SHARE
+     ), ev AS (
          INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
                               $6::bigint[])
@@ -103,7 +109,9 @@ const INSERT_SQL: &str = concat!(
          WHERE d.event_id IN (SELECT id FROM ev)
          ORDER BY d.ord
      )
-     SELECT id FROM ev"
+     SELECT id FROM ev
+     WHERE chime_all_endpoints((SELECT count(*) FROM locked),
+                               (SELECT count(DISTINCT x) FROM unnest($11::text[]) x))"
 );
 
 /// Takes publishes off `requests` and writes them in batches, up to `PUBLISH_WRITERS` batches
@@ -210,11 +218,7 @@ async fn write_batch(
             // A tenant or endpoint was deleted after the read (their rows are then gone,
             // and the next read sees it): read again and store what it finds.
             Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) && tries < 3 => {
-                batch = planned
-                    .into_iter()
-                    .map(|p| p.request)
-                    .chain(rest)
-                    .collect();
+                batch = planned.into_iter().map(|p| p.request).chain(rest).collect();
             }
             Err(e) => {
                 let e = StoreError::from(e);
