@@ -14,7 +14,9 @@
 //!   `retry_delivery`) also `pg_notify`s the endpoint id in its transaction; `notify` listens.
 //! - Round trips are few: a claim is the endpoint's row, then one statement pipelined with
 //!   the next due time; the records of many attempts are one statement and one commit
-//!   (`run_recorder`); a publish is two round trips (reads, then one atomic insert).
+//!   (`run_batches`); so are releases; the publishes of a moment are stored together, two statements and one
+//!   commit for all of them (`publish.rs`), with the endpoint rows kept in memory between
+//!   batches and checked by a version.
 //!
 //! Unlike SQLite, no process owns the data alone, so leases are never reset at start: a
 //! node that died loses its deliveries only when their leases expire.
@@ -42,6 +44,9 @@ macro_rules! db_now {
     };
 }
 
+// After `db_now!`, which it uses.
+mod publish;
+
 /// How long a caller waits for a free pooled connection (or a new one) before the call fails
 /// with `Unavailable`; bounds every call while the database is unreachable.
 const POOL_WAIT: Duration = Duration::from_secs(10);
@@ -55,8 +60,12 @@ pub struct PostgresStore {
     /// The notification channel: one per schema, so schemas of one database (tests) do not
     /// wake each other.
     channel: String,
-    /// The group-commit task of `record` (`run_recorder`); it stops with the store.
+    /// The group-commit tasks of `record` and `release` (`run_batches`); they stop with the
+    /// store.
     recorder: mpsc::UnboundedSender<RecordRequest>,
+    releaser: mpsc::UnboundedSender<ReleaseRequest>,
+    /// The group-commit task of `publish` (`publish::run_publisher`).
+    publisher: mpsc::UnboundedSender<publish::PublishRequest>,
 }
 
 /// `url` without its password, for logs and the start-up banner.
@@ -171,12 +180,34 @@ impl PostgresStore {
             .get(0);
         drop(client);
         let (recorder, requests) = mpsc::unbounded_channel();
-        tokio::spawn(run_recorder(pool.clone(), requests));
+        tokio::spawn(run_batches(
+            pool.clone(),
+            requests,
+            MAX_RECORD_BATCH,
+            record_batch,
+        ));
+        let channel = channel_for(schema.as_deref());
+        let (releaser, requests) = mpsc::unbounded_channel();
+        let release_channel = channel.clone();
+        tokio::spawn(run_batches(
+            pool.clone(),
+            requests,
+            MAX_RELEASE_BATCH,
+            move |pool, jobs| release_batch(pool, jobs, release_channel.clone()),
+        ));
+        let (publisher, requests) = mpsc::unbounded_channel();
+        tokio::spawn(publish::run_publisher(
+            pool.clone(),
+            Arc::default(),
+            requests,
+        ));
         Ok(Self {
             pool,
             config,
-            channel: channel_for(schema.as_deref()),
+            channel,
             recorder,
+            releaser,
+            publisher,
         })
     }
 
@@ -446,22 +477,37 @@ const RECORD_SQL: &str = "WITH o AS (
      )
      SELECT ord FROM applied";
 
-/// Outcomes waiting for the recorder, each call's with the channel of its answer.
-type RecordRequest = (Vec<Outcome>, oneshot::Sender<Result<Vec<bool>>>);
+/// Items waiting for a group-commit task (`run_batches`), each call's with the channel of
+/// its answer (one answer per item).
+type BatchRequest<T, A> = (Vec<T>, oneshot::Sender<Result<Vec<A>>>);
+type RecordRequest = BatchRequest<Outcome, bool>;
+type ReleaseRequest = BatchRequest<(String, i64), ()>;
 
 /// Most outcomes written by one statement.
 const MAX_RECORD_BATCH: usize = 512;
+/// Most leases given back by one statement.
+const MAX_RELEASE_BATCH: usize = 4096;
 
-/// Group commit of records: the dispatcher records each attempt as it ends, one call each;
-/// this task writes every outcome that arrived while the previous batch was being written in
-/// one statement (`RECORD_SQL`) and one commit, so under load a delivery costs a fraction of
-/// a round trip and of a WAL flush instead of one each. An idle node writes each record at
-/// once: nothing waits for a batch to fill.
-async fn run_recorder(pool: Pool, mut requests: mpsc::UnboundedReceiver<RecordRequest>) {
+/// Group commit: the items of every call that arrived while the previous batch was being
+/// written go into one `write` (one statement, one commit), so under load an item costs a
+/// fraction of a round trip and of a WAL flush instead of one each. An idle node writes
+/// each call at once: nothing waits for a batch to fill. Used for `record` (the dispatcher
+/// records each attempt as it ends) and `release` (under a backlog, the dispatcher gives back
+/// the deliveries of nearly every publish, one call each).
+async fn run_batches<T, A, F, Fut>(
+    pool: Pool,
+    mut requests: mpsc::UnboundedReceiver<BatchRequest<T, A>>,
+    max: usize,
+    write: F,
+) where
+    A: Clone,
+    F: Fn(Pool, Vec<T>) -> Fut,
+    Fut: Future<Output = Result<Vec<A>>>,
+{
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         let mut count = batch[0].0.len();
-        while count < MAX_RECORD_BATCH {
+        while count < max {
             match requests.try_recv() {
                 Ok(more) => {
                     count += more.0.len();
@@ -471,16 +517,16 @@ async fn run_recorder(pool: Pool, mut requests: mpsc::UnboundedReceiver<RecordRe
             }
         }
         let mut sizes = Vec::with_capacity(batch.len());
-        let mut outcomes = Vec::with_capacity(count);
+        let mut items = Vec::with_capacity(count);
         let mut replies = Vec::with_capacity(batch.len());
         for (o, reply) in batch {
             sizes.push(o.len());
-            outcomes.extend(o);
+            items.extend(o);
             replies.push(reply);
         }
-        match record_batch(&pool, outcomes).await {
-            Ok(applied) => {
-                let mut rest = &applied[..];
+        match write(pool.clone(), items).await {
+            Ok(answers) => {
+                let mut rest = &answers[..];
                 for (size, reply) in sizes.into_iter().zip(replies) {
                     let (mine, others) = rest.split_at(size.min(rest.len()));
                     rest = others;
@@ -507,7 +553,7 @@ fn same_error(e: &StoreError) -> StoreError {
 }
 
 /// Records a batch of outcomes in one statement; per outcome, whether it was applied.
-async fn record_batch(pool: &Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
+async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let n = outcomes.len();
     let mut ids = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
@@ -542,6 +588,7 @@ async fn record_batch(pool: &Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> 
         responses.push(a.response);
         succeeded.push(a.succeeded);
     }
+    let clock = std::time::Instant::now();
     let c = pool.get().await?;
     let stmt = c.prepare_cached(RECORD_SQL).await?;
     let applied_rows = c
@@ -569,6 +616,11 @@ async fn record_batch(pool: &Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> 
             ],
         )
         .await?;
+    tracing::debug!(
+        outcomes = n,
+        took_us = clock.elapsed().as_micros() as u64,
+        "record batch stored"
+    );
     let mut applied = vec![false; n];
     for r in &applied_rows {
         let ord: i64 = r.try_get(0)?;
@@ -581,6 +633,30 @@ async fn record_batch(pool: &Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> 
         }
     }
     Ok(applied)
+}
+
+/// Gives back the leases of a batch of deliveries (each only if its token still holds), in
+/// one statement, which also wakes, on its commit, whichever nodes serve their endpoints:
+/// one notification per endpoint per batch, not per delivery or per call.
+async fn release_batch(pool: Pool, jobs: Vec<(String, i64)>, channel: String) -> Result<Vec<()>> {
+    let n = jobs.len();
+    let (ids, tokens): (Vec<String>, Vec<i64>) = jobs.into_iter().unzip();
+    let c = pool.get().await?;
+    let stmt = c
+        .prepare_cached(
+            "WITH released AS (
+                 UPDATE deliveries d
+                 SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
+                 FROM unnest($1::text[], $2::bigint[]) AS j(id, token)
+                 WHERE d.id = j.id AND d.lease_token = j.token
+                 RETURNING d.endpoint_id
+             )
+             SELECT pg_notify($3, endpoint_id)
+             FROM (SELECT DISTINCT endpoint_id FROM released) r",
+        )
+        .await?;
+    c.execute(&stmt, &[&ids, &tokens, &channel]).await?;
+    Ok(vec![(); n])
 }
 
 #[async_trait]
@@ -815,132 +891,39 @@ impl Store for PostgresStore {
     }
 
     async fn publish(&self, ev: NewEvent, lease: Lease) -> Result<Published> {
-        // Two round trips: the tenant and its endpoints (two reads, pipelined), then ONE
-        // statement that stores the event and all of its deliveries, atomically and durably
-        // (its own transaction). What it stores was decided by the reads: as if published at
-        // that instant. A tenant or endpoint deleted in between fails the statement's foreign
-        // keys, and the publish starts over from the reads.
-        let c = self.conn().await?;
-        let tenant_stmt = c
-            .prepare_cached("SELECT 1 FROM tenants WHERE id = $1")
-            .await?;
-        let endpoints_stmt = c
-            .prepare_cached(&format!(
-                "SELECT {ENDPOINT_COLS} FROM endpoints WHERE tenant_id = $1 ORDER BY seq"
-            ))
-            .await?;
-        let insert_stmt = c
-            .prepare_cached(concat!(
-                "WITH ev AS (
-                     INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-                     DO NOTHING
-                     RETURNING id
-                 ), dl AS (
-                     INSERT INTO deliveries (id, tenant_id, event_id, event_name, endpoint_id,
-                         status, next_attempt_at, lease_owner, lease_token, leased_until,
-                         created_at, updated_at)
-                     SELECT d.id, $2, ev.id, $3, d.endpoint_id, d.status,
-                            CASE WHEN d.status = 'pending' THEN $6 END,
-                            CASE WHEN d.leased THEN $10::text END,
-                            CASE WHEN d.leased THEN $11::bigint END,
-                            CASE WHEN d.leased THEN ",
-                db_now!(),
-                " + $12::bigint END,
-                            $6, $6
-                     FROM ev CROSS JOIN unnest($7::text[], $8::text[], $9::text[], $13::bool[])
-                         AS d(id, endpoint_id, status, leased)
-                 )
-                 SELECT count(*) FROM ev"
-            ))
-            .await?;
-        let mut tries = 0;
-        let (deliveries, endpoints, leased) = loop {
-            tries += 1;
-            let by_tenant: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ev.tenant_id];
-            let (tenant, endpoint_rows) = tokio::try_join!(
-                c.query_opt(&tenant_stmt, &by_tenant),
-                c.query(&endpoints_stmt, &by_tenant),
-            )?;
-            if tenant.is_none() {
-                return Err(StoreError::NotFound);
-            }
-            let mut envelope = None;
-            let endpoints: Vec<Endpoint> = rows(&endpoint_rows, endpoint_row)?
-                .into_iter()
-                .map(|(e, _)| e)
-                .filter(|e| {
-                    crate::model::subscribed(
-                        &e.events,
-                        e.settings.filter.as_deref(),
-                        &ev.name,
-                        &ev.payload,
-                        &mut envelope,
-                    )
-                })
-                .collect();
-            let mut deliveries = Vec::with_capacity(endpoints.len());
-            let mut leased = Vec::with_capacity(endpoints.len());
-            for ep in &endpoints {
-                // Disabled: recorded as skipped, replayable later. Ordered: left unleased, so the
-                // dispatcher claims it in sequence order. Otherwise leased and handed over in memory.
-                let (status, lease_it) = if !ep.enabled {
-                    (DeliveryStatus::Skipped, false)
-                } else if ep.settings.ordered {
-                    (DeliveryStatus::Pending, false)
-                } else {
-                    (DeliveryStatus::Pending, true)
-                };
-                deliveries.push(PublishedDelivery {
-                    id: new_id("dlv"),
-                    endpoint_id: ep.id.clone(),
-                    status,
-                });
-                leased.push(lease_it);
-            }
-            let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
-            let endpoint_ids: Vec<&str> =
-                deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
-            let statuses: Vec<&str> = deliveries.iter().map(|d| d.status.as_str()).collect();
-            let inserted = c
-                .query_one(
-                    &insert_stmt,
-                    &[
-                        &ev.id,
-                        &ev.tenant_id,
-                        &ev.name,
-                        &&ev.payload[..],
-                        &ev.idempotency_key,
-                        &ev.created_at,
-                        &ids,
-                        &endpoint_ids,
-                        &statuses,
-                        &&*lease.owner,
-                        &lease.token,
-                        &millis(lease.duration),
-                        &leased,
-                    ],
-                )
-                .await;
-            let inserted: i64 = match inserted {
-                Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) && tries < 3 => {
-                    continue;
-                }
-                other => other?.try_get(0)?,
-            };
-            if inserted == 0 {
+        // Stored by the group-commit task (`publish::run_publisher`): this publish and the
+        // others of the moment in one transaction, answered after its commit. What it stores
+        // was decided from the endpoint rows as read for its batch: as if published then.
+        let (reply, answer) = oneshot::channel();
+        self.publisher
+            .send(publish::PublishRequest {
+                event: ev,
+                lease,
+                reply,
+            })
+            .map_err(|_| StoreError::Backend("the publisher has stopped".into()))?;
+        let stored = answer
+            .await
+            .map_err(|_| StoreError::Backend("the publisher has stopped".into()))??;
+        let (ev, lease, deliveries) = match stored {
+            publish::Stored::New {
+                event,
+                lease,
+                deliveries,
+            } => (event, lease, deliveries),
+            publish::Stored::Taken(event) => {
                 // The idempotency key is taken (possibly by another node a moment ago, whose
                 // insert this one waited for): answer with what it stored.
-                return self.repeated(&c, ev).await;
+                let c = self.conn().await?;
+                return self.repeated(&c, event).await;
             }
-            break (deliveries, endpoints, leased);
         };
         let mut jobs = Vec::new();
         let mut leased_endpoints = Vec::new();
         let mut due_endpoints = Vec::new();
-        for ((d, ep), lease_it) in deliveries.iter().zip(endpoints).zip(leased) {
-            if lease_it {
+        let mut published = Vec::with_capacity(deliveries.len());
+        for (d, ep, leased) in deliveries {
+            if leased {
                 jobs.push(Job {
                     delivery_id: d.id.clone(),
                     event_id: ev.id.clone(),
@@ -950,10 +933,11 @@ impl Store for PostgresStore {
                     cycle_failures: 0,
                     lease_token: lease.token,
                 });
-                leased_endpoints.push(Arc::new(ep));
+                leased_endpoints.push(ep);
             } else if d.status == DeliveryStatus::Pending {
-                due_endpoints.push(ep.id);
+                due_endpoints.push(ep.id.clone());
             }
+            published.push(d);
         }
         Ok(Published {
             event: Event {
@@ -965,7 +949,7 @@ impl Store for PostgresStore {
                 created_at: ev.created_at,
                 purged_at: None,
             },
-            deliveries,
+            deliveries: published,
             jobs,
             endpoints: leased_endpoints,
             due_endpoints,
@@ -1191,23 +1175,13 @@ impl Store for PostgresStore {
         if jobs.is_empty() {
             return Ok(());
         }
-        let (ids, tokens): (Vec<String>, Vec<i64>) = jobs.into_iter().unzip();
-        let c = self.conn().await?;
-        // One statement, so the notifications go out on its commit.
-        let stmt = c
-            .prepare_cached(
-                "WITH released AS (
-                     UPDATE deliveries d
-                     SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
-                     FROM unnest($1::text[], $2::bigint[]) AS j(id, token)
-                     WHERE d.id = j.id AND d.lease_token = j.token
-                     RETURNING d.endpoint_id
-                 )
-                 SELECT pg_notify($3, endpoint_id)
-                 FROM (SELECT DISTINCT endpoint_id FROM released) r",
-            )
-            .await?;
-        c.execute(&stmt, &[&ids, &tokens, &self.channel]).await?;
+        let (reply, answer) = oneshot::channel();
+        self.releaser
+            .send((jobs, reply))
+            .map_err(|_| StoreError::Backend("the releaser has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the releaser has stopped".into()))??;
         Ok(())
     }
 
