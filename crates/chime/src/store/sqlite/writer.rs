@@ -8,11 +8,11 @@
 //! writer already applies the next writes in a new transaction, which it commits when that
 //! flush is done: the disk flush and the next batch's work overlap instead of alternating,
 //! and there is one commit per flush (each commit writes whole pages to the WAL, so fewer,
-//! larger commits write far less). A reply
-//! therefore still means "on disk"; what changes is that other connections may *read* a
-//! committed batch a fraction of a millisecond before it is flushed (nothing acts on such a
-//! read without a write of its own, which waits for its flush). SQLite itself syncs the WAL
-//! before every checkpoint copies it into the database, as in `synchronous = FULL`.
+//! larger commits write far less). A reply therefore still means "on disk"; what changes is
+//! that other connections may *read* a committed batch a fraction of a millisecond before it
+//! is flushed (nothing acts on such a read without a write of its own, which waits for its
+//! flush). SQLite itself syncs the WAL before every checkpoint copies it into the database,
+//! as in `synchronous = FULL`.
 //!
 //! Writes do not get a savepoint each: savepoints make SQLite copy every page a write touches
 //! into a statement journal, which a profile showed to be a large share of the writer's work.
@@ -118,24 +118,24 @@ fn run(
             }
             continue;
         }
-        let mut poisoned = false;
-        let mut apply = |job: WriteJob, replies: &mut Vec<Reply>| {
+        let apply = |job: WriteJob, replies: &mut Vec<Reply>| {
             let (reply, bad) = job(&conn);
-            poisoned |= bad;
             replies.push(reply);
+            bad
         };
-        apply(first, &mut replies);
+        let mut poisoned = apply(first, &mut replies);
         // Keep applying writes to the open transaction while the disk is busy with the
         // previous batch: one commit per flush, so batches grow with the load and the work
-        // of one batch overlaps the flush of the one before.
+        // of one batch overlaps the flush of the one before. A poisoned transaction takes no
+        // more writes: they would only be rolled back with it.
         loop {
-            while replies.len() < MAX_BATCH {
+            while replies.len() < MAX_BATCH && !poisoned {
                 match rx.try_recv() {
-                    Ok(job) => apply(job, &mut replies),
+                    Ok(job) => poisoned |= apply(job, &mut replies),
                     Err(_) => break,
                 }
             }
-            if !flushing || replies.len() >= MAX_BATCH {
+            if !flushing || poisoned || replies.len() >= MAX_BATCH {
                 break;
             }
             let _ = flushed_rx.recv();
