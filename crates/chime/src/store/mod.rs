@@ -221,6 +221,20 @@ impl Lease {
             .as_ref()
             .is_none_or(|a| a.admits(endpoint_id))
     }
+    /// A new delivery's status, and whether it is leased to this node at publish (both
+    /// backends). Disabled: recorded as skipped, replayable later. Ordered: left unleased, so
+    /// the dispatcher claims it in sequence order. Otherwise leased and handed over in memory,
+    /// unless the dispatcher has no room for the endpoint: then it waits in the store rather
+    /// than being leased and released again.
+    pub fn initial_state(&self, ep: &Endpoint) -> (DeliveryStatus, bool) {
+        if !ep.enabled {
+            (DeliveryStatus::Skipped, false)
+        } else if ep.settings.ordered {
+            (DeliveryStatus::Pending, false)
+        } else {
+            (DeliveryStatus::Pending, self.admits(&ep.id))
+        }
+    }
 }
 
 /// The endpoints a dispatcher cannot take new work for in memory right now: its queue is

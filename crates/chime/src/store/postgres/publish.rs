@@ -326,17 +326,7 @@ fn plan(
             ) {
                 continue;
             }
-            // Disabled: recorded as skipped, replayable later. Ordered: left unleased, so
-            // the dispatcher claims it in sequence order. Otherwise leased and handed over
-            // in memory, unless the dispatcher has no room for the endpoint (it then waits
-            // in the store rather than being leased and released again).
-            let (status, leased) = if !ep.enabled {
-                (DeliveryStatus::Skipped, false)
-            } else if ep.settings.ordered {
-                (DeliveryStatus::Pending, false)
-            } else {
-                (DeliveryStatus::Pending, request.lease.admits(&ep.id))
-            };
+            let (status, leased) = request.lease.initial_state(ep);
             deliveries.push((
                 PublishedDelivery {
                     id: new_id("dlv"),

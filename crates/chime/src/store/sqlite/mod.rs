@@ -452,16 +452,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
     let mut leased_endpoints = Vec::with_capacity(endpoints.len());
     for ep in endpoints {
         let id = new_id("dlv");
-        // Disabled: recorded as skipped, replayable later. Ordered: left unleased, so the
-        // dispatcher claims it in sequence order. Otherwise leased and handed over in memory,
-        // unless the dispatcher has no room for the endpoint: then it waits in the store.
-        let (status, leased) = if !ep.enabled {
-            (DeliveryStatus::Skipped, false)
-        } else if ep.settings.ordered {
-            (DeliveryStatus::Pending, false)
-        } else {
-            (DeliveryStatus::Pending, lease.admits(&ep.id))
-        };
+        let (status, leased) = lease.initial_state(&ep);
         let next = (status == DeliveryStatus::Pending).then_some(ev.created_at);
         insert.execute(params![
             id,
