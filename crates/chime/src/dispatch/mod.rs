@@ -200,6 +200,19 @@ struct Ep {
     saturated: bool,
 }
 
+impl Ep {
+    /// Whether a newly published job may wait in this endpoint's memory queue: work already
+    /// due in the store goes first, the queue stays within `bound`, and a failing or disabled
+    /// endpoint takes no new work in memory. (Publishing learns the answer through
+    /// `Dispatcher::update_admission`; `accept_submitted` applies it to what still arrives.)
+    fn has_room(&self, bound: usize, now: Millis) -> bool {
+        let older_due = self.stored_due.is_some_and(|d| d <= now);
+        let blocked = self.probe_at.is_some() || self.target.as_ref().is_some_and(|t| !t.enabled);
+        let held = self.queue.len() + self.in_flight as usize;
+        !older_due && !blocked && held < bound
+    }
+}
+
 /// What follows once an attempt's record is committed.
 struct AfterRecord {
     endpoint: Arc<str>,
@@ -393,10 +406,7 @@ impl Dispatcher {
             self.queue_bound(target.as_deref())
         };
         let ep = self.ep(id);
-        let saturated = ep.stored_due.is_some_and(|d| d <= now)
-            || ep.probe_at.is_some()
-            || ep.target.as_ref().is_some_and(|t| !t.enabled)
-            || ep.queue.len() + ep.in_flight as usize >= bound;
+        let saturated = !ep.has_room(bound, now);
         if saturated != ep.saturated {
             ep.saturated = saturated;
             self.admission.set(id, saturated);
@@ -738,12 +748,7 @@ impl Dispatcher {
                 self.queue_bound(target.as_deref())
             };
             let ep = self.ep(&id);
-            // Work already due in the store goes first; the queue stays bounded; a failing or
-            // disabled endpoint takes no new work in memory.
-            let older_due = ep.stored_due.is_some_and(|d| d <= now);
-            let held = ep.queue.len() + ep.in_flight as usize;
-            let blocked = ep.probe_at.is_some() || ep.target.as_ref().is_some_and(|t| !t.enabled);
-            if older_due || blocked || held >= bound {
+            if !ep.has_room(bound, now) {
                 overflow.push((job.delivery_id, job.lease_token));
                 if overflowed.last() != Some(&id) {
                     overflowed.push(id.clone());
