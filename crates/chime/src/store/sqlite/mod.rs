@@ -4,6 +4,7 @@
 //! One process owns a database file at a time (an exclusive lock on `<file>.lock`), which is
 //! why `reset_leases` may clear every lease at start.
 
+mod checkpoint;
 mod schema;
 mod writer;
 
@@ -95,6 +96,7 @@ impl SqliteStore {
         // Foreign keys are declared but enforced by code and cascade by triggers (schema.rs,
         // version 7): enforcing them here would look up a parent per inserted row.
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF")?;
+        checkpoint::offload(&mut conn, open_conn(path)?)?;
         let wal = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
