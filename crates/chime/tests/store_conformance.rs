@@ -672,6 +672,59 @@ pub async fn ordered_endpoints_claim_only_their_head(s: Arc<dyn Store>) {
     assert_eq!(c4.jobs[0].delivery_id, ids[1]);
 }
 
+/// The ordered head follows the endpoint's setting, whenever it changes: deliveries already
+/// pending when an endpoint becomes ordered, and a finished delivery retried afterwards, are
+/// in its queue; turning it back off releases them to ordinary claims.
+pub async fn ordered_heads_follow_the_setting_when_it_changes(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let mut e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    let (mut ids, mut jobs) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        let p = s
+            .publish(event("a", "x", None, 100 + i), lease("n", 1, HELD))
+            .await
+            .unwrap();
+        ids.push(p.deliveries[0].id.clone());
+        jobs.extend(p.jobs);
+    }
+    assert_eq!(jobs.len(), 3, "handed over leased");
+    // The first one succeeds while the endpoint is unordered; the others stay pending
+    // (their leases released).
+    s.record(vec![outcome(&jobs[0], true, None, 1_000)])
+        .await
+        .unwrap();
+    let rest = jobs[1..]
+        .iter()
+        .map(|j| (j.delivery_id.clone(), j.lease_token))
+        .collect();
+    s.release(rest).await.unwrap();
+    // Turned ordered: the oldest pending one is the head, and only it is claimed.
+    e.settings.ordered = true;
+    s.update_endpoint(e.clone()).await.unwrap();
+    assert_eq!(s.pending_head(&e.id).await.unwrap().unwrap().id, ids[1]);
+    // A finished delivery made pending again is older than both: it becomes the head.
+    s.retry_delivery("a", &ids[0], 2_000).await.unwrap();
+    assert_eq!(s.pending_head(&e.id).await.unwrap().unwrap().id, ids[0]);
+    let c = s
+        .claim(&e.id, 10, 2_000, &lease("n", 3, HELD))
+        .await
+        .unwrap();
+    assert_eq!(c.jobs.len(), 1, "only the head");
+    assert_eq!(c.jobs[0].delivery_id, ids[0]);
+    s.release(vec![(ids[0].clone(), c.jobs[0].lease_token)])
+        .await
+        .unwrap();
+    // Back to unordered: every due delivery is claimable again.
+    e.settings.ordered = false;
+    s.update_endpoint(e.clone()).await.unwrap();
+    let c = s
+        .claim(&e.id, 10, 3_000, &lease("n", 4, HELD))
+        .await
+        .unwrap();
+    assert_eq!(c.jobs.len(), 3);
+}
+
 pub async fn health_changes_apply_once(s: Arc<dyn Store>) {
     s.create_tenant(tenant("a")).await.unwrap();
     let e = endpoint("a", &["*"], true);
@@ -804,6 +857,7 @@ macro_rules! conformance {
                 releases_make_deliveries_claimable_again,
                 deleting_an_endpoint_or_tenant_removes_its_deliveries,
                 ordered_endpoints_claim_only_their_head,
+                ordered_heads_follow_the_setting_when_it_changes,
                 health_changes_apply_once,
                 replay_requeues_matching_finished_deliveries,
             );

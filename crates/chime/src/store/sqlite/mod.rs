@@ -444,8 +444,9 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, tenant_id, event_id, event_name, endpoint_id, status,
-             next_attempt_at, lease_owner, lease_token, leased_until, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?10, ?6, ?7, ?8, ?9, ?11, ?11)",
+             next_attempt_at, lease_owner, lease_token, leased_until, created_at, updated_at,
+             ordered)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?10, ?6, ?7, ?8, ?9, ?11, ?11, ?12)",
     )?;
     let until = lease_end(lease);
     let mut deliveries = Vec::with_capacity(endpoints.len());
@@ -467,7 +468,9 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
             leased.then_some(lease.token),
             leased.then_some(until),
             status.as_str(),
-            ev.created_at
+            ev.created_at,
+            // Read from `ep` in this transaction: the head index (schema.rs) relies on it.
+            ep.settings.ordered
         ])?;
         deliveries.push(PublishedDelivery {
             id: id.clone(),
@@ -570,7 +573,7 @@ fn claim_head(
             "SELECT d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
                     d.next_attempt_at, d.leased_until
              FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.endpoint_id = ?1 AND d.status = 'pending'
+             WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ordered = 1
              ORDER BY d.seq LIMIT 1",
         )?
         .query_row([&*ep], |r| {
@@ -1222,7 +1225,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLS} FROM deliveries
-                 WHERE endpoint_id = ?1 AND status = 'pending' ORDER BY seq LIMIT 1"
+                 WHERE endpoint_id = ?1 AND status = 'pending' AND ordered = 1
+                 ORDER BY seq LIMIT 1"
             ))?
             .query_row([id], delivery_row)
             .optional()?

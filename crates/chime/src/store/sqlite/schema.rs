@@ -172,6 +172,35 @@ CREATE TRIGGER deliveries_cascade AFTER DELETE ON deliveries BEGIN
     DELETE FROM attempts WHERE delivery_id = old.id;
 END;
 "#,
+    // The ordered head's index only for endpoints that are ordered. Every delivery used to
+    // write an entry in `deliveries_pending_seq` and delete it when it finished, for a query
+    // only ordered endpoints make. `deliveries.ordered` copies the endpoint's setting while
+    // the delivery is pending: publishing sets it from the endpoint it read in the same
+    // transaction, and the triggers keep it true when the setting changes or a finished
+    // delivery becomes pending again (retry, replay).
+    r#"
+ALTER TABLE deliveries ADD COLUMN ordered INTEGER NOT NULL DEFAULT 0;
+UPDATE deliveries SET ordered = 1
+ WHERE status = 'pending'
+   AND endpoint_id IN (SELECT id FROM endpoints WHERE json_extract(settings, '$.ordered'));
+DROP INDEX IF EXISTS deliveries_pending_seq;
+CREATE INDEX deliveries_ordered_head ON deliveries(endpoint_id, seq)
+    WHERE status = 'pending' AND ordered = 1;
+CREATE TRIGGER endpoints_ordered AFTER UPDATE OF settings ON endpoints
+    WHEN json_extract(new.settings, '$.ordered') IS NOT json_extract(old.settings, '$.ordered')
+BEGIN
+    UPDATE deliveries SET ordered = coalesce(json_extract(new.settings, '$.ordered'), 0)
+     WHERE endpoint_id = new.id AND status = 'pending';
+END;
+CREATE TRIGGER deliveries_ordered AFTER UPDATE OF status ON deliveries
+    WHEN new.status = 'pending' AND old.status <> 'pending'
+BEGIN
+    UPDATE deliveries
+       SET ordered = coalesce((SELECT json_extract(settings, '$.ordered') FROM endpoints
+                               WHERE id = new.endpoint_id), 0)
+     WHERE seq = new.seq;
+END;
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.
