@@ -2,9 +2,11 @@
 //! (`writer`), and a small pool of read-only connections for queries.
 //!
 //! One process owns a database file at a time (an exclusive lock on `<file>.lock`), which is
-//! why `reset_leases` may clear every lease at start.
+//! why leases can live in that process's memory (`leases`) and `reset_leases` may clear every
+//! lease at start.
 
 mod checkpoint;
+mod leases;
 mod schema;
 mod writer;
 
@@ -84,10 +86,14 @@ impl SqliteStore {
         }
         let mut conn = open_conn(path)?;
         schema::migrate(&mut conn)?;
+        // Leases live in memory (leases.rs); every connection's SQL can see them.
+        let lease_table = leases::Shared::new();
+        leases::register(&conn, &lease_table)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = open_conn(path)?;
             r.execute_batch("PRAGMA query_only = ON")?;
+            leases::register(&r, &lease_table)?;
             readers.push(r);
         }
         // The writer commits without waiting for the disk; its syncer flushes the WAL before
@@ -103,7 +109,7 @@ impl SqliteStore {
             .create(true)
             .truncate(false)
             .open(format!("{}-wal", path.display()))?;
-        let (writer, _thread) = Writer::spawn(conn, wal);
+        let (writer, _thread) = Writer::spawn(conn, wal, lease_table);
         Ok(Self {
             writer,
             readers: Arc::new(Readers {
@@ -358,12 +364,13 @@ fn lease_end(lease: &Lease) -> Millis {
     clock() + lease.duration.as_millis() as i64
 }
 
+/// When the endpoint's earliest unleased pending delivery is due. On the writer thread only
+/// (it reads the lease table, `leases.rs`).
 fn next_due(conn: &Connection, endpoint_id: &str) -> Result<Option<Millis>> {
     Ok(conn
         .prepare_cached(
             "SELECT MIN(next_attempt_at) FROM deliveries
-             WHERE endpoint_id = ?1 AND status = 'pending'
-               AND (leased_until IS NULL OR leased_until <= ?2)",
+             WHERE endpoint_id = ?1 AND status = 'pending' AND NOT chime_leased(id, ?2)",
         )?
         .query_row(params![endpoint_id, clock()], |r| r.get(0))?)
 }
@@ -444,11 +451,10 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (id, tenant_id, event_id, event_name, endpoint_id, status,
-             next_attempt_at, lease_owner, lease_token, leased_until, created_at, updated_at,
-             ordered)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?10, ?6, ?7, ?8, ?9, ?11, ?11, ?12)",
+             next_attempt_at, created_at, updated_at, ordered)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, ?8, ?9)",
     )?;
-    let until = lease_end(lease);
+    let (now, until) = (clock(), lease_end(lease));
     let mut deliveries = Vec::with_capacity(endpoints.len());
     let mut jobs = Vec::with_capacity(endpoints.len());
     let mut due_endpoints = Vec::new();
@@ -464,9 +470,6 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
             ev.name,
             ep.id,
             next,
-            leased.then_some(&*lease.owner),
-            leased.then_some(lease.token),
-            leased.then_some(until),
             status.as_str(),
             ev.created_at,
             // Read from `ep` in this transaction: the head index (schema.rs) relies on it.
@@ -478,6 +481,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
             status,
         });
         if leased {
+            leases::hold(&id, &lease.owner, lease.token, until, now);
             jobs.push(Job {
                 delivery_id: id,
                 event_id: ev.id.clone(),
@@ -516,7 +520,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 pub const CLAIM_SQL: &str = "SELECT d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload
      FROM deliveries d JOIN events e ON e.id = d.event_id
      WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
-     AND (d.leased_until IS NULL OR d.leased_until <= ?4)
+     AND NOT chime_leased(d.id, ?4)
      ORDER BY d.next_attempt_at, d.seq LIMIT ?3";
 
 /// `EXPLAIN QUERY PLAN` of `CLAIM_SQL` against the database at `path`, opened read-only; one
@@ -528,6 +532,8 @@ pub fn explain_claim(path: &Path) -> anyhow::Result<Vec<String>> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // The query names the lease function; this process holds no leases.
+    leases::register(&conn, &leases::Shared::new())?;
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {CLAIM_SQL}"))?;
     let now = crate::model::now_millis();
     let steps = stmt
@@ -559,24 +565,16 @@ fn claim_head(
     now: Millis,
     lease: &Lease,
 ) -> Result<Claimed> {
-    type Head = (
-        String,
-        String,
-        String,
-        u32,
-        Vec<u8>,
-        Option<Millis>,
-        Option<Millis>,
-    );
+    type Head = (String, String, String, u32, Vec<u8>, Option<Millis>, bool);
     let head: Option<Head> = conn
         .prepare_cached(
             "SELECT d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
-                    d.next_attempt_at, d.leased_until
+                    d.next_attempt_at, chime_leased(d.id, ?2)
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ordered = 1
              ORDER BY d.seq LIMIT 1",
         )?
-        .query_row([&*ep], |r| {
+        .query_row(params![&*ep, clock()], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -593,10 +591,10 @@ fn claim_head(
         endpoint,
         next_due: None,
     };
-    let Some((id, event_id, tenant_id, cycle_failures, payload, next, leased_until)) = head else {
+    let Some((id, event_id, tenant_id, cycle_failures, payload, next, leased)) = head else {
         return Ok(claimed);
     };
-    if leased_until.is_some_and(|u| u > clock()) {
+    if leased {
         return Ok(claimed);
     }
     let due = next.unwrap_or(now);
@@ -604,10 +602,7 @@ fn claim_head(
         claimed.next_due = Some(due);
         return Ok(claimed);
     }
-    conn.prepare_cached(
-        "UPDATE deliveries SET lease_owner = ?1, lease_token = ?2, leased_until = ?3 WHERE id = ?4",
-    )?
-    .execute(params![&*lease.owner, lease.token, lease_end(lease), id])?;
+    leases::hold(&id, &lease.owner, lease.token, lease_end(lease), clock());
     claimed.jobs.push(Job {
         delivery_id: id,
         event_id,
@@ -650,13 +645,10 @@ fn claim_tx(
         params![endpoint_id, now, limit, clock()],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
     )?;
-    let mut lease_stmt = conn.prepare_cached(
-        "UPDATE deliveries SET lease_owner = ?1, lease_token = ?2, leased_until = ?3 WHERE id = ?4",
-    )?;
-    let until = lease_end(lease);
+    let (now_clock, until) = (clock(), lease_end(lease));
     let mut jobs = Vec::with_capacity(rows.len());
     for (id, event_id, tenant_id, cycle_failures, payload) in rows {
-        lease_stmt.execute(params![&*lease.owner, lease.token, until, id])?;
+        leases::hold(&id, &lease.owner, lease.token, until, now_clock);
         jobs.push(Job {
             delivery_id: id,
             event_id,
@@ -677,9 +669,9 @@ fn claim_tx(
 fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let mut update = conn.prepare_cached(
         "UPDATE deliveries SET status = ?1, attempts = attempts + 1, cycle_failures = ?2,
-             next_attempt_at = ?3, lease_owner = NULL, lease_token = NULL, leased_until = NULL,
-             last_attempt_at = ?4, last_status_code = ?5, last_error_kind = ?6, updated_at = ?7
-         WHERE id = ?8 AND lease_token = ?9",
+             next_attempt_at = ?3, last_attempt_at = ?4, last_status_code = ?5,
+             last_error_kind = ?6, updated_at = ?7
+         WHERE id = ?8",
     )?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO attempts (id, delivery_id, started_at, duration_ms, status_code, error_kind,
@@ -688,6 +680,11 @@ fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     )?;
     let mut applied = Vec::with_capacity(outcomes.len());
     for o in outcomes {
+        // Fenced by the lease: an attempt whose lease was taken over records nothing.
+        if !leases::take(&o.delivery_id, o.lease_token) {
+            applied.push(false);
+            continue;
+        }
         let a = &o.attempt;
         let finished_at = a.started_at + a.duration_ms as i64;
         let n = update.execute(params![
@@ -698,8 +695,7 @@ fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
             a.status_code,
             a.error_kind,
             finished_at,
-            o.delivery_id,
-            o.lease_token
+            o.delivery_id
         ])?;
         if n == 1 {
             insert.execute(params![
@@ -1095,8 +1091,7 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "UPDATE deliveries SET status = 'pending', cycle_failures = 0,
                              next_attempt_at = ?1, updated_at = ?1
-                         WHERE id = ?2 AND tenant_id = ?3
-                           AND (leased_until IS NULL OR leased_until <= ?4)
+                         WHERE id = ?2 AND tenant_id = ?3 AND NOT chime_leased(id, ?4)
                            AND NOT EXISTS (SELECT 1 FROM events e
                                            WHERE e.id = deliveries.event_id
                                              AND e.purged_at IS NOT NULL)",
@@ -1142,14 +1137,9 @@ impl Store for SqliteStore {
 
     async fn release(&self, jobs: Vec<(String, i64)>) -> Result<()> {
         self.writer
-            .write(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL,
-                         leased_until = NULL
-                     WHERE id = ?1 AND lease_token = ?2",
-                )?;
+            .write(move |_| {
                 for (id, token) in jobs {
-                    stmt.execute(params![id, token])?;
+                    leases::take(&id, token);
                 }
                 Ok(())
             })
@@ -1159,13 +1149,8 @@ impl Store for SqliteStore {
     async fn release_owner(&self, owner: &str) -> Result<()> {
         let owner = owner.to_owned();
         self.writer
-            .write(move |c| {
-                c.prepare_cached(
-                    "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL,
-                         leased_until = NULL
-                     WHERE status = 'pending' AND lease_owner = ?1",
-                )?
-                .execute([owner])?;
+            .write(move |_| {
+                leases::release_owner(&owner);
                 Ok(())
             })
             .await
@@ -1174,6 +1159,9 @@ impl Store for SqliteStore {
     async fn reset_leases(&self) -> Result<()> {
         self.writer
             .write(|c| {
+                leases::clear();
+                // Leases live in memory now (`leases.rs`); this clears any a version that
+                // wrote them into rows left behind.
                 c.execute_batch(
                     "UPDATE deliveries SET lease_owner = NULL, lease_token = NULL,
                          leased_until = NULL
@@ -1244,7 +1232,7 @@ impl Store for SqliteStore {
                         "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL,
                              updated_at = ?1
                          WHERE id = ?2 AND tenant_id = ?3 AND status = 'pending'
-                           AND (leased_until IS NULL OR leased_until <= ?4)",
+                           AND NOT chime_leased(id, ?4)",
                     )?
                     .execute(params![now, id, tenant_id, clock()])?;
                 let row = c
@@ -1297,7 +1285,7 @@ impl Store for SqliteStore {
                        AND (?4 IS NULL OR event_name = ?4)
                        AND (?5 IS NULL OR created_at >= ?5)
                        AND (?6 IS NULL OR created_at < ?6)
-                       AND (leased_until IS NULL OR leased_until <= ?7)
+                       AND NOT chime_leased(id, ?7)
                        AND NOT EXISTS (SELECT 1 FROM events e
                                        WHERE e.id = deliveries.event_id
                                          AND e.purged_at IS NOT NULL)";

@@ -47,7 +47,11 @@ impl Writer {
     /// Starts the thread that owns `conn` (which must be in WAL mode with `synchronous =
     /// NORMAL`) and the syncer that flushes `wal` (its WAL file, kept open). They stop when
     /// every `Writer` handle is dropped.
-    pub fn spawn(conn: Connection, wal: File) -> (Self, std::thread::JoinHandle<()>) {
+    pub fn spawn(
+        conn: Connection,
+        wal: File,
+        leases: super::leases::Shared,
+    ) -> (Self, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<WriteJob>(8192);
         // At most one batch is being flushed at a time (see `run`).
         let (sync_tx, sync_rx) = std_mpsc::sync_channel::<Vec<Reply>>(1);
@@ -58,7 +62,10 @@ impl Writer {
             .expect("spawn syncer thread");
         let handle = std::thread::Builder::new()
             .name("chime-sqlite-writer".into())
-            .spawn(move || run(conn, rx, sync_tx, flushed_rx))
+            .spawn(move || {
+                super::leases::adopt(leases);
+                run(conn, rx, sync_tx, flushed_rx)
+            })
             .expect("spawn writer thread");
         (Self { tx }, handle)
     }
@@ -149,17 +156,22 @@ fn run(
             tracing::warn!("a write failed part-way; its whole batch is rolled back");
             let _ = conn.execute_batch("ROLLBACK");
             super::forget_endpoints();
+            super::leases::rolled_back();
             false
         } else {
             match conn
                 .prepare_cached("COMMIT")
                 .and_then(|mut s| s.execute([]))
             {
-                Ok(_) => true,
+                Ok(_) => {
+                    super::leases::committed();
+                    true
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "group commit failed; the batch is rolled back");
                     let _ = conn.execute_batch("ROLLBACK");
                     super::forget_endpoints();
+                    super::leases::rolled_back();
                     false
                 }
             }
@@ -209,5 +221,6 @@ fn job_without_connection(job: WriteJob, conn: &Connection) -> (Reply, bool) {
     let _ = conn.execute_batch("SAVEPOINT refused");
     let out = job(conn);
     let _ = conn.execute_batch("ROLLBACK TO refused; RELEASE refused");
+    super::leases::rolled_back();
     out
 }

@@ -1,0 +1,242 @@
+//! The embedded store's leases, held in memory on the writer thread.
+//!
+//! A lease says "this node is attempting this delivery; nobody else may until it ends". With
+//! PostgreSQL several nodes share the rows, so a lease must be a column there. An SQLite file
+//! has exactly one owner process (`<file>.lock`), and every lease dies with that process
+//! (`reset_leases` runs at start), so a lease never has to outlive the process. Written into
+//! the row, it cost a page write (and a checkpoint copy) per claimed delivery, then another
+//! one to clear it; a profile of a fanout drain put the claims' updates and their share of
+//! the commits at about a third of the writer's time. Here a claim writes nothing.
+//!
+//! Every write runs on the writer thread, which alone changes the table (it [`adopt`]s it;
+//! the functions below act on the calling thread's adopted table). Its changes follow the
+//! writer's transaction: each change is journaled, and the writer calls [`committed`] or
+//! [`rolled_back`] with the batch, so a rolled-back claim leaves no lease behind and a
+//! rolled-back record gives its lease back. SQL on any of the store's connections reads the
+//! table through `chime_leased(id, now)`, which [`register`] installs.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::Connection;
+use rusqlite::functions::FunctionFlags;
+
+use crate::model::Millis;
+
+#[derive(Clone)]
+struct Held {
+    owner: Arc<str>,
+    token: i64,
+    until: Millis,
+}
+
+#[derive(Default)]
+struct Table {
+    held: HashMap<String, Held>,
+    /// What each change of the open transaction replaced, oldest first.
+    undo: Vec<(String, Option<Held>)>,
+    /// Size at which `hold` next drops expired leases (those of attempts that never came
+    /// back: a lost job, or a delivery deleted while leased).
+    sweep_at: usize,
+}
+
+/// One store's lease table, shared by its connections' `chime_leased`.
+#[derive(Clone)]
+pub struct Shared(Arc<Mutex<Table>>);
+
+impl Shared {
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(Table {
+            sweep_at: 4096,
+            ..Table::default()
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic while holding it cannot leave the map half-changed in a way that matters
+        // more than losing the process's leases, which a restart does anyway.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+thread_local! {
+    static ADOPTED: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// Makes `table` the one the calling thread (the writer) changes.
+pub fn adopt(table: Shared) {
+    ADOPTED.with(|a| *a.borrow_mut() = Some(table));
+}
+
+fn with<R>(f: impl FnOnce(&mut Table) -> R) -> R {
+    ADOPTED.with(|a| {
+        let a = a.borrow();
+        let table = a
+            .as_ref()
+            .expect("leases are changed on the writer thread only");
+        f(&mut table.lock())
+    })
+}
+
+impl Table {
+    fn is_leased(&self, id: &str, now: Millis) -> bool {
+        self.held.get(id).is_some_and(|h| h.until > now)
+    }
+
+    fn set(&mut self, id: &str, held: Option<Held>) {
+        let before = match held {
+            Some(h) => self.held.insert(id.to_owned(), h),
+            None => self.held.remove(id),
+        };
+        self.undo.push((id.to_owned(), before));
+    }
+}
+
+/// Leases `id` to `owner` with `token` until `until`.
+pub fn hold(id: &str, owner: &Arc<str>, token: i64, until: Millis, now: Millis) {
+    with(|t| {
+        if t.held.len() >= t.sweep_at {
+            // Not journaled: an expired lease protects nothing, dropping it is the same state.
+            t.held.retain(|_, h| h.until > now);
+            t.sweep_at = (t.held.len() * 2).max(4096);
+        }
+        t.set(
+            id,
+            Some(Held {
+                owner: owner.clone(),
+                token,
+                until,
+            }),
+        );
+    });
+}
+
+/// Whether `id` has a lease that has not expired at `now`.
+#[cfg(test)]
+pub fn is_leased(id: &str, now: Millis) -> bool {
+    with(|t| t.is_leased(id, now))
+}
+
+/// Ends the lease of `id` if it is still `token`'s (expired or not, as long as nobody else
+/// took it since); says whether it was.
+pub fn take(id: &str, token: i64) -> bool {
+    with(|t| {
+        if t.held.get(id).is_some_and(|h| h.token == token) {
+            t.set(id, None);
+            true
+        } else {
+            false
+        }
+    })
+}
+
+/// Ends every lease of `owner`.
+pub fn release_owner(owner: &str) {
+    with(|t| {
+        let ids: Vec<String> = t
+            .held
+            .iter()
+            .filter(|(_, h)| &*h.owner == owner)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            t.set(&id, None);
+        }
+    });
+}
+
+/// Ends every lease.
+pub fn clear() {
+    with(|t| {
+        let ids: Vec<String> = t.held.keys().cloned().collect();
+        for id in ids {
+            t.set(&id, None);
+        }
+    });
+}
+
+/// The open transaction committed: its lease changes stand.
+pub fn committed() {
+    with(|t| t.undo.clear());
+}
+
+/// The open transaction rolled back: its lease changes are undone, newest first.
+pub fn rolled_back() {
+    with(|t| {
+        while let Some((id, before)) = t.undo.pop() {
+            match before {
+                Some(h) => t.held.insert(id, h),
+                None => t.held.remove(&id),
+            };
+        }
+    });
+}
+
+/// Installs `chime_leased(id, now)` on `conn`: 1 if `id` has a live lease in `table`, else 0.
+pub fn register(conn: &Connection, table: &Shared) -> rusqlite::Result<()> {
+    let table = table.clone();
+    conn.create_scalar_function("chime_leased", 2, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let id = ctx.get_raw(0).as_str().unwrap_or_default();
+        let now: Millis = ctx.get(1)?;
+        Ok(table.lock().is_leased(id, now))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Arc<str> {
+        adopt(Shared::new());
+        Arc::from("n")
+    }
+
+    #[test]
+    fn a_lease_lives_until_it_expires_or_its_token_takes_it() {
+        let o = owner();
+        hold("d1", &o, 7, 100, 0);
+        committed();
+        assert!(is_leased("d1", 99));
+        assert!(!is_leased("d1", 100), "expired at its end");
+        assert!(!take("d1", 8), "another token cannot end it");
+        assert!(take("d1", 7));
+        assert!(!is_leased("d1", 0));
+        committed();
+    }
+
+    #[test]
+    fn a_rolled_back_transaction_leaves_the_leases_as_they_were() {
+        let o = owner();
+        hold("a", &o, 1, 100, 0);
+        committed();
+        // One transaction: ends a, leases b, releases everything of the owner, rolls back.
+        assert!(take("a", 1));
+        hold("b", &o, 2, 100, 0);
+        release_owner("n");
+        rolled_back();
+        assert!(is_leased("a", 0), "the ended lease is back");
+        assert!(!is_leased("b", 0), "the new lease is gone");
+        clear();
+        committed();
+        assert!(!is_leased("a", 0));
+    }
+
+    #[test]
+    fn sql_sees_the_table() {
+        let o = owner();
+        let conn = Connection::open_in_memory().unwrap();
+        let table = ADOPTED.with(|a| a.borrow().clone().unwrap());
+        register(&conn, &table).unwrap();
+        hold("x", &o, 1, 100, 0);
+        committed();
+        let q = |now: i64| -> bool {
+            conn.query_row("SELECT chime_leased('x', ?1)", [now], |r| r.get(0))
+                .unwrap()
+        };
+        assert!(q(50));
+        assert!(!q(150));
+        clear();
+        committed();
+    }
+}
