@@ -33,7 +33,9 @@ struct Held {
 
 #[derive(Default)]
 struct Table {
-    held: HashMap<String, Held>,
+    /// Looked up for every row a claim scans (`chime_leased`): a fast hash, not SipHash
+    /// (the ids come from this process, not from an adversary choosing collisions).
+    held: HashMap<String, Held, foldhash::fast::RandomState>,
     /// What each change of the open transaction replaced, oldest first.
     undo: Vec<(String, Option<Held>)>,
     /// Size at which `hold` next drops expired leases (those of attempts that never came
