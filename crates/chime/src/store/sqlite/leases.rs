@@ -158,6 +158,11 @@ pub fn clear() {
     });
 }
 
+/// How many lease changes the open transaction has made so far.
+pub fn changes() -> usize {
+    with(|t| t.undo.len())
+}
+
 /// The open transaction committed: its lease changes stand.
 pub fn committed() {
     with(|t| t.undo.clear());

@@ -364,8 +364,8 @@ fn lease_end(lease: &Lease) -> Millis {
     clock() + lease.duration.as_millis() as i64
 }
 
-/// When the endpoint's earliest unleased pending delivery is due. On the writer thread only
-/// (it reads the lease table, `leases.rs`).
+/// When the endpoint's earliest unleased pending delivery is due (the lease table is read
+/// through `chime_leased`, on any of the store's connections).
 fn next_due(conn: &Connection, endpoint_id: &str) -> Result<Option<Millis>> {
     Ok(conn
         .prepare_cached(

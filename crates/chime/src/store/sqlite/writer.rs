@@ -78,9 +78,11 @@ impl Writer {
     {
         let (reply_tx, reply_rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
-            let before = conn.total_changes();
+            let before = (conn.total_changes(), super::leases::changes());
             let result = f(conn);
-            let poisoned = result.is_err() && conn.total_changes() != before;
+            // Lease changes count as changes: they are part of the transaction too.
+            let poisoned =
+                result.is_err() && (conn.total_changes(), super::leases::changes()) != before;
             let reply: Reply = Box::new(move |committed| {
                 let result = if committed {
                     result
