@@ -226,6 +226,16 @@ DROP INDEX IF EXISTS deliveries_tenant_status;
 ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_id_key;
 ALTER TABLE deliveries SET (fillfactor = 80);
 "#,
+    // The claim orders by (next_attempt_at, seq), which an index on (endpoint_id,
+    // next_attempt_at) does not give: EXPLAIN ANALYZE in a fanout showed every claim reading
+    // and sorting all of the endpoint's pending rows (1,762 rows, 13 ms, for a LIMIT 64), so
+    // claims grew with the backlog. With `seq` in the key the index gives the order and the
+    // scan stops at the limit. (SQLite's index ends with the rowid, which is `seq`.)
+    r#"
+DROP INDEX IF EXISTS deliveries_due;
+CREATE INDEX deliveries_due ON deliveries(endpoint_id, next_attempt_at, seq)
+    WHERE status = 'pending';
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is
