@@ -1126,19 +1126,26 @@ impl Store for PostgresStore {
                 .await;
         }
         let claim_stmt = c.prepare_cached(CLAIM_SQL).await?;
-        let due_stmt = c.prepare_cached(NEXT_DUE_SQL).await?;
-        let limit = i64::from(limit);
-        // Two statements pipelined in one round trip, each its own transaction, in this
-        // order: the next due time is read after the claim committed, so it skips what this
-        // claim just leased.
+        let limit_sql = i64::from(limit);
         let owner: &str = &lease.owner;
-        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-            [&endpoint_id, &now, &limit, &owner, &lease.token, &duration];
-        let due_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&endpoint_id];
-        let (claimed, due) = tokio::try_join!(
-            c.query(&claim_stmt, &claim_params),
-            c.query_one(&due_stmt, &due_params),
-        )?;
+        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &endpoint_id,
+            &now,
+            &limit_sql,
+            &owner,
+            &lease.token,
+            &duration,
+        ];
+        // Each statement is its own transaction: the next due time, when it is looked up, is
+        // read after the claim committed, so it skips what this claim just leased.
+        let claimed = c.query(&claim_stmt, &claim_params).await?;
+        let due = match full_claim_due(claimed.len(), limit, now) {
+            Some(due) => due,
+            None => {
+                let due_stmt = c.prepare_cached(NEXT_DUE_SQL).await?;
+                c.query_one(&due_stmt, &[&endpoint_id]).await?.try_get(0)?
+            }
+        };
         let jobs = rows(&claimed, |r| {
             let payload: Vec<u8> = r.try_get(4)?;
             Ok(Job {
@@ -1154,7 +1161,7 @@ impl Store for PostgresStore {
         Ok(Claimed {
             jobs,
             endpoint: Some(endpoint),
-            next_due: due.try_get(0)?,
+            next_due: due,
         })
     }
 

@@ -659,10 +659,14 @@ fn claim_tx(
             lease_token: lease.token,
         });
     }
+    let due = match full_claim_due(jobs.len(), limit, now) {
+        Some(due) => due,
+        None => next_due(conn, endpoint_id)?,
+    };
     Ok(Claimed {
         jobs,
         endpoint,
-        next_due: next_due(conn, endpoint_id)?,
+        next_due: due,
     })
 }
 
