@@ -321,12 +321,12 @@ pub struct Outcome {
     pub cycle_failures: u32,
 }
 
-/// `next_due` of a claim that took `limit` deliveries: looking costs a scan past every
-/// delivery in flight (a profile of a PostgreSQL fanout had it ahead of the claims
-/// themselves), and the answer is almost always "now". If nothing else is due, the next claim
-/// comes back short and looks then.
-pub fn full_claim_due(taken: usize, limit: u32, now: Millis) -> Option<Option<Millis>> {
-    (taken >= limit as usize).then_some(Some(now))
+/// Whether a claim took all it was allowed. Its `next_due` is then its `now`, not looked up:
+/// looking costs a scan past every delivery in flight (a profile of a PostgreSQL fanout had it
+/// ahead of the claims themselves), and the answer is almost always "now". If nothing else is
+/// due, the next claim comes back short and looks then.
+pub fn claim_is_full(taken: usize, limit: u32) -> bool {
+    taken >= limit as usize
 }
 
 pub struct Claimed {
@@ -334,7 +334,7 @@ pub struct Claimed {
     pub endpoint: Option<Endpoint>,
     /// Earliest due time of this endpoint's pending, unleased deliveries still in the store.
     /// A claim that took all it was allowed answers its `now` without looking (see
-    /// `full_claim_due`): more are probably due, and the next claim will say.
+    /// `claim_is_full`): more are probably due, and the next claim will say.
     pub next_due: Option<Millis>,
 }
 

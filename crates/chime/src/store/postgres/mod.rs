@@ -1139,12 +1139,11 @@ impl Store for PostgresStore {
         // Each statement is its own transaction: the next due time, when it is looked up, is
         // read after the claim committed, so it skips what this claim just leased.
         let claimed = c.query(&claim_stmt, &claim_params).await?;
-        let due = match full_claim_due(claimed.len(), limit, now) {
-            Some(due) => due,
-            None => {
-                let due_stmt = c.prepare_cached(NEXT_DUE_SQL).await?;
-                c.query_one(&due_stmt, &[&endpoint_id]).await?.try_get(0)?
-            }
+        let due = if claim_is_full(claimed.len(), limit) {
+            Some(now)
+        } else {
+            let due_stmt = c.prepare_cached(NEXT_DUE_SQL).await?;
+            c.query_one(&due_stmt, &[&endpoint_id]).await?.try_get(0)?
         };
         let jobs = rows(&claimed, |r| {
             let payload: Vec<u8> = r.try_get(4)?;

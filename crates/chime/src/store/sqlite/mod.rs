@@ -360,8 +360,8 @@ fn clock() -> Millis {
     crate::model::now_millis()
 }
 
-fn lease_end(lease: &Lease) -> Millis {
-    clock() + lease.duration.as_millis() as i64
+fn lease_end(lease: &Lease, now: Millis) -> Millis {
+    now + lease.duration.as_millis() as i64
 }
 
 /// When the endpoint's earliest unleased pending delivery is due (the lease table is read
@@ -454,7 +454,8 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
              next_attempt_at, created_at, updated_at, ordered)
          VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, ?8, ?9)",
     )?;
-    let (now, until) = (clock(), lease_end(lease));
+    let now = clock();
+    let until = lease_end(lease, now);
     let mut deliveries = Vec::with_capacity(endpoints.len());
     let mut jobs = Vec::with_capacity(endpoints.len());
     let mut due_endpoints = Vec::new();
@@ -602,7 +603,14 @@ fn claim_head(
         claimed.next_due = Some(due);
         return Ok(claimed);
     }
-    leases::hold(&id, &lease.owner, lease.token, lease_end(lease), clock());
+    let now_clock = clock();
+    leases::hold(
+        &id,
+        &lease.owner,
+        lease.token,
+        lease_end(lease, now_clock),
+        now_clock,
+    );
     claimed.jobs.push(Job {
         delivery_id: id,
         event_id,
@@ -645,7 +653,8 @@ fn claim_tx(
         params![endpoint_id, now, limit, clock()],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
     )?;
-    let (now_clock, until) = (clock(), lease_end(lease));
+    let now_clock = clock();
+    let until = lease_end(lease, now_clock);
     let mut jobs = Vec::with_capacity(rows.len());
     for (id, event_id, tenant_id, cycle_failures, payload) in rows {
         leases::hold(&id, &lease.owner, lease.token, until, now_clock);
@@ -659,9 +668,10 @@ fn claim_tx(
             lease_token: lease.token,
         });
     }
-    let due = match full_claim_due(jobs.len(), limit, now) {
-        Some(due) => due,
-        None => next_due(conn, endpoint_id)?,
+    let due = if claim_is_full(jobs.len(), limit) {
+        Some(now)
+    } else {
+        next_due(conn, endpoint_id)?
     };
     Ok(Claimed {
         jobs,
