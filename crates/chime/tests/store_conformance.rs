@@ -73,6 +73,7 @@ fn outcome(job: &Job, ok: bool, next: Option<Millis>, at: Millis) -> Outcome {
     Outcome {
         delivery_id: job.delivery_id.clone(),
         lease_token: job.lease_token,
+        row: job.row,
         attempt: Attempt {
             id: new_id("att"),
             delivery_id: job.delivery_id.clone(),
@@ -673,6 +674,65 @@ pub async fn ordered_endpoints_claim_only_their_head(s: Arc<dyn Store>) {
     assert_eq!(c4.jobs[0].delivery_id, ids[1]);
 }
 
+/// A delivery deleted while in flight leaves nothing behind that touches later ones: its late
+/// record changes nothing, and deliveries stored after it are claimed and recorded normally.
+/// (SQLite gives a new row the number of the newest row once that row is deleted, and keys
+/// its leases by that number.)
+pub async fn a_deleted_deliverys_lease_touches_nothing_after_it(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let gone = endpoint("a", &["*"], true);
+    s.create_endpoint(gone.clone()).await.unwrap();
+    let p1 = s
+        .publish(event("a", "x", None, 100), lease("n", 1, HELD))
+        .await
+        .unwrap();
+    let late = p1.jobs[0].clone();
+    s.delete_endpoint("a", &gone.id).await.unwrap();
+
+    // Stored unleased (ordered endpoints are claimed), then leased by a claim.
+    let mut ordered = endpoint("a", &["*"], true);
+    ordered.settings.ordered = true;
+    s.create_endpoint(ordered.clone()).await.unwrap();
+    let p2 = s
+        .publish(event("a", "x", None, 200), lease("n", 2, HELD))
+        .await
+        .unwrap();
+    let c = s
+        .claim(&ordered.id, 10, 1_000, &lease("n", 3, HELD))
+        .await
+        .unwrap();
+    assert_eq!(c.jobs.len(), 1, "the new delivery is not held up");
+    assert_eq!(c.jobs[0].delivery_id, p2.deliveries[0].id);
+
+    assert_eq!(
+        s.record(vec![outcome(&late, true, None, 1_100)])
+            .await
+            .unwrap(),
+        vec![false],
+        "the deleted delivery's record is refused"
+    );
+    let d = s
+        .get_delivery("a", &p2.deliveries[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.attempts, 0);
+    assert_eq!(
+        s.record(vec![outcome(&c.jobs[0], true, None, 1_200)])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    let d = s
+        .get_delivery("a", &p2.deliveries[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, DeliveryStatus::Succeeded);
+    assert_eq!(d.attempts, 1);
+}
+
 /// The ordered head follows the endpoint's setting, whenever it changes: deliveries already
 /// pending when an endpoint becomes ordered, and a finished delivery retried afterwards, are
 /// in its queue; turning it back off releases them to ordinary claims.
@@ -859,6 +919,7 @@ macro_rules! conformance {
                 deleting_an_endpoint_or_tenant_removes_its_deliveries,
                 ordered_endpoints_claim_only_their_head,
                 ordered_heads_follow_the_setting_when_it_changes,
+                a_deleted_deliverys_lease_touches_nothing_after_it,
                 health_changes_apply_once,
                 replay_requeues_matching_finished_deliveries,
             );

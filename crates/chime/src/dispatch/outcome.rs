@@ -43,6 +43,7 @@ pub fn outcome_of(
     Outcome {
         delivery_id: job.delivery_id.clone(),
         lease_token: job.lease_token,
+        row: job.row,
         attempt: Attempt {
             id: new_id("att"),
             delivery_id: job.delivery_id.clone(),
@@ -75,6 +76,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"{}"),
             cycle_failures,
             lease_token: 7,
+            row: None,
         }
     }
 

@@ -273,6 +273,10 @@ pub struct Job {
     /// Failed attempts since the schedule last started (retry position).
     pub cycle_failures: u32,
     pub lease_token: i64,
+    /// The delivery's row number, for a backend that finds rows by number faster than by id
+    /// (SQLite: the rowid, which also keys its lease table). `None` where a backend does not
+    /// use it; it goes back to the store with the job's outcome.
+    pub row: Option<i64>,
 }
 
 /// What publishing stored (or, for a repeated idempotency key, what it had stored before).
@@ -315,6 +319,8 @@ pub struct NewEvent {
 pub struct Outcome {
     pub delivery_id: String,
     pub lease_token: i64,
+    /// The job's `row`.
+    pub row: Option<i64>,
     pub attempt: Attempt,
     pub status: DeliveryStatus,
     pub next_attempt_at: Option<Millis>,

@@ -932,6 +932,7 @@ impl Store for PostgresStore {
                     body: ev.payload.clone(),
                     cycle_failures: 0,
                     lease_token: lease.token,
+                    row: None,
                 });
                 leased_endpoints.push(ep);
             } else if d.status == DeliveryStatus::Pending {
@@ -1155,6 +1156,7 @@ impl Store for PostgresStore {
                 body: Bytes::from(payload),
                 cycle_failures: to_u32(r.try_get::<_, i32>(3)?.into()),
                 lease_token: lease.token,
+                row: None,
             })
         })?;
         Ok(Claimed {
@@ -1654,6 +1656,7 @@ impl PostgresStore {
                     body: Bytes::from(payload),
                     cycle_failures: to_u32(row.try_get::<_, i32>(5)?.into()),
                     lease_token: lease.token,
+                    row: None,
                 });
             }
             None if !held => claimed.next_due = next.filter(|due| *due > now),

@@ -13,7 +13,14 @@
 //! writer's transaction: each change is journaled, and the writer calls [`committed`] or
 //! [`rolled_back`] with the batch, so a rolled-back claim leaves no lease behind and a
 //! rolled-back record gives its lease back. SQL on any of the store's connections reads the
-//! table through `chime_leased(id, now)`, which [`register`] installs.
+//! table through `chime_leased(seq, now)`, which [`register`] installs.
+//!
+//! Leases are keyed by the delivery's `seq` (its rowid), not its text id: a claim's scan
+//! reads the rowid from the `deliveries_due` index entry itself, so it skips the deliveries
+//! in flight without reading their rows, and a key is an integer to hash, not a string to
+//! allocate. SQLite may hand the rowid of the newest row out again once that row is
+//! deleted, so a lease can outlive its delivery under a number a new delivery gets: the
+//! insert [`forget`]s any lease under its number, and records also match the id.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -35,9 +42,9 @@ struct Held {
 struct Table {
     /// Looked up for every row a claim scans (`chime_leased`): a fast hash, not SipHash
     /// (the ids come from this process, not from an adversary choosing collisions).
-    held: HashMap<String, Held, foldhash::fast::RandomState>,
+    held: HashMap<i64, Held, foldhash::fast::RandomState>,
     /// What each change of the open transaction replaced, oldest first.
-    undo: Vec<(String, Option<Held>)>,
+    undo: Vec<(i64, Option<Held>)>,
     /// Size at which `hold` next drops expired leases (those of attempts that never came
     /// back: a lost job, or a delivery deleted while leased).
     sweep_at: usize,
@@ -82,21 +89,21 @@ fn with<R>(f: impl FnOnce(&mut Table) -> R) -> R {
 }
 
 impl Table {
-    fn is_leased(&self, id: &str, now: Millis) -> bool {
-        self.held.get(id).is_some_and(|h| h.until > now)
+    fn is_leased(&self, seq: i64, now: Millis) -> bool {
+        self.held.get(&seq).is_some_and(|h| h.until > now)
     }
 
-    fn set(&mut self, id: &str, held: Option<Held>) {
+    fn set(&mut self, seq: i64, held: Option<Held>) {
         let before = match held {
-            Some(h) => self.held.insert(id.to_owned(), h),
-            None => self.held.remove(id),
+            Some(h) => self.held.insert(seq, h),
+            None => self.held.remove(&seq),
         };
-        self.undo.push((id.to_owned(), before));
+        self.undo.push((seq, before));
     }
 }
 
-/// Leases `id` to `owner` with `token` until `until`.
-pub fn hold(id: &str, owner: &Arc<str>, token: i64, until: Millis, now: Millis) {
+/// Leases delivery `seq` to `owner` with `token` until `until`.
+pub fn hold(seq: i64, owner: &Arc<str>, token: i64, until: Millis, now: Millis) {
     with(|t| {
         if t.held.len() >= t.sweep_at {
             // Not journaled: an expired lease protects nothing, dropping it is the same state.
@@ -104,7 +111,7 @@ pub fn hold(id: &str, owner: &Arc<str>, token: i64, until: Millis, now: Millis) 
             t.sweep_at = (t.held.len() * 2).max(4096);
         }
         t.set(
-            id,
+            seq,
             Some(Held {
                 owner: owner.clone(),
                 token,
@@ -114,18 +121,18 @@ pub fn hold(id: &str, owner: &Arc<str>, token: i64, until: Millis, now: Millis) 
     });
 }
 
-/// Whether `id` has a lease that has not expired at `now`.
+/// Whether delivery `seq` has a lease that has not expired at `now`.
 #[cfg(test)]
-pub fn is_leased(id: &str, now: Millis) -> bool {
-    with(|t| t.is_leased(id, now))
+pub fn is_leased(seq: i64, now: Millis) -> bool {
+    with(|t| t.is_leased(seq, now))
 }
 
-/// Ends the lease of `id` if it is still `token`'s (expired or not, as long as nobody else
-/// took it since); says whether it was.
-pub fn take(id: &str, token: i64) -> bool {
+/// Ends the lease of delivery `seq` if it is still `token`'s (expired or not, as long as
+/// nobody else took it since); says whether it was.
+pub fn take(seq: i64, token: i64) -> bool {
     with(|t| {
-        if t.held.get(id).is_some_and(|h| h.token == token) {
-            t.set(id, None);
+        if t.held.get(&seq).is_some_and(|h| h.token == token) {
+            t.set(seq, None);
             true
         } else {
             false
@@ -133,17 +140,27 @@ pub fn take(id: &str, token: i64) -> bool {
     })
 }
 
+/// Drops whatever lease is held under `seq`: a new delivery row has just been given that
+/// number, so a lease under it belonged to a deleted row.
+pub fn forget(seq: i64) {
+    with(|t| {
+        if t.held.contains_key(&seq) {
+            t.set(seq, None);
+        }
+    });
+}
+
 /// Ends every lease of `owner`.
 pub fn release_owner(owner: &str) {
     with(|t| {
-        let ids: Vec<String> = t
+        let seqs: Vec<i64> = t
             .held
             .iter()
             .filter(|(_, h)| &*h.owner == owner)
-            .map(|(id, _)| id.clone())
+            .map(|(seq, _)| *seq)
             .collect();
-        for id in ids {
-            t.set(&id, None);
+        for seq in seqs {
+            t.set(seq, None);
         }
     });
 }
@@ -151,9 +168,9 @@ pub fn release_owner(owner: &str) {
 /// Ends every lease.
 pub fn clear() {
     with(|t| {
-        let ids: Vec<String> = t.held.keys().cloned().collect();
-        for id in ids {
-            t.set(&id, None);
+        let seqs: Vec<i64> = t.held.keys().copied().collect();
+        for seq in seqs {
+            t.set(seq, None);
         }
     });
 }
@@ -171,22 +188,23 @@ pub fn committed() {
 /// The open transaction rolled back: its lease changes are undone, newest first.
 pub fn rolled_back() {
     with(|t| {
-        while let Some((id, before)) = t.undo.pop() {
+        while let Some((seq, before)) = t.undo.pop() {
             match before {
-                Some(h) => t.held.insert(id, h),
-                None => t.held.remove(&id),
+                Some(h) => t.held.insert(seq, h),
+                None => t.held.remove(&seq),
             };
         }
     });
 }
 
-/// Installs `chime_leased(id, now)` on `conn`: 1 if `id` has a live lease in `table`, else 0.
+/// Installs `chime_leased(seq, now)` on `conn`: 1 if delivery `seq` has a live lease in
+/// `table`, else 0.
 pub fn register(conn: &Connection, table: &Shared) -> rusqlite::Result<()> {
     let table = table.clone();
     conn.create_scalar_function("chime_leased", 2, FunctionFlags::SQLITE_UTF8, move |ctx| {
-        let id = ctx.get_raw(0).as_str().unwrap_or_default();
+        let seq: i64 = ctx.get(0)?;
         let now: Millis = ctx.get(1)?;
-        Ok(table.lock().is_leased(id, now))
+        Ok(table.lock().is_leased(seq, now))
     })
 }
 
@@ -202,31 +220,53 @@ mod tests {
     #[test]
     fn a_lease_lives_until_it_expires_or_its_token_takes_it() {
         let o = owner();
-        hold("d1", &o, 7, 100, 0);
+        hold(1, &o, 7, 100, 0);
         committed();
-        assert!(is_leased("d1", 99));
-        assert!(!is_leased("d1", 100), "expired at its end");
-        assert!(!take("d1", 8), "another token cannot end it");
-        assert!(take("d1", 7));
-        assert!(!is_leased("d1", 0));
+        assert!(is_leased(1, 99));
+        assert!(!is_leased(1, 100), "expired at its end");
+        assert!(!take(1, 8), "another token cannot end it");
+        assert!(take(1, 7));
+        assert!(!is_leased(1, 0));
         committed();
     }
 
     #[test]
     fn a_rolled_back_transaction_leaves_the_leases_as_they_were() {
         let o = owner();
-        hold("a", &o, 1, 100, 0);
+        hold(10, &o, 1, 100, 0);
         committed();
         // One transaction: ends a, leases b, releases everything of the owner, rolls back.
-        assert!(take("a", 1));
-        hold("b", &o, 2, 100, 0);
+        assert!(take(10, 1));
+        hold(11, &o, 2, 100, 0);
         release_owner("n");
         rolled_back();
-        assert!(is_leased("a", 0), "the ended lease is back");
-        assert!(!is_leased("b", 0), "the new lease is gone");
+        assert!(is_leased(10, 0), "the ended lease is back");
+        assert!(!is_leased(11, 0), "the new lease is gone");
         clear();
         committed();
-        assert!(!is_leased("a", 0));
+        assert!(!is_leased(10, 0));
+    }
+
+    #[test]
+    fn forgetting_a_number_is_journaled_like_any_change() {
+        let o = owner();
+        hold(5, &o, 1, 100, 0);
+        committed();
+        forget(5);
+        assert!(!is_leased(5, 0));
+        rolled_back();
+        assert!(
+            is_leased(5, 0),
+            "a rolled-back insert gives the number's lease back"
+        );
+        forget(6);
+        assert_eq!(
+            changes(),
+            0,
+            "forgetting a number nobody holds changes nothing"
+        );
+        clear();
+        committed();
     }
 
     #[test]
@@ -235,10 +275,10 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         let table = ADOPTED.with(|a| a.borrow().clone().unwrap());
         register(&conn, &table).unwrap();
-        hold("x", &o, 1, 100, 0);
+        hold(42, &o, 1, 100, 0);
         committed();
         let q = |now: i64| -> bool {
-            conn.query_row("SELECT chime_leased('x', ?1)", [now], |r| r.get(0))
+            conn.query_row("SELECT chime_leased(42, ?1)", [now], |r| r.get(0))
                 .unwrap()
         };
         assert!(q(50));

@@ -370,9 +370,18 @@ fn next_due(conn: &Connection, endpoint_id: &str) -> Result<Option<Millis>> {
     Ok(conn
         .prepare_cached(
             "SELECT MIN(next_attempt_at) FROM deliveries
-             WHERE endpoint_id = ?1 AND status = 'pending' AND NOT chime_leased(id, ?2)",
+             WHERE endpoint_id = ?1 AND status = 'pending' AND NOT chime_leased(seq, ?2)",
         )?
         .query_row(params![endpoint_id, clock()], |r| r.get(0))?)
+}
+
+/// The row number of delivery `id`, for the callers that come with an id only (the lease
+/// table is keyed by row number).
+fn seq_of(conn: &Connection, id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM deliveries WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
 }
 
 fn settings_json(settings: &EndpointSettings) -> String {
@@ -476,13 +485,14 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
             // Read from `ep` in this transaction: the head index (schema.rs) relies on it.
             ep.settings.ordered
         ])?;
+        let seq = conn.last_insert_rowid();
         deliveries.push(PublishedDelivery {
             id: id.clone(),
             endpoint_id: ep.id.clone(),
             status,
         });
         if leased {
-            leases::hold(&id, &lease.owner, lease.token, until, now);
+            leases::hold(seq, &lease.owner, lease.token, until, now);
             jobs.push(Job {
                 delivery_id: id,
                 event_id: ev.id.clone(),
@@ -491,10 +501,14 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
                 body: ev.payload.clone(),
                 cycle_failures: 0,
                 lease_token: lease.token,
+                row: Some(seq),
             });
             leased_endpoints.push(ep);
-        } else if status == DeliveryStatus::Pending {
-            due_endpoints.push(ep.id.clone());
+        } else {
+            leases::forget(seq);
+            if status == DeliveryStatus::Pending {
+                due_endpoints.push(ep.id.clone());
+            }
         }
     }
     Ok(Published {
@@ -518,10 +532,11 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 /// The claim query: one endpoint's due, unleased deliveries, oldest due first. Parameters:
 /// ?1 endpoint id, ?2 due time (ms), ?3 limit, ?4 now (ms). Shared with `explain_claim`, so
 /// the plan shown by `chime bench` is the plan of the query that runs.
-pub const CLAIM_SQL: &str = "SELECT d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload
+pub const CLAIM_SQL: &str = "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures,
+            e.payload
      FROM deliveries d JOIN events e ON e.id = d.event_id
      WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
-     AND NOT chime_leased(d.id, ?4)
+     AND NOT chime_leased(d.seq, ?4)
      ORDER BY d.next_attempt_at, d.seq LIMIT ?3";
 
 /// `EXPLAIN QUERY PLAN` of `CLAIM_SQL` against the database at `path`, opened read-only; one
@@ -566,11 +581,20 @@ fn claim_head(
     now: Millis,
     lease: &Lease,
 ) -> Result<Claimed> {
-    type Head = (String, String, String, u32, Vec<u8>, Option<Millis>, bool);
+    type Head = (
+        i64,
+        String,
+        String,
+        String,
+        u32,
+        Vec<u8>,
+        Option<Millis>,
+        bool,
+    );
     let head: Option<Head> = conn
         .prepare_cached(
-            "SELECT d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
-                    d.next_attempt_at, chime_leased(d.id, ?2)
+            "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
+                    d.next_attempt_at, chime_leased(d.seq, ?2)
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ordered = 1
              ORDER BY d.seq LIMIT 1",
@@ -584,6 +608,7 @@ fn claim_head(
                 r.get(4)?,
                 r.get(5)?,
                 r.get(6)?,
+                r.get(7)?,
             ))
         })
         .optional()?;
@@ -592,7 +617,7 @@ fn claim_head(
         endpoint,
         next_due: None,
     };
-    let Some((id, event_id, tenant_id, cycle_failures, payload, next, leased)) = head else {
+    let Some((seq, id, event_id, tenant_id, cycle_failures, payload, next, leased)) = head else {
         return Ok(claimed);
     };
     if leased {
@@ -605,7 +630,7 @@ fn claim_head(
     }
     let now_clock = clock();
     leases::hold(
-        &id,
+        seq,
         &lease.owner,
         lease.token,
         lease_end(lease, now_clock),
@@ -619,6 +644,7 @@ fn claim_head(
         body: Bytes::from(payload),
         cycle_failures,
         lease_token: lease.token,
+        row: Some(seq),
     });
     Ok(claimed)
 }
@@ -648,16 +674,26 @@ fn claim_tx(
     if endpoint.as_ref().is_some_and(|e| e.settings.ordered) {
         return claim_head(conn, ep, endpoint, now, lease);
     }
-    let rows: Vec<(String, String, String, u32, Vec<u8>)> = collect(
+    type Row = (i64, String, String, String, u32, Vec<u8>);
+    let rows: Vec<Row> = collect(
         conn.prepare_cached(CLAIM_SQL)?,
         params![endpoint_id, now, limit, clock()],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        },
     )?;
     let now_clock = clock();
     let until = lease_end(lease, now_clock);
     let mut jobs = Vec::with_capacity(rows.len());
-    for (id, event_id, tenant_id, cycle_failures, payload) in rows {
-        leases::hold(&id, &lease.owner, lease.token, until, now_clock);
+    for (seq, id, event_id, tenant_id, cycle_failures, payload) in rows {
+        leases::hold(seq, &lease.owner, lease.token, until, now_clock);
         jobs.push(Job {
             delivery_id: id,
             event_id,
@@ -666,6 +702,7 @@ fn claim_tx(
             body: Bytes::from(payload),
             cycle_failures,
             lease_token: lease.token,
+            row: Some(seq),
         });
     }
     let due = if claim_is_full(jobs.len(), limit) {
@@ -681,11 +718,13 @@ fn claim_tx(
 }
 
 fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
+    // Found by row number (the job's `row`), not through the id index. The id must match
+    // too: a row number comes back into use when the newest row is deleted (leases.rs).
     let mut update = conn.prepare_cached(
         "UPDATE deliveries SET status = ?1, attempts = attempts + 1, cycle_failures = ?2,
              next_attempt_at = ?3, last_attempt_at = ?4, last_status_code = ?5,
              last_error_kind = ?6, updated_at = ?7
-         WHERE id = ?8",
+         WHERE seq = ?8 AND id = ?9",
     )?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO attempts (id, delivery_id, started_at, duration_ms, status_code, error_kind,
@@ -694,11 +733,18 @@ fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     )?;
     let mut applied = Vec::with_capacity(outcomes.len());
     for o in outcomes {
+        let seq = match o.row {
+            Some(seq) => Some(seq),
+            None => seq_of(conn, &o.delivery_id)?,
+        };
         // Fenced by the lease: an attempt whose lease was taken over records nothing.
-        if !leases::take(&o.delivery_id, o.lease_token) {
-            applied.push(false);
-            continue;
-        }
+        let seq = match seq {
+            Some(seq) if leases::take(seq, o.lease_token) => seq,
+            _ => {
+                applied.push(false);
+                continue;
+            }
+        };
         let a = &o.attempt;
         let finished_at = a.started_at + a.duration_ms as i64;
         let n = update.execute(params![
@@ -709,6 +755,7 @@ fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
             a.status_code,
             a.error_kind,
             finished_at,
+            seq,
             o.delivery_id
         ])?;
         if n == 1 {
@@ -1105,7 +1152,7 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "UPDATE deliveries SET status = 'pending', cycle_failures = 0,
                              next_attempt_at = ?1, updated_at = ?1
-                         WHERE id = ?2 AND tenant_id = ?3 AND NOT chime_leased(id, ?4)
+                         WHERE id = ?2 AND tenant_id = ?3 AND NOT chime_leased(seq, ?4)
                            AND NOT EXISTS (SELECT 1 FROM events e
                                            WHERE e.id = deliveries.event_id
                                              AND e.purged_at IS NOT NULL)",
@@ -1151,9 +1198,11 @@ impl Store for SqliteStore {
 
     async fn release(&self, jobs: Vec<(String, i64)>) -> Result<()> {
         self.writer
-            .write(move |_| {
+            .write(move |c| {
                 for (id, token) in jobs {
-                    leases::take(&id, token);
+                    if let Some(seq) = seq_of(c, &id)? {
+                        leases::take(seq, token);
+                    }
                 }
                 Ok(())
             })
@@ -1246,7 +1295,7 @@ impl Store for SqliteStore {
                         "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL,
                              updated_at = ?1
                          WHERE id = ?2 AND tenant_id = ?3 AND status = 'pending'
-                           AND NOT chime_leased(id, ?4)",
+                           AND NOT chime_leased(seq, ?4)",
                     )?
                     .execute(params![now, id, tenant_id, clock()])?;
                 let row = c
@@ -1299,7 +1348,7 @@ impl Store for SqliteStore {
                        AND (?4 IS NULL OR event_name = ?4)
                        AND (?5 IS NULL OR created_at >= ?5)
                        AND (?6 IS NULL OR created_at < ?6)
-                       AND NOT chime_leased(id, ?7)
+                       AND NOT chime_leased(seq, ?7)
                        AND NOT EXISTS (SELECT 1 FROM events e
                                        WHERE e.id = deliveries.event_id
                                          AND e.purged_at IS NOT NULL)";
