@@ -347,6 +347,7 @@ async fn run(
         },
         plan: plan.to_json(),
         ceiling: None,
+        ceiling_after: None,
         scenarios: Vec::new(),
         failures: Vec::new(),
         targets: Vec::new(),
@@ -371,6 +372,13 @@ async fn run(
                 eprintln!("chime bench: scenario {} failed: {e:#}", s.name());
                 outcome.failures.push(format!("{}: {e:#}", s.name()));
             }
+        }
+    }
+    if outcome.ceiling.is_some() && !outcome.scenarios.is_empty() {
+        // Again at the end: the scenarios take minutes, and a machine's speed can move.
+        match scenarios::ceiling(&ctx).await {
+            Ok(c) => outcome.ceiling_after = Some(c),
+            Err(e) => eprintln!("chime bench: the ceiling could not be measured again: {e:#}"),
         }
     }
     outcome.targets = report::evaluate_targets(&outcome);

@@ -23,6 +23,9 @@ pub struct Report {
     pub store: String,
     pub plan: serde_json::Value,
     pub ceiling: Option<Ceiling>,
+    /// The same measurement again after the scenarios: how far the machine's own speed moved
+    /// while the run lasted (ratios use the first one, taken just before throughput).
+    pub ceiling_after: Option<Ceiling>,
     pub scenarios: Vec<ScenarioResult>,
     /// Scenarios (or the ceiling) that could not run, with the reason.
     pub failures: Vec<String>,
@@ -178,6 +181,15 @@ pub struct Target {
 fn scenario<'a>(r: &'a Report, name: &str) -> Option<&'a ScenarioResult> {
     r.scenarios.iter().find(|s| s.name == name)
 }
+
+/// Change of the ceiling from the start of the run to its end, as a fraction of the first
+/// (-0.14: the machine served 14% fewer POSTs at the end).
+pub fn ceiling_drift(before: &Ceiling, after: &Ceiling) -> f64 {
+    after.posts_per_s / before.posts_per_s.max(f64::MIN_POSITIVE) - 1.0
+}
+
+/// A drift past this makes the absolute rates of one run hard to compare with another's.
+pub const DRIFT_WARNING: f64 = 0.10;
 
 /// Judges the targets that this run's scenarios can speak to.
 pub fn evaluate_targets(r: &Report) -> Vec<Target> {
@@ -400,6 +412,23 @@ pub fn render(r: &Report) -> String {
                 .map_or_else(|| "-".into(), |v| format!("{v:.2}")),
         ]);
     }
+    if let (Some(first), Some(c)) = (&r.ceiling, &r.ceiling_after) {
+        rows.push(vec![
+            "ceiling end".into(),
+            "-".into(),
+            fmt_rate(c.posts_per_s),
+            fmt_ms(c.latency_ms.p50, c.latency_ms.count),
+            fmt_ms(c.latency_ms.p99, c.latency_ms.count),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            c.errors.to_string(),
+            format!("{:.2}", 1.0 + ceiling_drift(first, c)),
+        ]);
+    }
     let line = |out: &mut String, cells: &[String]| {
         for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
             if i == 0 {
@@ -426,6 +455,19 @@ pub fn render(r: &Report) -> String {
             out,
             "  ceiling: bench {:.1} CPU s, other processes {:.1} CPU s, steal {:.1} s in {:.1} s",
             c.bench_cpu_s, c.other_cpu_s, c.steal_cpu_s, c.wall_s
+        );
+    }
+    if let (Some(first), Some(last)) = (&r.ceiling, &r.ceiling_after) {
+        let drift = ceiling_drift(first, last);
+        let _ = writeln!(
+            out,
+            "  ceiling end: {:+.0}% against the start{}",
+            drift * 100.0,
+            if drift.abs() > DRIFT_WARNING {
+                ": the machine's speed moved during the run; compare runs by CPU s/1k, or rerun"
+            } else {
+                ""
+            }
         );
     }
     for s in &r.scenarios {
@@ -611,6 +653,24 @@ mod tests {
             "SCAN d",
             "SEARCH e USING INDEX sqlite_autoindex_events_1 (id=?)",
         ]));
+    }
+
+    #[test]
+    fn drift_is_the_end_ceiling_against_the_first() {
+        let at = |posts_per_s| Ceiling {
+            posts: 1,
+            posts_per_s,
+            concurrency: 64,
+            latency_ms: Percentiles::default(),
+            errors: 0,
+            bench_cpu_s: 0.0,
+            other_cpu_s: 0.0,
+            steal_cpu_s: 0.0,
+            wall_s: 1.0,
+        };
+        assert!((ceiling_drift(&at(81_806.0), &at(70_159.0)) + 0.1424).abs() < 1e-3);
+        assert!((ceiling_drift(&at(50_000.0), &at(55_000.0)) - 0.10).abs() < 1e-9);
+        assert!(ceiling_drift(&at(0.0), &at(1.0)).is_finite());
     }
 
     #[test]
