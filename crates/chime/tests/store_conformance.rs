@@ -733,6 +733,73 @@ pub async fn a_deleted_deliverys_lease_touches_nothing_after_it(s: Arc<dyn Store
     assert_eq!(d.attempts, 1);
 }
 
+/// Retention purges payloads, then events, in batches of at most its limit, and never an
+/// event with a pending delivery; once that delivery finishes, a later pass takes it. Purged
+/// and unpurged events are read through different indexes, so both groups are exercised.
+pub async fn retention_purges_payloads_then_events(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    s.create_endpoint(endpoint("a", &["*"], true))
+        .await
+        .unwrap();
+    let delivered = |at: Millis, token: i64| {
+        let s = s.clone();
+        async move {
+            let p = s
+                .publish(event("a", "x", None, at), lease("n", token, HELD))
+                .await
+                .unwrap();
+            s.record(vec![outcome(&p.jobs[0], true, None, at + 1)])
+                .await
+                .unwrap();
+            p.event.id
+        }
+    };
+    let old1 = delivered(100, 1).await;
+    let old2 = delivered(150, 2).await;
+    let pinned = s
+        .publish(event("a", "x", None, 200), lease("n", 3, HELD))
+        .await
+        .unwrap();
+    let young = delivered(10_000, 4).await;
+
+    assert_eq!(s.purge_payloads(1_000, 5_000, 1).await.unwrap(), 1);
+    assert_eq!(s.purge_payloads(1_000, 5_000, 10).await.unwrap(), 1);
+    assert_eq!(s.purge_payloads(1_000, 5_000, 10).await.unwrap(), 0);
+    for id in [&old1, &old2] {
+        let e = s.get_event("a", id).await.unwrap().unwrap();
+        assert_eq!(e.purged_at, Some(5_000));
+        assert!(e.payload.is_empty());
+    }
+    let e = s.get_event("a", &pinned.event.id).await.unwrap().unwrap();
+    assert_eq!(e.purged_at, None, "a pending delivery keeps its payload");
+
+    assert_eq!(s.purge_events(1_000, 1).await.unwrap(), 1);
+    assert_eq!(s.purge_events(1_000, 10).await.unwrap(), 1);
+    assert_eq!(
+        s.purge_events(1_000, 10).await.unwrap(),
+        0,
+        "the pending one stays"
+    );
+    assert!(s.get_event("a", &old1).await.unwrap().is_none());
+    assert!(s.get_event("a", &old2).await.unwrap().is_none());
+
+    s.record(vec![outcome(&pinned.jobs[0], true, None, 300)])
+        .await
+        .unwrap();
+    assert_eq!(s.purge_events(1_000, 10).await.unwrap(), 1);
+    assert!(s.get_event("a", &pinned.event.id).await.unwrap().is_none());
+    assert!(s.get_event("a", &young).await.unwrap().is_some());
+    assert_eq!(
+        s.list_deliveries("a", &DeliveryFilter::default(), page(10))
+            .await
+            .unwrap()
+            .rows
+            .len(),
+        1,
+        "deliveries go with their events"
+    );
+}
+
 /// The ordered head follows the endpoint's setting, whenever it changes: deliveries already
 /// pending when an endpoint becomes ordered, and a finished delivery retried afterwards, are
 /// in its queue; turning it back off releases them to ordinary claims.
@@ -920,6 +987,7 @@ macro_rules! conformance {
                 ordered_endpoints_claim_only_their_head,
                 ordered_heads_follow_the_setting_when_it_changes,
                 a_deleted_deliverys_lease_touches_nothing_after_it,
+                retention_purges_payloads_then_events,
                 health_changes_apply_once,
                 replay_requeues_matching_finished_deliveries,
             );

@@ -320,11 +320,19 @@ fn event_type_row(r: &Row) -> Result<(EventType, i64)> {
     ))
 }
 
-/// Events created before $1 none of whose deliveries is pending: what retention may purge.
-const PURGEABLE: &str = "SELECT e.seq FROM events e
-     WHERE e.created_at < $1
-       AND NOT EXISTS (SELECT 1 FROM deliveries d
-                       WHERE d.event_id = e.id AND d.status = 'pending')";
+/// Events created before $1 in one retention group (`purged`: `IS NULL` or `IS NOT NULL`,
+/// each group read through its own index, schema.rs), oldest first, none of whose
+/// deliveries is pending: what retention may purge. At most `limit` (a parameter), locked;
+/// SKIP LOCKED: two nodes running retention at once take disjoint batches.
+fn purgeable(purged: &str, limit: &str) -> String {
+    format!(
+        "SELECT e.seq FROM events e
+         WHERE e.purged_at {purged} AND e.created_at < $1
+           AND NOT EXISTS (SELECT 1 FROM deliveries d
+                           WHERE d.event_id = e.id AND d.status = 'pending')
+         ORDER BY e.created_at LIMIT {limit} FOR UPDATE SKIP LOCKED"
+    )
+}
 
 const DELIVERY_COLS: &str = "id, tenant_id, event_id, event_name, endpoint_id, status, attempts, \
      next_attempt_at, last_attempt_at, last_status_code, last_error_kind, created_at, updated_at, seq";
@@ -1527,12 +1535,11 @@ impl Store for PostgresStore {
 
     async fn purge_payloads(&self, before: Millis, now: Millis, limit: u32) -> Result<u64> {
         let c = self.conn().await?;
-        // SKIP LOCKED: two nodes running retention at once purge disjoint batches.
         let stmt = c
             .prepare_cached(&format!(
                 "UPDATE events SET payload = ''::bytea, purged_at = $2
-                 WHERE seq IN ({PURGEABLE} AND e.purged_at IS NULL
-                               ORDER BY e.created_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                 WHERE seq IN ({})",
+                purgeable("IS NULL", "$3")
             ))
             .await?;
         Ok(c.execute(&stmt, &[&before, &now, &i64::from(limit)])
@@ -1541,12 +1548,18 @@ impl Store for PostgresStore {
 
     async fn purge_events(&self, before: Millis, limit: u32) -> Result<u64> {
         let c = self.conn().await?;
-        // Deliveries and attempts go with their event (ON DELETE CASCADE).
+        // Deliveries and attempts go with their event (the delete triggers). Purged events
+        // first: they are the older ones. Each group is locked by its own CTE (a locking
+        // SELECT cannot be a branch of a UNION).
         let stmt = c
             .prepare_cached(&format!(
-                "DELETE FROM events
-                 WHERE seq IN ({PURGEABLE} ORDER BY e.created_at LIMIT $2
-                               FOR UPDATE SKIP LOCKED)"
+                "WITH purged AS ({}), kept AS ({})
+                 DELETE FROM events
+                 WHERE seq IN (SELECT seq FROM (SELECT seq FROM purged
+                                                UNION ALL SELECT seq FROM kept) g
+                               LIMIT $2)",
+                purgeable("IS NOT NULL", "$2"),
+                purgeable("IS NULL", "$2")
             ))
             .await?;
         Ok(c.execute(&stmt, &[&before, &i64::from(limit)]).await?)

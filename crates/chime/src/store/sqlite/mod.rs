@@ -297,11 +297,18 @@ fn event_type_row(r: &Row) -> rusqlite::Result<(EventType, i64)> {
     ))
 }
 
-/// Events old enough, none of whose deliveries is still pending: safe to purge.
-const PURGEABLE: &str = "SELECT e.seq FROM events e
-     WHERE e.created_at < ?1
-       AND NOT EXISTS (SELECT 1 FROM deliveries d
-                       WHERE d.event_id = e.id AND d.status = 'pending')";
+/// Events created before ?1 in one retention group (`purged`: `IS NULL` or `IS NOT NULL`,
+/// each group read through its own index, schema.rs), oldest first, none of whose
+/// deliveries is still pending: safe to purge. At most `limit` (a parameter).
+fn purgeable(purged: &str, limit: &str) -> String {
+    format!(
+        "SELECT e.seq FROM events e
+         WHERE e.purged_at {purged} AND e.created_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM deliveries d
+                           WHERE d.event_id = e.id AND d.status = 'pending')
+         ORDER BY e.created_at LIMIT {limit}"
+    )
+}
 
 /// One tenant's endpoints as publishing needs them; `None` when there is no such tenant.
 type TenantEndpoints = Option<std::rc::Rc<Vec<Arc<Endpoint>>>>;
@@ -1496,8 +1503,8 @@ impl Store for SqliteStore {
                 let n = c
                     .prepare_cached(&format!(
                         "UPDATE events SET payload = X'', purged_at = ?2
-                         WHERE seq IN ({PURGEABLE} AND e.purged_at IS NULL
-                                       ORDER BY e.created_at LIMIT ?3)"
+                         WHERE seq IN ({})",
+                        purgeable("IS NULL", "?3")
                     ))?
                     .execute(params![before, now, limit])?;
                 Ok(n as u64)
@@ -1508,11 +1515,15 @@ impl Store for SqliteStore {
     async fn purge_events(&self, before: Millis, limit: u32) -> Result<u64> {
         self.writer
             .write(move |c| {
-                // Deliveries and attempts go with their event (ON DELETE CASCADE).
+                // Deliveries and attempts go with their event (the delete triggers). Purged
+                // events first: they are the older ones.
                 let n = c
                     .prepare_cached(&format!(
                         "DELETE FROM events
-                         WHERE seq IN ({PURGEABLE} ORDER BY e.created_at LIMIT ?2)"
+                         WHERE seq IN (SELECT seq FROM ({}) UNION ALL SELECT seq FROM ({})
+                                       LIMIT ?2)",
+                        purgeable("IS NOT NULL", "?2"),
+                        purgeable("IS NULL", "?2")
                     ))?
                     .execute(params![before, limit])?;
                 Ok(n as u64)
