@@ -376,22 +376,21 @@ pub fn render(r: &Report) -> String {
     ];
     let widths = [10, 11, 12, 8, 8, 8, 8, 8, 8, 9, 7, 7, 9];
     let mut rows: Vec<Vec<String>> = Vec::new();
-    if let Some(c) = &r.ceiling {
-        rows.push(vec![
-            "ceiling".into(),
+    // The ceiling's row; `ratio` is its rate over the first ceiling's.
+    let ceiling_row = |label: &str, c: &Ceiling, ratio: f64| {
+        let mut row = vec![
+            label.to_owned(),
             "-".into(),
             fmt_rate(c.posts_per_s),
             fmt_ms(c.latency_ms.p50, c.latency_ms.count),
             fmt_ms(c.latency_ms.p99, c.latency_ms.count),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            c.errors.to_string(),
-            "1.00".into(),
-        ]);
+        ];
+        row.extend(std::iter::repeat_n("-".to_owned(), 6));
+        row.extend([c.errors.to_string(), format!("{ratio:.2}")]);
+        row
+    };
+    if let Some(c) = &r.ceiling {
+        rows.push(ceiling_row("ceiling", c, 1.0));
     }
     for s in &r.scenarios {
         let (p, e) = (s.publish_latency_ms, s.e2e_latency_ms);
@@ -413,21 +412,7 @@ pub fn render(r: &Report) -> String {
         ]);
     }
     if let (Some(first), Some(c)) = (&r.ceiling, &r.ceiling_after) {
-        rows.push(vec![
-            "ceiling end".into(),
-            "-".into(),
-            fmt_rate(c.posts_per_s),
-            fmt_ms(c.latency_ms.p50, c.latency_ms.count),
-            fmt_ms(c.latency_ms.p99, c.latency_ms.count),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            c.errors.to_string(),
-            format!("{:.2}", 1.0 + ceiling_drift(first, c)),
-        ]);
+        rows.push(ceiling_row("ceiling end", c, 1.0 + ceiling_drift(first, c)));
     }
     let line = |out: &mut String, cells: &[String]| {
         for (i, (c, w)) in cells.iter().zip(widths).enumerate() {

@@ -579,6 +579,42 @@ pub fn explain_claim(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// A claimable delivery as both claim queries return it: their first six columns.
+struct ClaimRow {
+    seq: i64,
+    id: String,
+    event_id: String,
+    tenant_id: String,
+    cycle_failures: u32,
+    payload: Vec<u8>,
+}
+
+fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
+    Ok(ClaimRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        event_id: r.get(2)?,
+        tenant_id: r.get(3)?,
+        cycle_failures: r.get(4)?,
+        payload: r.get(5)?,
+    })
+}
+
+/// Leases a claimed delivery to `lease` until `until` and makes its job.
+fn lease_job(row: ClaimRow, ep: Arc<str>, lease: &Lease, until: Millis, now: Millis) -> Job {
+    leases::hold(row.seq, &lease.owner, lease.token, until, now);
+    Job {
+        delivery_id: row.id,
+        event_id: row.event_id,
+        tenant_id: row.tenant_id,
+        endpoint_id: ep,
+        body: Bytes::from(row.payload),
+        cycle_failures: row.cycle_failures,
+        lease_token: lease.token,
+        row: Some(row.seq),
+    }
+}
+
 /// An ordered endpoint's claim: its head (oldest pending delivery by acceptance order) and
 /// nothing else. A head that is leased or waiting for its retry blocks everything behind it.
 fn claim_head(
@@ -588,17 +624,7 @@ fn claim_head(
     now: Millis,
     lease: &Lease,
 ) -> Result<Claimed> {
-    type Head = (
-        i64,
-        String,
-        String,
-        String,
-        u32,
-        Vec<u8>,
-        Option<Millis>,
-        bool,
-    );
-    let head: Option<Head> = conn
+    let head: Option<(ClaimRow, Option<Millis>, bool)> = conn
         .prepare_cached(
             "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
                     d.next_attempt_at, chime_leased(d.seq, ?2)
@@ -607,16 +633,7 @@ fn claim_head(
              ORDER BY d.seq LIMIT 1",
         )?
         .query_row(params![&*ep, clock()], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
+            Ok((claim_row(r)?, r.get(6)?, r.get(7)?))
         })
         .optional()?;
     let mut claimed = Claimed {
@@ -624,7 +641,7 @@ fn claim_head(
         endpoint,
         next_due: None,
     };
-    let Some((seq, id, event_id, tenant_id, cycle_failures, payload, next, leased)) = head else {
+    let Some((row, next, leased)) = head else {
         return Ok(claimed);
     };
     if leased {
@@ -636,23 +653,10 @@ fn claim_head(
         return Ok(claimed);
     }
     let now_clock = clock();
-    leases::hold(
-        seq,
-        &lease.owner,
-        lease.token,
-        lease_end(lease, now_clock),
-        now_clock,
-    );
-    claimed.jobs.push(Job {
-        delivery_id: id,
-        event_id,
-        tenant_id,
-        endpoint_id: ep,
-        body: Bytes::from(payload),
-        cycle_failures,
-        lease_token: lease.token,
-        row: Some(seq),
-    });
+    let until = lease_end(lease, now_clock);
+    claimed
+        .jobs
+        .push(lease_job(row, ep, lease, until, now_clock));
     Ok(claimed)
 }
 
@@ -681,37 +685,17 @@ fn claim_tx(
     if endpoint.as_ref().is_some_and(|e| e.settings.ordered) {
         return claim_head(conn, ep, endpoint, now, lease);
     }
-    type Row = (i64, String, String, String, u32, Vec<u8>);
-    let rows: Vec<Row> = collect(
+    let rows = collect(
         conn.prepare_cached(CLAIM_SQL)?,
         params![endpoint_id, now, limit, clock()],
-        |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        },
+        claim_row,
     )?;
     let now_clock = clock();
     let until = lease_end(lease, now_clock);
-    let mut jobs = Vec::with_capacity(rows.len());
-    for (seq, id, event_id, tenant_id, cycle_failures, payload) in rows {
-        leases::hold(seq, &lease.owner, lease.token, until, now_clock);
-        jobs.push(Job {
-            delivery_id: id,
-            event_id,
-            tenant_id,
-            endpoint_id: ep.clone(),
-            body: Bytes::from(payload),
-            cycle_failures,
-            lease_token: lease.token,
-            row: Some(seq),
-        });
-    }
+    let jobs: Vec<Job> = rows
+        .into_iter()
+        .map(|row| lease_job(row, ep.clone(), lease, until, now_clock))
+        .collect();
     let due = if claim_is_full(jobs.len(), limit) {
         Some(now)
     } else {
