@@ -75,6 +75,11 @@ fn is_name_byte(b: u8) -> bool {
 
 /// An event name such as `order_created` or `order.created`.
 pub fn parse_event_name(s: &str) -> Result<String, Invalid> {
+    check_event_name(s).map(str::to_owned)
+}
+
+/// `parse_event_name` without the copy.
+fn check_event_name(s: &str) -> Result<&str, Invalid> {
     if s.is_empty() {
         return invalid("event name must not be empty");
     }
@@ -86,7 +91,7 @@ pub fn parse_event_name(s: &str) -> Result<String, Invalid> {
             "event name {s:?} may contain only letters, digits and '_', '.', '-', ':', '/'"
         ));
     }
-    Ok(s.to_owned())
+    Ok(s)
 }
 
 /// One subscription pattern: `*` (everything), an exact name, or a prefix ending in `*`
@@ -163,6 +168,32 @@ impl Subscription {
 
     pub fn matches(&self, name: &str) -> bool {
         self.0.iter().any(|p| p.matches(name))
+    }
+
+    /// `Subscription::parse(patterns).is_ok_and(|s| s.matches(name))`, without building the
+    /// subscription: publishing asks it for every endpoint of every event, and building one
+    /// allocated a vector and a string per pattern each time.
+    pub fn text_matches(patterns: &[String], name: &str) -> bool {
+        if patterns.is_empty() || patterns.len() > Self::MAX_PATTERNS {
+            return false;
+        }
+        let mut matched = false;
+        for p in patterns {
+            let this = if p == "*" {
+                true
+            } else {
+                match p.strip_suffix('*') {
+                    Some(prefix) if !prefix.contains('*') && check_event_name(prefix).is_ok() => {
+                        name.starts_with(prefix)
+                    }
+                    Some(_) => return false,
+                    None if check_event_name(p).is_ok() => p == name,
+                    None => return false,
+                }
+            };
+            matched |= this;
+        }
+        matched
     }
 
     pub fn to_texts(&self) -> Vec<String> {
@@ -290,7 +321,7 @@ pub fn subscribed(
     payload: &[u8],
     envelope: &mut Option<serde_json::Value>,
 ) -> bool {
-    let by_name = Subscription::parse(patterns).is_ok_and(|s| s.matches(name));
+    let by_name = Subscription::text_matches(patterns, name);
     let Some(filter) = filter.filter(|_| by_name) else {
         return by_name;
     };
@@ -313,6 +344,43 @@ pub fn subscribed(
 #[cfg(test)]
 mod filter_tests {
     use super::*;
+
+    #[test]
+    fn text_matches_agrees_with_parsing() {
+        let names = [
+            "order.created",
+            "order",
+            "orders.x",
+            "user.deleted",
+            "a",
+            "",
+        ];
+        let sets: &[&[&str]] = &[
+            &["*"],
+            &["order.*"],
+            &["order.created"],
+            &["order*", "user.deleted"],
+            &["user.*", "nope"],
+            &[],
+            &["ord*er*"],
+            &["order.created", "bad name"],
+            &["*", "bad name"],
+            &["**"],
+            &["order.", "x"],
+        ];
+        for set in sets {
+            let patterns: Vec<String> = set.iter().map(|p| p.to_string()).collect();
+            for name in names {
+                assert_eq!(
+                    Subscription::text_matches(&patterns, name),
+                    Subscription::parse(&patterns).is_ok_and(|s| s.matches(name)),
+                    "{patterns:?} / {name:?}"
+                );
+            }
+        }
+        let too_many = vec!["*".to_owned(); Subscription::MAX_PATTERNS + 1];
+        assert!(!Subscription::text_matches(&too_many, "a"));
+    }
 
     #[test]
     fn filters_are_predicates_over_the_envelope() {
