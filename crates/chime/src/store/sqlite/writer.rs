@@ -156,9 +156,7 @@ fn run(
         }
         let committed = if poisoned {
             tracing::warn!("a write failed part-way; its whole batch is rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
-            super::forget_endpoints();
-            super::leases::rolled_back();
+            roll_back(&conn);
             false
         } else {
             match conn
@@ -171,9 +169,7 @@ fn run(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "group commit failed; the batch is rolled back");
-                    let _ = conn.execute_batch("ROLLBACK");
-                    super::forget_endpoints();
-                    super::leases::rolled_back();
+                    roll_back(&conn);
                     false
                 }
             }
@@ -195,6 +191,14 @@ fn run(
             }
         }
     }
+}
+
+/// Rolls the open transaction back, with what lives beside it on this thread: the cached
+/// endpoint rows it may have read, and its lease changes.
+fn roll_back(conn: &Connection) {
+    let _ = conn.execute_batch("ROLLBACK");
+    super::forget_endpoints();
+    super::leases::rolled_back();
 }
 
 /// The syncer thread: flushes the WAL after each committed batch, answers the batch's
