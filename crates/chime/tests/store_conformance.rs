@@ -555,16 +555,14 @@ pub async fn releases_make_deliveries_claimable_again(s: Arc<dyn Store>) {
         .unwrap();
     let l = lease("n9", 9, far);
     assert!(s.claim(&e.id, 10, 200, &l).await.unwrap().jobs.is_empty());
-    s.release(vec![(p1.jobs[0].delivery_id.clone(), 999)])
-        .await
-        .unwrap();
+    let mut stale = p1.jobs[0].clone();
+    stale.lease_token = 999;
+    s.release(vec![stale]).await.unwrap();
     assert!(
         s.claim(&e.id, 10, 200, &l).await.unwrap().jobs.is_empty(),
         "wrong token: kept"
     );
-    s.release(vec![(p1.jobs[0].delivery_id.clone(), 1)])
-        .await
-        .unwrap();
+    s.release(vec![p1.jobs[0].clone()]).await.unwrap();
     assert_eq!(s.claim(&e.id, 10, 200, &l).await.unwrap().jobs.len(), 1);
     s.release_owner("n1").await.unwrap();
     assert_eq!(
@@ -822,11 +820,7 @@ pub async fn ordered_heads_follow_the_setting_when_it_changes(s: Arc<dyn Store>)
     s.record(vec![outcome(&jobs[0], true, None, 1_000)])
         .await
         .unwrap();
-    let rest = jobs[1..]
-        .iter()
-        .map(|j| (j.delivery_id.clone(), j.lease_token))
-        .collect();
-    s.release(rest).await.unwrap();
+    s.release(jobs[1..].to_vec()).await.unwrap();
     // Turned ordered: the oldest pending one is the head, and only it is claimed.
     e.settings.ordered = true;
     s.update_endpoint(e.clone()).await.unwrap();
@@ -840,9 +834,7 @@ pub async fn ordered_heads_follow_the_setting_when_it_changes(s: Arc<dyn Store>)
         .unwrap();
     assert_eq!(c.jobs.len(), 1, "only the head");
     assert_eq!(c.jobs[0].delivery_id, ids[0]);
-    s.release(vec![(ids[0].clone(), c.jobs[0].lease_token)])
-        .await
-        .unwrap();
+    s.release(vec![c.jobs[0].clone()]).await.unwrap();
     // Back to unordered: every due delivery is claimable again.
     e.settings.ordered = false;
     s.update_endpoint(e.clone()).await.unwrap();

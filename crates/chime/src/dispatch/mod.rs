@@ -721,11 +721,7 @@ impl Dispatcher {
         if ep.queue.is_empty() {
             return;
         }
-        let jobs: Vec<(String, i64)> = ep
-            .queue
-            .drain(..)
-            .map(|j| (j.delivery_id, j.lease_token))
-            .collect();
+        let jobs: Vec<Job> = ep.queue.drain(..).collect();
         ep.stored_due = Some(ep.stored_due.map_or(now, |d| d.min(now)));
         let store = self.store.clone();
         tokio::spawn(async move {
@@ -737,7 +733,7 @@ impl Dispatcher {
 
     fn accept_submitted(&mut self, jobs: Vec<Job>) {
         let now = now_millis();
-        let mut overflow: Vec<(String, i64)> = Vec::new();
+        let mut overflow: Vec<Job> = Vec::new();
         let mut overflowed: Vec<Arc<str>> = Vec::new();
         let mut touched: Vec<Arc<str>> = Vec::new();
         for job in jobs {
@@ -749,7 +745,7 @@ impl Dispatcher {
             };
             let ep = self.ep(&id);
             if !ep.has_room(bound, now) {
-                overflow.push((job.delivery_id, job.lease_token));
+                overflow.push(job);
                 if overflowed.last() != Some(&id) {
                     overflowed.push(id.clone());
                 }

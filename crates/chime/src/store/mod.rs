@@ -436,8 +436,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records attempts and the deliveries' new states; each is applied only if its lease
     /// token still holds. Returns, per outcome, whether it was applied.
     async fn record(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>>;
-    /// Gives leased deliveries back (makes them claimable at once).
-    async fn release(&self, jobs: Vec<(String, i64)>) -> Result<()>;
+    /// Gives leased deliveries back (makes them claimable at once), each only if its job's
+    /// lease token still holds.
+    async fn release(&self, jobs: Vec<Job>) -> Result<()>;
     /// Gives back every lease held by `owner`.
     async fn release_owner(&self, owner: &str) -> Result<()>;
     /// Clears every lease: used at start by a backend whose data one process owns alone.

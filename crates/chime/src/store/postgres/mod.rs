@@ -489,7 +489,7 @@ const RECORD_SQL: &str = "WITH o AS (
 /// its answer (one answer per item).
 type BatchRequest<T, A> = (Vec<T>, oneshot::Sender<Result<Vec<A>>>);
 type RecordRequest = BatchRequest<Outcome, bool>;
-type ReleaseRequest = BatchRequest<(String, i64), ()>;
+type ReleaseRequest = BatchRequest<Job, ()>;
 
 /// Most outcomes written by one statement.
 const MAX_RECORD_BATCH: usize = 512;
@@ -646,9 +646,12 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
 /// Gives back the leases of a batch of deliveries (each only if its token still holds), in
 /// one statement, which also wakes, on its commit, whichever nodes serve their endpoints:
 /// one notification per endpoint per batch, not per delivery or per call.
-async fn release_batch(pool: Pool, jobs: Vec<(String, i64)>, channel: String) -> Result<Vec<()>> {
+async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Vec<()>> {
     let n = jobs.len();
-    let (ids, tokens): (Vec<String>, Vec<i64>) = jobs.into_iter().unzip();
+    let (ids, tokens): (Vec<String>, Vec<i64>) = jobs
+        .into_iter()
+        .map(|j| (j.delivery_id, j.lease_token))
+        .unzip();
     let c = pool.get().await?;
     let stmt = c
         .prepare_cached(
@@ -1187,7 +1190,7 @@ impl Store for PostgresStore {
             .map_err(|_| StoreError::Backend("the recorder has stopped".into()))?
     }
 
-    async fn release(&self, jobs: Vec<(String, i64)>) -> Result<()> {
+    async fn release(&self, jobs: Vec<Job>) -> Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }

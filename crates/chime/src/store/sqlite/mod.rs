@@ -382,9 +382,12 @@ fn next_due(conn: &Connection, endpoint_id: &str) -> Result<Option<Millis>> {
         .query_row(params![endpoint_id, clock()], |r| r.get(0))?)
 }
 
-/// The row number of delivery `id`, for the callers that come with an id only (the lease
-/// table is keyed by row number).
-fn seq_of(conn: &Connection, id: &str) -> Result<Option<i64>> {
+/// The row number of delivery `id`: the job's `row`, which this backend always sets, or
+/// looked up for a job built without it (the lease table is keyed by row number).
+fn row_of(conn: &Connection, row: Option<i64>, id: &str) -> Result<Option<i64>> {
+    if row.is_some() {
+        return Ok(row);
+    }
     Ok(conn
         .prepare_cached("SELECT seq FROM deliveries WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
@@ -724,12 +727,8 @@ fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     )?;
     let mut applied = Vec::with_capacity(outcomes.len());
     for o in outcomes {
-        let seq = match o.row {
-            Some(seq) => Some(seq),
-            None => seq_of(conn, &o.delivery_id)?,
-        };
         // Fenced by the lease: an attempt whose lease was taken over records nothing.
-        let seq = match seq {
+        let seq = match row_of(conn, o.row, &o.delivery_id)? {
             Some(seq) if leases::take(seq, o.lease_token) => seq,
             _ => {
                 applied.push(false);
@@ -1187,12 +1186,12 @@ impl Store for SqliteStore {
         self.writer.write(move |c| record_tx(c, outcomes)).await
     }
 
-    async fn release(&self, jobs: Vec<(String, i64)>) -> Result<()> {
+    async fn release(&self, jobs: Vec<Job>) -> Result<()> {
         self.writer
             .write(move |c| {
-                for (id, token) in jobs {
-                    if let Some(seq) = seq_of(c, &id)? {
-                        leases::take(seq, token);
+                for job in jobs {
+                    if let Some(seq) = row_of(c, job.row, &job.delivery_id)? {
+                        leases::take(seq, job.lease_token);
                     }
                 }
                 Ok(())
