@@ -36,9 +36,12 @@ struct Readers {
     permits: Semaphore,
 }
 
+/// How long a connection waits for a lock another connection holds.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
@@ -102,14 +105,14 @@ impl SqliteStore {
         // Foreign keys are declared but enforced by code and cascade by triggers (schema.rs,
         // version 7): enforcing them here would look up a parent per inserted row.
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF")?;
-        checkpoint::offload(&mut conn, open_conn(path)?)?;
+        let restart = checkpoint::offload(&mut conn, open_conn(path)?)?;
         let wal = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(format!("{}-wal", path.display()))?;
-        let (writer, _thread) = Writer::spawn(conn, wal, lease_table);
+        let (writer, _thread) = Writer::spawn(conn, wal, lease_table, restart);
         Ok(Self {
             writer,
             readers: Arc::new(Readers {

@@ -51,6 +51,7 @@ impl Writer {
         conn: Connection,
         wal: File,
         leases: super::leases::Shared,
+        restart: super::checkpoint::Restart,
     ) -> (Self, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<WriteJob>(8192);
         // At most one batch is being flushed at a time (see `run`).
@@ -64,7 +65,7 @@ impl Writer {
             .name("chime-sqlite-writer".into())
             .spawn(move || {
                 super::leases::adopt(leases);
-                run(conn, rx, sync_tx, flushed_rx)
+                run(conn, rx, sync_tx, flushed_rx, restart)
             })
             .expect("spawn writer thread");
         (Self { tx }, handle)
@@ -108,6 +109,7 @@ fn run(
     mut rx: mpsc::Receiver<WriteJob>,
     sync_tx: std_mpsc::SyncSender<Vec<Reply>>,
     flushed_rx: std_mpsc::Receiver<()>,
+    restart: super::checkpoint::Restart,
 ) {
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     // A committed batch is with the syncer and its flush has not finished.
@@ -190,6 +192,8 @@ fn run(
                 reply(false);
             }
         }
+        // Between two transactions: the only moment the WAL can be started over.
+        super::checkpoint::finish(&conn, &restart, super::BUSY_TIMEOUT);
     }
 }
 
