@@ -54,6 +54,7 @@ fn bench_runs_two_scenarios_and_writes_its_report() {
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(report["ceiling"]["posts"].as_u64().unwrap() == 500);
     assert!(report["ceiling"]["posts_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["ceiling_after"]["posts"].as_u64().unwrap() == 500);
 
     let scenarios = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios
@@ -74,6 +75,15 @@ fn bench_runs_two_scenarios_and_writes_its_report() {
         ] {
             assert!(s.get(key).is_some(), "missing {key}: {s}");
         }
+        // Compared with the ceilings measured on either side of it.
+        let before = s["ceiling_before_per_s"].as_f64().unwrap();
+        let after = s["ceiling_after_per_s"].as_f64().unwrap();
+        assert!(before > 0.0 && after > 0.0, "{s}");
+        let ratio = s["delivered_per_s"].as_f64().unwrap() / ((before + after) / 2.0);
+        assert!(
+            (s["ratio_to_ceiling"].as_f64().unwrap() - ratio).abs() <= 0.006,
+            "{s}"
+        );
         assert_eq!(s["deliveries_completed"].as_u64(), Some(expected), "{s}");
         assert_eq!(s["errors"].as_u64(), Some(0), "{s}");
         assert!(s["delivered_per_s"].as_f64().unwrap() > 0.0, "{s}");
@@ -83,6 +93,10 @@ fn bench_runs_two_scenarios_and_writes_its_report() {
         );
         assert!(s["server_peak_rss_mb"].as_f64().unwrap() > 0.0, "{s}");
     }
+    assert_eq!(
+        scenarios[1]["ceiling_before_per_s"], scenarios[0]["ceiling_after_per_s"],
+        "the ceiling between two scenarios serves both"
+    );
     // Each scenario's data directory is removed after its server stops.
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -68,9 +68,10 @@ impl Scenario {
     about = "Benchmark chime on this machine: a chime serve, a receiver and a load generator in one run",
     long_about = "Starts a `chime serve` child process per scenario (fresh data directory, default \
 durability: a 202 means the event and its deliveries are on disk), a built-in receiver and a load \
-generator that publishes 500-byte events through the public API. Measures the ceiling first (the same \
-load straight to the receiver), then runs the scenarios and prints a table; --json writes the same \
-numbers with the machine's description.\n\n\
+generator that publishes 500-byte events through the public API. Measures the ceiling (the same \
+load straight to the receiver) first and again after each scenario, so that each scenario is compared \
+with the machine's speed of its own minutes; prints a table; --json writes the same numbers with the \
+machine's description.\n\n\
 Examples:\n  chime bench                       every scenario at full size (several minutes)\n  \
 chime bench --quick               every scenario, shrunk to about a minute\n  \
 chime bench throughput fanout     two scenarios\n  \
@@ -147,7 +148,7 @@ pub struct BenchArgs {
     /// Extra argument for every `chime serve`, repeatable: --server-arg=--endpoint-concurrency=16.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
-    /// Skip the ceiling measurement (no ratios are reported).
+    /// Skip the ceiling measurements (no ratios are reported).
     #[arg(long)]
     no_ceiling: bool,
     /// Writes the results as JSON to this file.
@@ -367,18 +368,28 @@ async fn run(
     }
     for s in &plan.scenarios {
         match scenarios::run(&ctx, *s).await {
-            Ok(r) => outcome.scenarios.push(r),
+            Ok(mut r) => {
+                // Again after each scenario: a run takes minutes and a machine's speed can
+                // move by tens of percent meanwhile, so each scenario is compared with the
+                // ceilings measured on either side of it (and the next one starts from this).
+                if ctx.ceiling_per_s.is_some() {
+                    match scenarios::ceiling(&ctx).await {
+                        Ok(c) => {
+                            r.set_ceilings(ctx.ceiling_per_s, Some(c.posts_per_s));
+                            ctx.ceiling_per_s = Some(c.posts_per_s);
+                            outcome.ceiling_after = Some(c);
+                        }
+                        Err(e) => {
+                            eprintln!("chime bench: the ceiling could not be measured again: {e:#}")
+                        }
+                    }
+                }
+                outcome.scenarios.push(r);
+            }
             Err(e) => {
                 eprintln!("chime bench: scenario {} failed: {e:#}", s.name());
                 outcome.failures.push(format!("{}: {e:#}", s.name()));
             }
-        }
-    }
-    if outcome.ceiling.is_some() && !outcome.scenarios.is_empty() {
-        // Again at the end: the scenarios take minutes, and a machine's speed can move.
-        match scenarios::ceiling(&ctx).await {
-            Ok(c) => outcome.ceiling_after = Some(c),
-            Err(e) => eprintln!("chime bench: the ceiling could not be measured again: {e:#}"),
         }
     }
     outcome.targets = report::evaluate_targets(&outcome);

@@ -22,9 +22,10 @@ pub struct Report {
     /// `sqlite` (embedded, the default) or `postgresql`.
     pub store: String,
     pub plan: serde_json::Value,
+    /// The ceiling measured before the first scenario.
     pub ceiling: Option<Ceiling>,
-    /// The same measurement again after the scenarios: how far the machine's own speed moved
-    /// while the run lasted (ratios use the first one, taken just before throughput).
+    /// The same measurement after the last scenario: how far the machine's own speed moved
+    /// while the run lasted. (It is also measured between scenarios; see `ScenarioResult`.)
     pub ceiling_after: Option<Ceiling>,
     pub scenarios: Vec<ScenarioResult>,
     /// Scenarios (or the ceiling) that could not run, with the reason.
@@ -166,6 +167,10 @@ pub struct ScenarioResult {
     pub error_detail: BTreeMap<String, u64>,
     pub error_samples: Vec<String>,
     pub duplicates: u64,
+    /// The ceiling measured just before this scenario and the one measured just after it.
+    pub ceiling_before_per_s: Option<f64>,
+    pub ceiling_after_per_s: Option<f64>,
+    /// Delivered/s over `ceiling_per_s`.
     pub ratio_to_ceiling: Option<f64>,
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -191,6 +196,29 @@ pub fn ceiling_drift(before: &Ceiling, after: &Ceiling) -> f64 {
 /// A drift past this makes the absolute rates of one run hard to compare with another's.
 pub const DRIFT_WARNING: f64 = 0.10;
 
+impl ScenarioResult {
+    /// What this scenario is compared with: the mean of the ceilings measured just before
+    /// and just after it, or the one before when no later one could be measured. A machine
+    /// whose speed moves by tens of percent within a run (BENCHMARKS.md) then moves the
+    /// ratio far less than a single ceiling taken minutes away would.
+    pub fn ceiling_per_s(&self) -> Option<f64> {
+        match (self.ceiling_before_per_s, self.ceiling_after_per_s) {
+            (Some(b), Some(a)) => Some((a + b) / 2.0),
+            (b, a) => b.or(a),
+        }
+    }
+
+    /// Records the ceilings around this scenario and its ratio to their mean.
+    pub fn set_ceilings(&mut self, before: Option<f64>, after: Option<f64>) {
+        self.ceiling_before_per_s = before;
+        self.ceiling_after_per_s = after;
+        self.ratio_to_ceiling = self.ceiling_per_s().map(|c| {
+            let ratio = self.delivered_per_s / c.max(f64::MIN_POSITIVE);
+            (ratio * 100.0).round() / 100.0
+        });
+    }
+}
+
 /// Judges the targets that this run's scenarios can speak to.
 pub fn evaluate_targets(r: &Report) -> Vec<Target> {
     let mut out = Vec::new();
@@ -202,8 +230,8 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
         })
     };
     let throughput = scenario(r, "throughput");
-    if let (Some(t), Some(c)) = (throughput, &r.ceiling) {
-        let ratio = t.delivered_per_s / c.posts_per_s.max(f64::MIN_POSITIVE);
+    if let Some((t, c)) = throughput.and_then(|t| Some((t, t.ceiling_per_s()?))) {
+        let ratio = t.delivered_per_s / c.max(f64::MIN_POSITIVE);
         // The issue's bar for PostgreSQL (one node, local server) is half the embedded one.
         let (label, bar) = if r.store == "postgresql" {
             (
@@ -216,8 +244,13 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
         push(
             label,
             format!(
-                "{:.0}/s = {ratio:.2} x {:.0}/s",
-                t.delivered_per_s, c.posts_per_s
+                "{:.0}/s = {ratio:.2} x {:.0}/s{}",
+                t.delivered_per_s,
+                c,
+                match (t.ceiling_before_per_s, t.ceiling_after_per_s) {
+                    (Some(b), Some(a)) => format!(" (ceiling {b:.0}/s before, {a:.0}/s after)"),
+                    _ => String::new(),
+                }
             ),
             ratio >= bar,
         );
@@ -433,7 +466,8 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "(latencies in ms; e2e = publish->receive; CPU s/1k = server CPU seconds per 1,000 deliveries)"
+        "(latencies in ms; e2e = publish->receive; CPU s/1k = server CPU seconds per 1,000 deliveries;\n \
+         x ceiling = delivered/s over the mean of the ceilings measured just before and after the scenario)"
     );
     if let Some(c) = &r.ceiling {
         let _ = writeln!(
@@ -656,6 +690,43 @@ mod tests {
         assert!((ceiling_drift(&at(81_806.0), &at(70_159.0)) + 0.1424).abs() < 1e-3);
         assert!((ceiling_drift(&at(50_000.0), &at(55_000.0)) - 0.10).abs() < 1e-9);
         assert!(ceiling_drift(&at(0.0), &at(1.0)).is_finite());
+    }
+
+    #[test]
+    fn a_scenario_is_compared_with_the_ceilings_around_it() {
+        let mut s = ScenarioResult {
+            name: "throughput".into(),
+            delivered_per_s: 6_000.0,
+            ..Default::default()
+        };
+        s.set_ceilings(Some(35_000.0), Some(45_000.0));
+        assert_eq!(s.ceiling_per_s(), Some(40_000.0));
+        assert_eq!(s.ratio_to_ceiling, Some(0.15));
+        // No later measurement: the one before stands alone.
+        s.set_ceilings(Some(30_000.0), None);
+        assert_eq!(s.ratio_to_ceiling, Some(0.2));
+        s.set_ceilings(None, None);
+        assert_eq!(s.ratio_to_ceiling, None);
+
+        // The target is judged against the same mean.
+        s.set_ceilings(Some(18_000.0), Some(22_000.0));
+        let report = Report {
+            chime_version: String::new(),
+            command: String::new(),
+            timestamp: String::new(),
+            machine: Machine::detect(Path::new(".")),
+            store: "sqlite".into(),
+            plan: serde_json::Value::Null,
+            ceiling: None,
+            ceiling_after: None,
+            scenarios: vec![s],
+            failures: Vec::new(),
+            targets: Vec::new(),
+        };
+        let targets = evaluate_targets(&report);
+        let t = &targets[0];
+        assert!(t.pass, "{t:?}");
+        assert!(t.measured.starts_with("6000/s = 0.30 x 20000/s"), "{t:?}");
     }
 
     #[test]

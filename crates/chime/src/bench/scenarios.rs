@@ -225,11 +225,10 @@ impl Ctx {
             errors: publish.errors + missing + malformed,
             error_samples: publish.error_samples.clone(),
             duplicates: tracker.duplicates.load(Relaxed),
-            ratio_to_ceiling: self
-                .ceiling_per_s
-                .map(|c| round2(delivered_per_s / c.max(f64::MIN_POSITIVE))),
             ..Default::default()
         };
+        // Against the ceiling before it for now; `bench::run` adds the one after it.
+        r.set_ceilings(self.ceiling_per_s, None);
         r.error_detail
             .insert("publish_errors".into(), publish.errors);
         r.error_detail.insert("missing_deliveries".into(), missing);
