@@ -799,14 +799,14 @@ pub async fn retention_purges_payloads_then_events(s: Arc<dyn Store>) {
 }
 
 /// The ordered head follows the endpoint's setting, whenever it changes: deliveries already
-/// pending when an endpoint becomes ordered, and a finished delivery retried afterwards, are
-/// in its queue; turning it back off releases them to ordinary claims.
+/// pending when an endpoint becomes ordered, and a finished delivery retried or replayed
+/// afterwards, are in its queue; turning it back off releases them to ordinary claims.
 pub async fn ordered_heads_follow_the_setting_when_it_changes(s: Arc<dyn Store>) {
     s.create_tenant(tenant("a")).await.unwrap();
     let mut e = endpoint("a", &["*"], true);
     s.create_endpoint(e.clone()).await.unwrap();
     let (mut ids, mut jobs) = (Vec::new(), Vec::new());
-    for i in 0..3 {
+    for i in 0..4 {
         let p = s
             .publish(event("a", "x", None, 100 + i), lease("n", 1, HELD))
             .await
@@ -814,17 +814,20 @@ pub async fn ordered_heads_follow_the_setting_when_it_changes(s: Arc<dyn Store>)
         ids.push(p.deliveries[0].id.clone());
         jobs.extend(p.jobs);
     }
-    assert_eq!(jobs.len(), 3, "handed over leased");
-    // The first one succeeds while the endpoint is unordered; the others stay pending
+    assert_eq!(jobs.len(), 4, "handed over leased");
+    // The first two succeed while the endpoint is unordered; the others stay pending
     // (their leases released).
-    s.record(vec![outcome(&jobs[0], true, None, 1_000)])
-        .await
-        .unwrap();
-    s.release(jobs[1..].to_vec()).await.unwrap();
+    s.record(vec![
+        outcome(&jobs[0], true, None, 1_000),
+        outcome(&jobs[1], true, None, 1_000),
+    ])
+    .await
+    .unwrap();
+    s.release(jobs[2..].to_vec()).await.unwrap();
     // Turned ordered: the oldest pending one is the head, and only it is claimed.
     e.settings.ordered = true;
     s.update_endpoint(e.clone()).await.unwrap();
-    assert_eq!(s.pending_head(&e.id).await.unwrap().unwrap().id, ids[1]);
+    assert_eq!(s.pending_head(&e.id).await.unwrap().unwrap().id, ids[2]);
     // A finished delivery made pending again is older than both: it becomes the head.
     s.retry_delivery("a", &ids[0], 2_000).await.unwrap();
     assert_eq!(s.pending_head(&e.id).await.unwrap().unwrap().id, ids[0]);
@@ -834,7 +837,21 @@ pub async fn ordered_heads_follow_the_setting_when_it_changes(s: Arc<dyn Store>)
         .unwrap();
     assert_eq!(c.jobs.len(), 1, "only the head");
     assert_eq!(c.jobs[0].delivery_id, ids[0]);
-    s.release(vec![c.jobs[0].clone()]).await.unwrap();
+    s.record(vec![outcome(&c.jobs[0], true, None, 2_100)])
+        .await
+        .unwrap();
+    assert_eq!(s.pending_head(&e.id).await.unwrap().unwrap().id, ids[2]);
+    // So does one replayed (the second, finished while the endpoint was unordered).
+    let second = ReplayFilter {
+        statuses: vec![DeliveryStatus::Succeeded],
+        endpoint_id: Some(e.id.clone()),
+        event_name: None,
+        since: Some(101),
+        until: Some(102),
+    };
+    let (n, _) = s.replay("a", &second, 2_200, 100, false).await.unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(s.pending_head(&e.id).await.unwrap().unwrap().id, ids[1]);
     // Back to unordered: every due delivery is claimable again.
     e.settings.ordered = false;
     s.update_endpoint(e.clone()).await.unwrap();

@@ -278,6 +278,13 @@ fn collect<T>(
         .collect::<rusqlite::Result<Vec<T>>>()?)
 }
 
+/// Sets `ordered` for a delivery that becomes pending again, as publishing does: from its
+/// endpoint's setting. A delivery already pending keeps its own (the `endpoints_ordered`
+/// trigger keeps it current). SQLite evaluates it against the row before the update.
+const REPENDING_ORDERED: &str = "ordered = CASE WHEN status = 'pending' THEN ordered
+         ELSE coalesce((SELECT json_extract(settings, '$.ordered') FROM endpoints
+                        WHERE id = deliveries.endpoint_id), 0) END";
+
 const PURGED: &str = "the event's payload was removed by retention; it cannot be delivered again";
 
 fn event_purged(conn: &Connection, event_id: &str) -> Result<bool> {
@@ -1142,14 +1149,14 @@ impl Store for SqliteStore {
         self.writer
             .write(move |c| {
                 let n = c
-                    .prepare_cached(
-                        "UPDATE deliveries SET status = 'pending', cycle_failures = 0,
-                             next_attempt_at = ?1, updated_at = ?1
+                    .prepare_cached(&format!(
+                        "UPDATE deliveries SET {REPENDING_ORDERED}, status = 'pending',
+                             cycle_failures = 0, next_attempt_at = ?1, updated_at = ?1
                          WHERE id = ?2 AND tenant_id = ?3 AND NOT chime_leased(seq, ?4)
                            AND NOT EXISTS (SELECT 1 FROM events e
                                            WHERE e.id = deliveries.event_id
-                                             AND e.purged_at IS NOT NULL)",
-                    )?
+                                             AND e.purged_at IS NOT NULL)"
+                    ))?
                     .execute(params![now, id, tenant_id, clock()])?;
                 let row = c
                     .prepare_cached(&format!(
@@ -1378,11 +1385,11 @@ impl Store for SqliteStore {
                     ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
-                let mut update = c.prepare_cached(
-                    "UPDATE deliveries SET status = 'pending', cycle_failures = 0,
-                         next_attempt_at = ?1, updated_at = ?1
-                     WHERE id = ?2",
-                )?;
+                let mut update = c.prepare_cached(&format!(
+                    "UPDATE deliveries SET {REPENDING_ORDERED}, status = 'pending',
+                         cycle_failures = 0, next_attempt_at = ?1, updated_at = ?1
+                     WHERE id = ?2"
+                ))?;
                 let mut endpoints = Vec::new();
                 for (id, endpoint_id) in &rows {
                     update.execute(params![now, id])?;

@@ -211,6 +211,14 @@ DROP INDEX IF EXISTS events_created;
 CREATE INDEX events_unpurged ON events(created_at) WHERE purged_at IS NULL;
 CREATE INDEX events_purged ON events(created_at) WHERE purged_at IS NOT NULL;
 "#,
+    // `deliveries.ordered` of a delivery made pending again is set by the two statements
+    // that do it (`retry_delivery`, `replay`, with `REPENDING_ORDERED`), no longer by a row
+    // trigger: `AFTER UPDATE OF status` ran its program for every recorded attempt, although
+    // its WHEN clause is true only for those two. Measured in the sqlite3 shell, 100,000 rows
+    // updated: 2.2 µs of CPU per row with the trigger, 1.0 µs without.
+    r#"
+DROP TRIGGER IF EXISTS deliveries_ordered;
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.
