@@ -196,6 +196,11 @@ pub fn ceiling_drift(before: &Ceiling, after: &Ceiling) -> f64 {
 /// A drift past this makes the absolute rates of one run hard to compare with another's.
 pub const DRIFT_WARNING: f64 = 0.10;
 
+/// Rounded to two decimals, as the report's seconds and ratios are kept.
+pub fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
 impl ScenarioResult {
     /// What this scenario is compared with: the mean of the ceilings measured just before
     /// and just after it, or the one before when no later one could be measured. A machine
@@ -212,10 +217,9 @@ impl ScenarioResult {
     pub fn set_ceilings(&mut self, before: Option<f64>, after: Option<f64>) {
         self.ceiling_before_per_s = before;
         self.ceiling_after_per_s = after;
-        self.ratio_to_ceiling = self.ceiling_per_s().map(|c| {
-            let ratio = self.delivered_per_s / c.max(f64::MIN_POSITIVE);
-            (ratio * 100.0).round() / 100.0
-        });
+        self.ratio_to_ceiling = self
+            .ceiling_per_s()
+            .map(|c| round2(self.delivered_per_s / c.max(f64::MIN_POSITIVE)));
     }
 }
 

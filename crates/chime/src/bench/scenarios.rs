@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 use super::load::{self, HttpClient, LoadStats, Target, per_s};
-use super::report::{Ceiling, Percentiles, Progress, ScenarioResult};
+use super::report::{Ceiling, Percentiles, Progress, ScenarioResult, round2};
 use super::server::{self, Server, ServerOpts, Usage};
 use super::sink::{RecvSummary, Sink, SinkOpts, Tracker};
 use super::{Plan, Scenario};
@@ -62,10 +62,6 @@ fn snap(server: Option<&Server>) -> Snap {
 
 fn mb(bytes: u64) -> f64 {
     (bytes as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
 }
 
 impl Ctx {

@@ -93,13 +93,13 @@ fn run(conn: Connection, rx: std_mpsc::Receiver<()>, restart: Restart) {
 /// WAL, copies the rest and waits (briefly) for readers to leave it, so the writer's next
 /// transaction starts the WAL over. Costs the writer one sync of each file and the copy of
 /// the frames committed since the pass.
-pub fn finish(writer: &Connection, restart: &Restart, busy_timeout: Duration) {
+pub fn finish(writer: &Connection, restart: &Restart) {
     if !restart.0.swap(false, Ordering::AcqRel) {
         return;
     }
     let _ = writer.busy_timeout(RESTART_WAIT);
     let done = writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
-    let _ = writer.busy_timeout(busy_timeout);
+    let _ = writer.busy_timeout(super::BUSY_TIMEOUT);
     match done {
         // Readers held on: the WAL goes on, and the next commit asks for another pass.
         Ok(1) => tracing::debug!("WAL restart deferred: readers still on it"),
@@ -188,7 +188,7 @@ mod tests {
                 break;
             }
             assert!(Instant::now() < deadline, "the WAL was never started over");
-            finish(&writer, &restart, Duration::from_secs(10));
+            finish(&writer, &restart);
         }
         assert_eq!(
             writer

@@ -193,7 +193,7 @@ fn run(
             }
         }
         // Between two transactions: the only moment the WAL can be started over.
-        super::checkpoint::finish(&conn, &restart, super::BUSY_TIMEOUT);
+        super::checkpoint::finish(&conn, &restart);
     }
 }
 
