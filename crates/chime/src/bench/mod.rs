@@ -291,7 +291,11 @@ pub fn main(args: BenchArgs) -> ExitCode {
         extra_args: args.server_args.clone(),
         keep_data: args.keep_data,
     };
+    // One worker per core, set here rather than left to tokio's default, which reads
+    // TOKIO_WORKER_THREADS: a setting meant for the server under test (the child inherits
+    // it) must not also change the load generator and so the ceiling it measures.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .enable_all()
         .build()
     {
