@@ -76,11 +76,11 @@ async fn publish(
     State(state): State<AppState>,
     principal: Principal,
     Path(tenant_id): Path<String>,
-    headers: HeaderMap,
     req: Request,
 ) -> ApiResult<Response> {
     principal.check_tenant(&tenant_id)?;
-    let key = idempotency_key(&headers)?;
+    // Read from the request itself: a `HeaderMap` extractor would copy every header first.
+    let key = idempotency_key(req.headers())?;
     let body = Bytes::from_request(req, &state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

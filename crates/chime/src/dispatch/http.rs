@@ -173,6 +173,13 @@ pub struct DeliveryClient {
 /// Bytes of a response read in all; past that the connection is dropped rather than drained.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
+// Built once: a header name given as text is parsed, and a non-standard one allocated, on
+// every request.
+const WEBHOOK_ID: http::HeaderName = http::HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: http::HeaderName = http::HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: http::HeaderName = http::HeaderName::from_static("webhook-signature");
+const APPLICATION_JSON: http::HeaderValue = http::HeaderValue::from_static("application/json");
+
 impl DeliveryClient {
     pub fn new(policy: TargetPolicy, timeout: Duration, capture: usize) -> Self {
         let policy = Arc::new(policy);
@@ -242,11 +249,11 @@ impl DeliveryClient {
             headers.extend(target.headers.clone());
         }
         let request = request
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, APPLICATION_JSON)
             .header(http::header::USER_AGENT, self.user_agent.clone())
-            .header("webhook-id", msg_id)
-            .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", signature)
+            .header(WEBHOOK_ID, msg_id)
+            .header(WEBHOOK_TIMESTAMP, timestamp)
+            .header(WEBHOOK_SIGNATURE, signature)
             .body(Full::new(body));
         let request = match request {
             Ok(r) => r,
