@@ -839,6 +839,50 @@ async fn concurrent_starts_migrate_once() {
     }
 }
 
+/// Every indexed text column of the schema compares byte by byte (`COLLATE "C"`), whatever
+/// the server's default collation: an index under a locale collation pays strcoll or ICU on
+/// every B-tree step of the hot path (schema.rs), and sorts ids unlike SQLite. A migration
+/// that adds such an index without the collation fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_text_columns_compare_bytewise() {
+    let schema = PgSchema::create().await;
+    let _store = open(&schema.url).await;
+    let client = admin_client(&schema.url).await;
+    let rows = client
+        .query(
+            "SELECT c.relname, a.attname, coll.collname
+             FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indexrelid
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             JOIN pg_collation coll ON coll.oid = a.attcollation
+             WHERE c.relnamespace = $1::text::regnamespace
+               AND a.atttypid = 'text'::regtype",
+            &[&schema.name],
+        )
+        .await
+        .unwrap();
+    let columns: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    // The hot path's keys at least: a query that finds none checks nothing.
+    for (index, column) in [
+        ("events_id_key", "id"),
+        ("deliveries_due", "endpoint_id"),
+        ("events_tenant_name", "name"),
+    ] {
+        assert!(
+            columns.iter().any(|(i, c, _)| i == index && c == column),
+            "{index}({column}) not found among {columns:?}"
+        );
+    }
+    let locale: Vec<_> = columns.iter().filter(|(_, _, coll)| coll != "C").collect();
+    assert!(
+        locale.is_empty(),
+        "indexed text columns under a locale collation: {locale:?}"
+    );
+}
+
 async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
