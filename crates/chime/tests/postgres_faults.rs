@@ -839,6 +839,104 @@ async fn concurrent_starts_migrate_once() {
     }
 }
 
+/// A tenant deleted while a publish to it is between its read and its insert leaves no event
+/// behind: the insert waits on the deleting transaction's lock on the tenant row, then finds
+/// the tenant gone and the publish answers "no such tenant". (Events carry no foreign key to
+/// their tenant since migration 12; the publish statement's own lock is what holds this.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
+    let schema = PgSchema::create().await;
+    let s = Arc::new(open(&schema.url).await);
+    s.create_tenant(Tenant {
+        id: "doomed".into(),
+        name: None,
+        created_at: 1,
+    })
+    .await
+    .unwrap();
+    // No endpoint: their own locks would hold the publish back too (the deletion cascades to
+    // them), and an event is stored for a tenant without endpoints as well.
+
+    // The deletion, begun and not yet committed: it holds the tenant row.
+    let deleter = admin_client(&schema.url).await;
+    deleter.batch_execute("BEGIN").await.unwrap();
+    deleter
+        .execute("DELETE FROM tenants WHERE id = 'doomed'", &[])
+        .await
+        .unwrap();
+    let deleter_pid: i32 = deleter
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let publish = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.publish(
+                NewEvent {
+                    id: chime::model::new_id("evt"),
+                    tenant_id: "doomed".into(),
+                    name: "x".into(),
+                    payload: bytes::Bytes::from_static(br#"{"event":"x","data":{}}"#),
+                    idempotency_key: None,
+                    created_at: chime::model::now_millis(),
+                },
+                Lease {
+                    owner: Arc::from("node"),
+                    token: 1,
+                    duration: Duration::from_secs(60),
+                    admission: None,
+                },
+            )
+            .await
+        }
+    });
+    // The publish read the tenant (the deletion is not committed) and now waits on its lock.
+    let watcher = admin_client(&schema.url).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+                &[&deleter_pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !publish.is_finished(),
+            "the publish never waited on the deleted tenant's lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    deleter.batch_execute("COMMIT").await.unwrap();
+
+    let result = tokio::time::timeout(Duration::from_secs(20), publish)
+        .await
+        .expect("the publish finishes once the deletion commits")
+        .unwrap();
+    assert!(
+        matches!(result, Err(chime::store::StoreError::NotFound)),
+        "publishing to a tenant deleted meanwhile: {:?}",
+        result.map(|p| p.event.id)
+    );
+    for table in ["events", "deliveries"] {
+        let left: i64 = watcher
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE tenant_id = 'doomed'"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{table} left behind by a deleted tenant");
+    }
+}
+
 /// Every indexed text column of the schema compares byte by byte (`COLLATE "C"`), whatever
 /// the server's default collation: an index under a locale collation pays strcoll or ICU on
 /// every B-tree step of the hot path (schema.rs), and sorts ids unlike SQLite. A migration

@@ -79,13 +79,16 @@ const TENANTS_SQL: &str = "SELECT e.id, e.tenant_id, e.url, e.events, e.descript
 /// deliveries) and their deliveries, in one statement and so one transaction. Returns the ids
 /// of the events inserted. Deliveries are inserted in the order given, so `seq` orders them as
 /// the publishes were batched (an ordered endpoint's head is the oldest by `seq`).
-/// The endpoints are locked FOR KEY SHARE once each, which is what their foreign key did per
-/// row: if one was deleted after the batch read it, `chime_all_endpoints` fails the statement
-/// with a foreign key violation (the caller reads again); one deleted later waits for this
-/// commit, and its deliveries go with it (`endpoints_deleted`, schema.rs).
+/// The endpoints and the tenants are locked FOR KEY SHARE once each, which is what foreign
+/// keys did per row: if one was deleted after the batch read it, `chime_all_endpoints` or
+/// `chime_all_tenants` fails the statement with a foreign key violation (the caller reads
+/// again); one deleted later waits for this commit, and its deliveries or events go with it
+/// (`endpoints_deleted`, `tenants_deleted`, schema.rs).
 const INSERT_SQL: &str = concat!(
     "WITH locked AS (
          SELECT id FROM endpoints WHERE id = ANY($11::text[]) FOR KEY SHARE
+     ), locked_tenants AS (
+         SELECT id FROM tenants WHERE id = ANY($2::text[]) FOR KEY SHARE
      ), ev AS (
          INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
@@ -111,7 +114,9 @@ const INSERT_SQL: &str = concat!(
      )
      SELECT id FROM ev
      WHERE chime_all_endpoints((SELECT count(*) FROM locked),
-                               (SELECT count(DISTINCT x) FROM unnest($11::text[]) x))"
+                               (SELECT count(DISTINCT x) FROM unnest($11::text[]) x))
+       AND chime_all_tenants((SELECT count(*) FROM locked_tenants),
+                             (SELECT count(DISTINCT x) FROM unnest($2::text[]) x))"
 );
 
 /// Takes publishes off `requests` and writes them in batches, up to `PUBLISH_WRITERS` batches
