@@ -246,3 +246,35 @@ fn bad_configuration_exits_with_status_2_and_says_why() {
             .contains("retry_schedule = \"5s,5m,30m,2h,5h,10h,10h\"")
     );
 }
+
+/// `chime migrate` says what it did: it creates an empty data directory's schema, then finds
+/// nothing to do; `--json` says the same for scripts.
+#[test]
+fn chime_migrate_says_whether_it_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrate = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chime"));
+        cmd.arg("migrate")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("CHIME_LOG", "warn");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = migrate(false);
+    assert!(first.contains("created the schema (version "), "{first}");
+    let second = migrate(false);
+    assert!(second.contains("already up to date"), "{second}");
+    let json: serde_json::Value = serde_json::from_str(&migrate(true)).unwrap();
+    assert_eq!(json["migrated"], false);
+    assert_eq!(json["from"], json["to"]);
+    assert!(json["to"].as_u64().unwrap() > 0);
+}

@@ -23,6 +23,9 @@ pub struct MigrateArgs {
     /// Store URL: sqlite:///path/file.db or postgres://user@host/db [default: <data-dir>/chime.db].
     #[arg(long, env = "CHIME_DATABASE_URL")]
     database_url: Option<String>,
+    /// Print one JSON object: {"database", "from", "to", "migrated"}.
+    #[arg(long)]
+    json: bool,
 }
 
 impl MigrateArgs {
@@ -44,7 +47,20 @@ impl MigrateArgs {
     }
 }
 
+/// What a person reads after `chime migrate`: whether anything changed, and the versions.
+fn report(database: &str, migrated: crate::store::Migrated) -> String {
+    let crate::store::Migrated { from, to } = migrated;
+    if from == to {
+        format!("{database}: the schema was already up to date (version {to})")
+    } else if from == 0 {
+        format!("{database}: created the schema (version {to})")
+    } else {
+        format!("{database}: migrated the schema from version {from} to {to}")
+    }
+}
+
 pub fn main(args: MigrateArgs) -> ExitCode {
+    let json = args.json;
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -63,8 +79,18 @@ pub fn main(args: MigrateArgs) -> ExitCode {
     };
     // One connection is enough to migrate.
     match runtime.block_on(crate::store::open(&database, 1)) {
-        Ok(_) => {
-            println!("{}: the schema is up to date", database.display());
+        Ok(opened) => {
+            let crate::store::Migrated { from, to } = opened.migrated;
+            if json {
+                super::output::print_json(&serde_json::json!({
+                    "database": database.display(),
+                    "from": from,
+                    "to": to,
+                    "migrated": from != to,
+                }));
+            } else {
+                println!("{}", report(&database.display(), opened.migrated));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -530,11 +530,20 @@ impl Database {
     }
 }
 
+/// The schema versions an open found and left: equal when there was nothing to migrate,
+/// `from` 0 when the database was empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: usize,
+    pub to: usize,
+}
+
 /// An open store and how it must be started.
 pub struct Opened {
     pub store: Arc<dyn Store>,
     /// True when this process owns the data alone, so every lease found at start is stale.
     pub exclusive: bool,
+    pub migrated: Migrated,
 }
 
 /// Opens (and migrates) the store named by `database`. `pool_size` bounds the connections
@@ -546,6 +555,7 @@ pub async fn open(database: &Database, pool_size: usize) -> anyhow::Result<Opene
             let store =
                 tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path)).await??;
             Ok(Opened {
+                migrated: store.migrated(),
                 store: Arc::new(store),
                 exclusive: true,
             })
@@ -553,6 +563,7 @@ pub async fn open(database: &Database, pool_size: usize) -> anyhow::Result<Opene
         Database::Postgres(url) => {
             let store = postgres::PostgresStore::connect(url, pool_size).await?;
             Ok(Opened {
+                migrated: store.migrated(),
                 store: Arc::new(store),
                 exclusive: false,
             })

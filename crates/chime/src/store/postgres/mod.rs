@@ -66,6 +66,7 @@ pub struct PostgresStore {
     releaser: mpsc::UnboundedSender<ReleaseRequest>,
     /// The group-commit task of `publish` (`publish::run_publisher`).
     publisher: mpsc::UnboundedSender<publish::PublishRequest>,
+    migrated: crate::store::Migrated,
 }
 
 /// `url` without its password, for logs and the start-up banner.
@@ -208,7 +209,16 @@ impl PostgresStore {
             recorder,
             releaser,
             publisher,
+            migrated: crate::store::Migrated {
+                from: found,
+                to: now,
+            },
         })
+    }
+
+    /// The schema versions `connect` found and left.
+    pub fn migrated(&self) -> crate::store::Migrated {
+        self.migrated
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object> {

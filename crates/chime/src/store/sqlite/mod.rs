@@ -29,6 +29,7 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     /// Held for the store's lifetime: the lock that makes this process the file's only owner.
     _lock: std::fs::File,
+    migrated: crate::store::Migrated,
 }
 
 struct Readers {
@@ -88,7 +89,10 @@ impl SqliteStore {
             );
         }
         let mut conn = open_conn(path)?;
-        schema::migrate(&mut conn)?;
+        let (from, to) = schema::migrate(&mut conn)?;
+        if from != to {
+            tracing::info!(from, to, "migrated the database schema");
+        }
         // Leases live in memory (leases.rs); every connection's SQL can see them.
         let lease_table = leases::Shared::new();
         leases::register(&conn, &lease_table)?;
@@ -120,7 +124,13 @@ impl SqliteStore {
                 permits: Semaphore::new(READERS),
             }),
             _lock: lock,
+            migrated: crate::store::Migrated { from, to },
         })
+    }
+
+    /// The schema versions `open` found and left.
+    pub fn migrated(&self) -> crate::store::Migrated {
+        self.migrated
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>

@@ -221,8 +221,9 @@ DROP TRIGGER IF EXISTS deliveries_ordered;
 "#,
 ];
 
-/// Brings the database to the latest schema, each step in its own transaction.
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+/// Brings the database to the latest schema, each step in its own transaction. Returns the
+/// version it found and the one it left.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<(usize, usize)> {
     let current: usize =
         conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
@@ -231,5 +232,5 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.pragma_update(None, "user_version", (version + 1) as i64)?;
         tx.commit()?;
     }
-    Ok(())
+    Ok((current, current.max(MIGRATIONS.len())))
 }
