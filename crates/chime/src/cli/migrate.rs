@@ -80,8 +80,8 @@ pub fn main(args: MigrateArgs) -> ExitCode {
     // One connection is enough to migrate.
     match runtime.block_on(crate::store::open(&database, 1)) {
         Ok(opened) => {
-            let crate::store::Migrated { from, to } = opened.migrated;
             if json {
+                let crate::store::Migrated { from, to } = opened.migrated;
                 super::output::print_json(&serde_json::json!({
                     "database": database.display(),
                     "from": from,
@@ -97,5 +97,22 @@ pub fn main(args: MigrateArgs) -> ExitCode {
             eprintln!("chime: migrating {}: {e:#}", database.display());
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Migrated;
+
+    #[test]
+    fn the_report_says_what_changed() {
+        let say = |from, to| report("db", Migrated { from, to });
+        assert_eq!(say(0, 12), "db: created the schema (version 12)");
+        assert_eq!(say(10, 12), "db: migrated the schema from version 10 to 12");
+        assert_eq!(
+            say(12, 12),
+            "db: the schema was already up to date (version 12)"
+        );
     }
 }
