@@ -361,7 +361,7 @@ async fn run(
     if plan.ceiling {
         match scenarios::ceiling(&ctx).await {
             Ok(c) => {
-                ctx.ceiling_per_s = Some(c.posts_per_s);
+                ctx.ceiling = Some(c.gauge());
                 outcome.ceiling = Some(c);
             }
             Err(e) => {
@@ -376,11 +376,11 @@ async fn run(
                 // Again after each scenario: a run takes minutes and a machine's speed can
                 // move by tens of percent meanwhile, so each scenario is compared with the
                 // ceilings measured on either side of it (and the next one starts from this).
-                if ctx.ceiling_per_s.is_some() {
+                if ctx.ceiling.is_some() {
                     match scenarios::ceiling(&ctx).await {
                         Ok(c) => {
-                            r.set_ceilings(ctx.ceiling_per_s, Some(c.posts_per_s));
-                            ctx.ceiling_per_s = Some(c.posts_per_s);
+                            r.set_ceilings(ctx.ceiling, Some(c.gauge()));
+                            ctx.ceiling = Some(c.gauge());
                             outcome.ceiling_after = Some(c);
                         }
                         Err(e) => {

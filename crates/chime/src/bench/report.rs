@@ -136,6 +136,37 @@ pub struct Ceiling {
     pub wall_s: f64,
 }
 
+/// What one ceiling says about the machine at the time: POSTs a second, and the CPU one
+/// POST cost, the load generator's and the receiver's together.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gauge {
+    pub per_s: f64,
+    pub cpu_us_per_post: f64,
+}
+
+impl Ceiling {
+    pub fn gauge(&self) -> Gauge {
+        Gauge {
+            per_s: self.posts_per_s,
+            cpu_us_per_post: self.bench_cpu_s * 1e6 / self.posts.max(1) as f64,
+        }
+    }
+}
+
+/// The CPU of one delivery counted in ceiling POSTs: each process's CPU per delivery over
+/// the CPU one POST cost in the ceilings around the scenario. A machine's speed moves both
+/// alike, so this compares across machines and days better than rates do. With the machine
+/// fully busy the ratio to the ceiling would be `1 / total`: a ratio target `r` needs a
+/// total of at most `1 / r`.
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuInPosts {
+    pub server: f64,
+    pub bench: f64,
+    /// PostgreSQL's server processes (0 with the embedded store).
+    pub database: f64,
+    pub total: f64,
+}
+
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct ScenarioResult {
     pub name: String,
@@ -172,6 +203,8 @@ pub struct ScenarioResult {
     pub ceiling_after_per_s: Option<f64>,
     /// Delivered/s over `ceiling_per_s`.
     pub ratio_to_ceiling: Option<f64>,
+    /// Per delivery, against the CPU of a ceiling POST (the mean of the ceilings around it).
+    pub cpu_in_posts_per_delivery: Option<CpuInPosts>,
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -196,6 +229,14 @@ pub fn ceiling_drift(before: &Ceiling, after: &Ceiling) -> f64 {
 /// A drift past this makes the absolute rates of one run hard to compare with another's.
 pub const DRIFT_WARNING: f64 = 0.10;
 
+/// The mean of two measurements, or the one there is.
+fn mean(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Rounded to two decimals, as the report's seconds and ratios are kept.
 pub fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
@@ -207,19 +248,37 @@ impl ScenarioResult {
     /// whose speed moves by tens of percent within a run (BENCHMARKS.md) then moves the
     /// ratio far less than a single ceiling taken minutes away would.
     pub fn ceiling_per_s(&self) -> Option<f64> {
-        match (self.ceiling_before_per_s, self.ceiling_after_per_s) {
-            (Some(b), Some(a)) => Some((a + b) / 2.0),
-            (b, a) => b.or(a),
-        }
+        mean(self.ceiling_before_per_s, self.ceiling_after_per_s)
     }
 
-    /// Records the ceilings around this scenario and its ratio to their mean.
-    pub fn set_ceilings(&mut self, before: Option<f64>, after: Option<f64>) {
-        self.ceiling_before_per_s = before;
-        self.ceiling_after_per_s = after;
+    /// Records the ceilings around this scenario, its ratio to their mean, and its CPU per
+    /// delivery in ceiling POSTs.
+    pub fn set_ceilings(&mut self, before: Option<Gauge>, after: Option<Gauge>) {
+        self.ceiling_before_per_s = before.map(|g| g.per_s);
+        self.ceiling_after_per_s = after.map(|g| g.per_s);
         self.ratio_to_ceiling = self
             .ceiling_per_s()
             .map(|c| round2(self.delivered_per_s / c.max(f64::MIN_POSITIVE)));
+        let post_us = mean(
+            before.map(|g| g.cpu_us_per_post),
+            after.map(|g| g.cpu_us_per_post),
+        );
+        self.cpu_in_posts_per_delivery = post_us
+            .filter(|us| *us > 0.0 && self.deliveries_completed > 0)
+            .map(|us| {
+                let per = |cpu_s: f64| cpu_s * 1e6 / self.deliveries_completed as f64 / us;
+                let (server, bench, database) = (
+                    per(self.server_cpu_s),
+                    per(self.bench_cpu_s),
+                    per(self.database_cpu_s),
+                );
+                CpuInPosts {
+                    server: round2(server),
+                    bench: round2(bench),
+                    database: round2(database),
+                    total: round2(server + bench + database),
+                }
+            });
     }
 }
 
@@ -248,12 +307,20 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
         push(
             label,
             format!(
-                "{:.0}/s = {ratio:.2} x {:.0}/s{}",
+                "{:.0}/s = {ratio:.2} x {:.0}/s{}{}",
                 t.delivered_per_s,
                 c,
                 match (t.ceiling_before_per_s, t.ceiling_after_per_s) {
                     (Some(b), Some(a)) => format!(" (ceiling {b:.0}/s before, {a:.0}/s after)"),
                     _ => String::new(),
+                },
+                match t.cpu_in_posts_per_delivery {
+                    Some(cpu) => format!(
+                        "; CPU per delivery {:.2} ceiling POSTs, at most {:.2} with the machine fully busy",
+                        cpu.total,
+                        1.0 / bar
+                    ),
+                    None => String::new(),
                 }
             ),
             ratio >= bar,
@@ -471,7 +538,8 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         out,
         "(latencies in ms; e2e = publish->receive; CPU s/1k = server CPU seconds per 1,000 deliveries;\n \
-         x ceiling = delivered/s over the mean of the ceilings measured just before and after the scenario)"
+         x ceiling = delivered/s over the mean of the ceilings measured just before and after the scenario;\n \
+         CPU per delivery in ceiling POSTs = each process's CPU per delivery over the CPU one ceiling POST cost)"
     );
     if let Some(c) = &r.ceiling {
         let _ = writeln!(
@@ -510,6 +578,20 @@ pub fn render(r: &Report) -> String {
         }
         if s.database_cpu_s > 0.0 {
             notes.insert(0, format!("PostgreSQL {:.1} CPU s", s.database_cpu_s));
+        }
+        if let Some(cpu) = s.cpu_in_posts_per_delivery {
+            let database = if s.database_cpu_s > 0.0 {
+                format!(", PostgreSQL {:.2}", cpu.database)
+            } else {
+                String::new()
+            };
+            notes.insert(
+                0,
+                format!(
+                    "CPU per delivery {:.2} ceiling POSTs (server {:.2}, bench {:.2}{database})",
+                    cpu.total, cpu.server, cpu.bench
+                ),
+            );
         }
         let _ = writeln!(
             out,
@@ -703,17 +785,21 @@ mod tests {
             delivered_per_s: 6_000.0,
             ..Default::default()
         };
-        s.set_ceilings(Some(35_000.0), Some(45_000.0));
+        let g = |per_s| Gauge {
+            per_s,
+            cpu_us_per_post: 20.0,
+        };
+        s.set_ceilings(Some(g(35_000.0)), Some(g(45_000.0)));
         assert_eq!(s.ceiling_per_s(), Some(40_000.0));
         assert_eq!(s.ratio_to_ceiling, Some(0.15));
         // No later measurement: the one before stands alone.
-        s.set_ceilings(Some(30_000.0), None);
+        s.set_ceilings(Some(g(30_000.0)), None);
         assert_eq!(s.ratio_to_ceiling, Some(0.2));
         s.set_ceilings(None, None);
         assert_eq!(s.ratio_to_ceiling, None);
 
         // The target is judged against the same mean.
-        s.set_ceilings(Some(18_000.0), Some(22_000.0));
+        s.set_ceilings(Some(g(18_000.0)), Some(g(22_000.0)));
         let report = Report {
             chime_version: String::new(),
             command: String::new(),
@@ -731,6 +817,64 @@ mod tests {
         let t = &targets[0];
         assert!(t.pass, "{t:?}");
         assert!(t.measured.starts_with("6000/s = 0.30 x 20000/s"), "{t:?}");
+    }
+
+    #[test]
+    fn cpu_per_delivery_is_counted_in_ceiling_posts() {
+        let mut s = ScenarioResult {
+            name: "throughput".into(),
+            deliveries_completed: 100_000,
+            server_cpu_s: 5.0,
+            bench_cpu_s: 2.0,
+            database_cpu_s: 1.0,
+            ..Default::default()
+        };
+        // A POST cost 16 and 24 µs in the ceilings around it: 20 on average.
+        let before = Gauge {
+            per_s: 120_000.0,
+            cpu_us_per_post: 16.0,
+        };
+        let after = Gauge {
+            per_s: 80_000.0,
+            cpu_us_per_post: 24.0,
+        };
+        s.set_ceilings(Some(before), Some(after));
+        // Per delivery: server 50 µs, bench 20, PostgreSQL 10.
+        assert_eq!(
+            s.cpu_in_posts_per_delivery,
+            Some(CpuInPosts {
+                server: 2.5,
+                bench: 1.0,
+                database: 0.5,
+                total: 4.0
+            })
+        );
+        // Nothing delivered: nothing to divide.
+        s.deliveries_completed = 0;
+        s.set_ceilings(Some(before), Some(after));
+        assert_eq!(s.cpu_in_posts_per_delivery, None);
+    }
+
+    #[test]
+    fn a_ceiling_gauges_the_cpu_of_one_post() {
+        let c = Ceiling {
+            posts: 200_000,
+            posts_per_s: 100_000.0,
+            concurrency: 64,
+            latency_ms: Percentiles::default(),
+            errors: 0,
+            bench_cpu_s: 4.0,
+            other_cpu_s: 0.0,
+            steal_cpu_s: 0.0,
+            wall_s: 2.0,
+        };
+        assert_eq!(
+            c.gauge(),
+            Gauge {
+                per_s: 100_000.0,
+                cpu_us_per_post: 20.0
+            }
+        );
     }
 
     #[test]

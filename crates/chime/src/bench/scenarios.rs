@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 use super::load::{self, HttpClient, LoadStats, Target, per_s};
-use super::report::{Ceiling, Percentiles, Progress, ScenarioResult, round2};
+use super::report::{Ceiling, Gauge, Percentiles, Progress, ScenarioResult, round2};
 use super::server::{self, Server, ServerOpts, Usage};
 use super::sink::{RecvSummary, Sink, SinkOpts, Tracker};
 use super::{Plan, Scenario};
@@ -31,7 +31,8 @@ pub struct Ctx {
     pub plan: Plan,
     pub server_opts: ServerOpts,
     pub client: HttpClient,
-    pub ceiling_per_s: Option<f64>,
+    /// The latest ceiling: what the next scenario is compared with first.
+    pub ceiling: Option<Gauge>,
     progress: Progress,
 }
 
@@ -70,7 +71,7 @@ impl Ctx {
             plan,
             server_opts,
             client: load::client(),
-            ceiling_per_s: None,
+            ceiling: None,
             progress: Progress::detect(),
         }
     }
@@ -224,7 +225,7 @@ impl Ctx {
             ..Default::default()
         };
         // Against the ceiling before it for now; `bench::run` adds the one after it.
-        r.set_ceilings(self.ceiling_per_s, None);
+        r.set_ceilings(self.ceiling, None);
         r.error_detail
             .insert("publish_errors".into(), publish.errors);
         r.error_detail.insert("missing_deliveries".into(), missing);
