@@ -379,8 +379,9 @@ async fn run(
                 if ctx.ceiling.is_some() {
                     match scenarios::ceiling(&ctx).await {
                         Ok(c) => {
-                            r.set_ceilings(ctx.ceiling, Some(c.gauge()));
-                            ctx.ceiling = Some(c.gauge());
+                            let after = Some(c.gauge());
+                            r.set_ceilings(ctx.ceiling, after);
+                            ctx.ceiling = after;
                             outcome.ceiling_after = Some(c);
                         }
                         Err(e) => {
