@@ -20,6 +20,8 @@ enum Known {
     Absent,
     NoSchema,
     Schema(Arc<jsonschema::Validator>),
+    /// A stored schema this chime cannot compile: why.
+    Unenforceable(Arc<str>),
 }
 
 /// Why an event was refused.
@@ -29,6 +31,8 @@ pub enum Rejection {
     Uncatalogued,
     /// `data` does not satisfy the schema: one line per failing path.
     Invalid(Vec<String>),
+    /// The type's stored schema cannot be enforced any more (see `compile`): why.
+    Unenforceable(Arc<str>),
     Store(StoreError),
 }
 
@@ -38,9 +42,15 @@ pub struct Catalog {
     cache: RwLock<HashMap<String, (Instant, Known)>>,
 }
 
-/// Compiles a schema, as saving an event type does (and reports why it cannot).
+/// Compiles a schema, as saving an event type does (and reports why it cannot). A schema
+/// whose validation cost is not bounded (`schema_cost`) is refused; `pattern`s run on the
+/// `regex` engine, whose matching time is linear (the default engine backtracks).
 pub fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::validator_for(schema).map_err(|e| e.to_string())
+    crate::schema_cost::check(schema)?;
+    jsonschema::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex().size_limit(1 << 20))
+        .build(schema)
+        .map_err(|e| e.to_string())
 }
 
 impl Catalog {
@@ -74,10 +84,11 @@ impl Catalog {
                 Some(Ok(schema)) => match compile(&schema) {
                     Ok(v) => Known::Schema(Arc::new(v)),
                     // Saved schemas were compiled when saved; a failure here means a newer
-                    // chime reads an older schema differently. Do not block publishing on it.
+                    // chime reads an older schema differently (or refuses its cost). Events
+                    // are refused rather than let through unchecked.
                     Err(e) => {
-                        tracing::warn!(event_type = name, error = %e, "stored schema no longer compiles; not validating");
-                        Known::NoSchema
+                        tracing::warn!(event_type = name, error = %e, "stored schema no longer compiles; refusing its events");
+                        Known::Unenforceable(Arc::from(e))
                     }
                 },
                 Some(Err(_)) => Known::NoSchema,
@@ -96,22 +107,14 @@ impl Catalog {
         match self.lookup(name).await.map_err(Rejection::Store)? {
             Known::Absent if self.strict => Err(Rejection::Uncatalogued),
             Known::Absent | Known::NoSchema => Ok(()),
+            Known::Unenforceable(why) => Err(Rejection::Unenforceable(why)),
             Known::Schema(validator) => {
-                let value: serde_json::Value =
-                    serde_json::from_str(data).unwrap_or(serde_json::Value::Null);
-                let errors: Vec<String> = validator
-                    .iter_errors(&value)
-                    .take(MAX_REPORTED)
-                    .map(|e| {
-                        let path = e.instance_path().to_string();
-                        let path = if path.is_empty() {
-                            "/".to_owned()
-                        } else {
-                            path
-                        };
-                        format!("{path}: {e}")
-                    })
-                    .collect();
+                // Bounded (`schema_cost`), but a large event can still take milliseconds:
+                // off the runtime's workers, which serve every tenant.
+                let data = data.to_owned();
+                let errors = tokio::task::spawn_blocking(move || violations(&validator, &data))
+                    .await
+                    .expect("validation does not panic");
                 if errors.is_empty() {
                     Ok(())
                 } else {
@@ -120,4 +123,22 @@ impl Catalog {
             }
         }
     }
+}
+
+/// The first few ways `data` (raw JSON, already checked by `json_rules`) breaks the schema.
+fn violations(validator: &jsonschema::Validator, data: &str) -> Vec<String> {
+    let value: serde_json::Value = serde_json::from_str(data).unwrap_or(serde_json::Value::Null);
+    validator
+        .iter_errors(&value)
+        .take(MAX_REPORTED)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let path = if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path
+            };
+            format!("{path}: {e}")
+        })
+        .collect()
 }

@@ -21,10 +21,13 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod filter;
+pub mod json_rules;
 pub mod model;
 pub mod net_policy;
 pub mod retention;
 pub mod retry;
+pub mod schema_cost;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -166,6 +169,7 @@ pub async fn run(
             store.clone(),
             config.strict_event_types,
         )),
+        filters: Arc::default(),
         max_body_bytes: config.max_body_bytes,
     };
     let app = api::router(state);

@@ -740,6 +740,7 @@ async fn lease_expiry_uses_the_database_clock() {
             payload: bytes::Bytes::from_static(br#"{"event":"x","data":{}}"#),
             idempotency_key: None,
             created_at: now,
+            filters: Default::default(),
         },
         held,
     )
@@ -881,6 +882,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
                     payload: bytes::Bytes::from_static(br#"{"event":"x","data":{}}"#),
                     idempotency_key: None,
                     created_at: chime::model::now_millis(),
+                    filters: Default::default(),
                 },
                 Lease {
                     owner: Arc::from("node"),

@@ -46,6 +46,7 @@ fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent
         payload: Bytes::from(format!(r#"{{"event":"{name}","data":{{}}}}"#)),
         idempotency_key: key.map(str::to_owned),
         created_at: at,
+        filters: Default::default(),
     }
 }
 
@@ -978,6 +979,58 @@ pub async fn replay_requeues_matching_finished_deliveries(s: Arc<dyn Store>) {
     assert_eq!(s.replay("a", &limited, 500, 1, true).await.unwrap().0, 3);
 }
 
+/// The store never runs a tenant's filter: it matches with the verdicts the event carries, and
+/// asks for the filters it has none for before writing anything.
+pub async fn publish_matches_filters_by_the_verdicts_it_is_given(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let mut big = endpoint("a", &["*"], true);
+    big.settings.filter = Some("$[?@.data.amount > 100]".into());
+    let mut eur = endpoint("a", &["order.*"], true);
+    eur.settings.filter = Some("$[?@.data.currency == 'EUR']".into());
+    let plain = endpoint("a", &["*"], true);
+    for e in [&big, &eur, &plain] {
+        s.create_endpoint(e.clone()).await.unwrap();
+    }
+    let ev = event("a", "order.created", None, 2_000);
+    match s.publish(ev.clone(), lease("n1", 1, HELD)).await {
+        Err(StoreError::FiltersNeeded(mut filters)) => {
+            filters.sort();
+            assert_eq!(
+                filters,
+                ["$[?@.data.amount > 100]", "$[?@.data.currency == 'EUR']"]
+            );
+        }
+        other => panic!("expected FiltersNeeded, got {other:?}"),
+    }
+    assert!(
+        s.list_events("a", None, page(10))
+            .await
+            .unwrap()
+            .rows
+            .is_empty(),
+        "nothing was written"
+    );
+    // Verdicts as the publisher computes them: the store follows them, whatever the payload.
+    let mut ev = ev;
+    ev.payload = Bytes::from_static(br#"{"event":"order.created","data":{"amount":5}}"#);
+    let mut verdicts = chime::filter::Verdicts::default();
+    verdicts.evaluate(
+        ["$[?@.data.amount > 100]", "$[?@.data.currency == 'EUR']"],
+        br#"{"data":{"amount":500}}"#,
+    );
+    ev.filters = verdicts;
+    let published = s.publish(ev, lease("n1", 1, HELD)).await.unwrap();
+    let mut to: Vec<_> = published
+        .deliveries
+        .iter()
+        .map(|d| d.endpoint_id.clone())
+        .collect();
+    to.sort();
+    let mut want = vec![big.id.clone(), plain.id.clone()];
+    want.sort();
+    assert_eq!(to, want);
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -999,6 +1052,7 @@ macro_rules! conformance {
                 retention_purges_payloads_then_events,
                 health_changes_apply_once,
                 replay_requeues_matching_finished_deliveries,
+                publish_matches_filters_by_the_verdicts_it_is_given,
             );
         }
     };

@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{JsonBody, PageParams, Principal, Query, checked_description, nullable};
 use super::{AppState, ListOut, visible_tenant};
-use crate::model::{
-    Subscription, compile_filter, format_time, ip_literal, new_id, now_millis, parse_endpoint_url,
-};
+use crate::model::{Subscription, format_time, ip_literal, new_id, now_millis, parse_endpoint_url};
 use crate::store::{DeliveryStatus, Endpoint, EndpointSettings};
 
 pub fn routes() -> Router<AppState> {
@@ -227,7 +225,7 @@ fn checked_settings(s: EndpointSettings) -> ApiResult<EndpointSettings> {
         ));
     }
     if let Some(f) = &s.filter {
-        compile_filter(f)?;
+        crate::filter::compile(f)?;
     }
     Ok(EndpointSettings {
         headers: checked_headers(s.headers)?,

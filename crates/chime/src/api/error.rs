@@ -112,6 +112,11 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %cause, "storage failure while serving a request");
                 Self::new(Code::Internal, "internal error")
             }
+            // `filter::KnownFilters::publish` answers this itself; reaching here is a bug.
+            StoreError::FiltersNeeded(_) => {
+                tracing::error!("a publish bypassed filter evaluation");
+                Self::new(Code::Internal, "internal error")
+            }
         }
     }
 }

@@ -108,6 +108,9 @@ async fn publish(
                 "data does not match the schema of {name:?}: {}",
                 errors.join("; ")
             )),
+            crate::catalog::Rejection::Unenforceable(why) => ApiError::invalid(format!(
+                "the stored schema of {name:?} cannot be enforced ({why}); save the event type with a schema this server accepts"
+            )),
             crate::catalog::Rejection::Store(e) => e.into(),
         })?;
     let payload = envelope(&name, input.data);
@@ -118,10 +121,11 @@ async fn publish(
         payload,
         idempotency_key: key,
         created_at: now_millis(),
+        filters: Default::default(),
     };
     let published = state
-        .store
-        .publish(new, state.dispatch.lease())
+        .filters
+        .publish(state.store.as_ref(), new, state.dispatch.lease())
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::not_found("tenant"),

@@ -104,13 +104,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// Every JSON body the API reads comes through here, so `json_rules` (what JSON chime accepts)
+/// holds for all of them before a parser or a tenant's filter or schema sees the document.
 pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
-        _ => ApiError::new(
+    let malformed = |e: &dyn std::fmt::Display| {
+        ApiError::new(
             Code::MalformedJson,
             format!("the body is not valid JSON: {e}"),
-        ),
+        )
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| malformed(&e))?;
+    crate::json_rules::check(text).map_err(|e| {
+        ApiError::new(
+            Code::MalformedJson,
+            format!("the body is not JSON as chime accepts it (I-JSON, RFC 7493): {e}"),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
+        _ => malformed(&e),
     })
 }
 

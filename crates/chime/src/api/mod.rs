@@ -34,6 +34,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub policy: Arc<TargetPolicy>,
     pub catalog: Arc<crate::catalog::Catalog>,
+    /// Each tenant's endpoint filters, evaluated before a publish reaches the store.
+    pub filters: Arc<crate::filter::KnownFilters>,
     pub max_body_bytes: usize,
 }
 

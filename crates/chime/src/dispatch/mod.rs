@@ -129,6 +129,8 @@ impl DispatchHandle {
 #[derive(Clone)]
 struct Emitter {
     store: Arc<dyn Store>,
+    /// Operators' endpoints on the system tenant may filter these events too.
+    filters: Arc<crate::filter::KnownFilters>,
     tx: mpsc::UnboundedSender<Msg>,
     owner: Arc<str>,
     lease: Duration,
@@ -148,6 +150,7 @@ impl Emitter {
                 payload: payload.into(),
                 idempotency_key: None,
                 created_at: now,
+                filters: Default::default(),
             };
             let lease = Lease {
                 owner: this.owner.clone(),
@@ -155,7 +158,11 @@ impl Emitter {
                 duration: this.lease,
                 admission: None,
             };
-            match this.store.publish(event, lease).await {
+            match this
+                .filters
+                .publish(this.store.as_ref(), event, lease)
+                .await
+            {
                 Ok(published) => {
                     for id in published.due_endpoints {
                         let _ = this.tx.send(Msg::Due(Arc::from(id.as_str()), now));
@@ -357,6 +364,7 @@ impl Dispatcher {
         };
         let emitter = Emitter {
             store: store.clone(),
+            filters: Arc::default(),
             tx: tx.clone(),
             owner: owner.clone(),
             lease: cfg.lease,

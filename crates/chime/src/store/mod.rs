@@ -32,6 +32,11 @@ pub enum StoreError {
     Unavailable(String),
     #[error("storage failure: {0}")]
     Backend(String),
+    /// A publish met endpoint filters it has no verdict for (`subscribers`): these are all
+    /// the filters of the tenant's endpoints, to evaluate before publishing again. Nothing
+    /// was written.
+    #[error("the event's endpoint filters must be evaluated first")]
+    FiltersNeeded(Vec<String>),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -305,6 +310,7 @@ pub struct PublishedDelivery {
     pub status: DeliveryStatus,
 }
 
+#[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: String,
     pub tenant_id: String,
@@ -312,6 +318,43 @@ pub struct NewEvent {
     pub payload: Bytes,
     pub idempotency_key: Option<String>,
     pub created_at: Millis,
+    /// The tenant's endpoint filters, evaluated against `payload` before the store is called:
+    /// the store never runs a filter (`filter.rs` says why). Publish through
+    /// `filter::KnownFilters::publish`, which fills this in.
+    pub filters: crate::filter::Verdicts,
+}
+
+/// The endpoints among `endpoints` that receive the event: subscribed to its name, and whose
+/// filter (if any) selected something. Both backends match with this, inside their publish
+/// transaction; an endpoint whose filter has no verdict in `event.filters` makes it answer
+/// `FiltersNeeded` with every filter of the tenant's endpoints, before anything is written.
+pub fn subscribers<'a>(
+    endpoints: &'a [Arc<Endpoint>],
+    event: &NewEvent,
+) -> Result<Vec<&'a Arc<Endpoint>>> {
+    let mut out = Vec::new();
+    for ep in endpoints {
+        if !crate::model::Subscription::text_matches(&ep.events, &event.name) {
+            continue;
+        }
+        let verdict = match ep.settings.filter.as_deref() {
+            None => true,
+            Some(f) => match event.filters.get(f) {
+                Some(v) => v,
+                None => {
+                    let filters = endpoints
+                        .iter()
+                        .filter_map(|e| e.settings.filter.clone())
+                        .collect::<std::collections::BTreeSet<_>>();
+                    return Err(StoreError::FiltersNeeded(filters.into_iter().collect()));
+                }
+            },
+        };
+        if verdict {
+            out.push(ep);
+        }
+    }
+    Ok(out)
 }
 
 /// The result of one attempt, to be recorded with the delivery's new state in one transaction.

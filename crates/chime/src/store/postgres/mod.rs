@@ -567,6 +567,7 @@ fn same_error(e: &StoreError) -> StoreError {
         StoreError::Conflict(s) => StoreError::Conflict(s.clone()),
         StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
         StoreError::Backend(s) => StoreError::Backend(s.clone()),
+        StoreError::FiltersNeeded(f) => StoreError::FiltersNeeded(f.clone()),
     }
 }
 

@@ -318,19 +318,15 @@ fn plan(
             let _ = request.reply.send(Err(StoreError::NotFound));
             continue;
         };
-        let ev = &request.event;
-        let mut envelope = None;
-        let mut deliveries = Vec::new();
-        for ep in &tenant.endpoints {
-            if !crate::model::subscribed(
-                &ep.events,
-                ep.settings.filter.as_deref(),
-                &ev.name,
-                &ev.payload,
-                &mut envelope,
-            ) {
+        let subscribers = match crate::store::subscribers(&tenant.endpoints, &request.event) {
+            Ok(subscribers) => subscribers,
+            Err(e) => {
+                let _ = request.reply.send(Err(e));
                 continue;
             }
+        };
+        let mut deliveries = Vec::new();
+        for ep in subscribers {
             let (status, leased) = request.lease.initial_state(ep);
             deliveries.push((
                 PublishedDelivery {

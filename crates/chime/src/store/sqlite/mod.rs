@@ -460,18 +460,8 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
     let Some(all) = tenant_endpoints(conn, &ev.tenant_id)? else {
         return Err(StoreError::NotFound);
     };
-    let mut envelope = None;
-    let endpoints: Vec<Arc<Endpoint>> = all
-        .iter()
-        .filter(|e| {
-            crate::model::subscribed(
-                &e.events,
-                e.settings.filter.as_deref(),
-                &ev.name,
-                &ev.payload,
-                &mut envelope,
-            )
-        })
+    let endpoints: Vec<Arc<Endpoint>> = crate::store::subscribers(&all, &ev)?
+        .into_iter()
         .cloned()
         .collect();
 

@@ -1,0 +1,285 @@
+//! Input a hostile tenant or a careless admin controls: payload filters, JSON Schemas and the
+//! JSON of the body itself. Each is refused with `{code, detail}` when its cost cannot be
+//! bounded, and a refused request stores nothing.
+
+mod common;
+
+use common::{ADMIN, Opts, Receiver, TestServer};
+use serde_json::{Value, json};
+
+async fn server() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    (dir, server)
+}
+
+/// POSTs `body` as it is (not re-serialized), with the admin token.
+async fn post_raw(server: &TestServer, path: &str, body: String) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(server.url(path))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn event_count(server: &TestServer, tenant: &str) -> usize {
+    let (s, b) = server
+        .admin("GET", &format!("/v1/tenants/{tenant}/events"), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b["data"].as_array().unwrap().len()
+}
+
+fn nested_arrays(depth: usize) -> String {
+    "[".repeat(depth) + &"]".repeat(depth)
+}
+
+async fn filters_whose_cost_is_unbounded_are_refused() {
+    let (_dir, server) = server().await;
+    server.create_tenant("acme").await;
+    let rx = Receiver::start().await;
+    for filter in [
+        "$..*..*..*..*..*",
+        "$..*..*",
+        "$..a[?@..b]",
+        "$[0,0,0,0,0,0,0,0][0,0,0,0,0,0,0,0][0,0]",
+    ] {
+        let (s, b) = server
+            .admin(
+                "POST",
+                "/v1/tenants/acme/endpoints",
+                Some(json!({"url": rx.url("/h"), "filter": filter})),
+            )
+            .await;
+        assert_eq!(s, 422, "{filter}: {b}");
+        assert_eq!(b["code"], "invalid_request");
+        assert!(b["detail"].as_str().unwrap().contains("filter"), "{b}");
+    }
+    let (s, b) = server
+        .admin("GET", "/v1/tenants/acme/endpoints", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["data"], json!([]), "nothing was saved");
+
+    // The reported event, 120 nested arrays, is refused before any filter sees it.
+    let body = format!(r#"{{"event":"x","data":{}}}"#, nested_arrays(120));
+    let (s, b) = post_raw(&server, "/v1/tenants/acme/events", body).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["code"], "malformed_json");
+    assert!(b["detail"].as_str().unwrap().contains("nested"), "{b}");
+    assert_eq!(event_count(&server, "acme").await, 0);
+    server.stop().await;
+}
+
+/// Filters are evaluated by the publisher, not the store: a new or changed filter is asked
+/// for by the store, evaluated, and the publish goes through with the right verdicts.
+async fn filters_follow_changes_between_publishes() {
+    let (_dir, server) = server().await;
+    server.create_tenant("acme").await;
+    let rx = Receiver::start().await;
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/endpoints",
+            Some(json!({"url": rx.url("/big"), "filter": "$[?@.data.amount > 100]"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let ep = b["id"].as_str().unwrap().to_owned();
+    let small = server.publish("acme", "order", json!({"amount": 5})).await;
+    assert_eq!(small["deliveries"], json!([]), "{small}");
+    let big = server
+        .publish("acme", "order", json!({"amount": 500}))
+        .await;
+    assert_eq!(big["deliveries"].as_array().unwrap().len(), 1, "{big}");
+
+    // The filter changes: the next publish uses the new one.
+    let (s, b) = server
+        .admin(
+            "PATCH",
+            &format!("/v1/tenants/acme/endpoints/{ep}"),
+            Some(json!({"filter": "$[?@.data.amount < 10]"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let small = server.publish("acme", "order", json!({"amount": 5})).await;
+    assert_eq!(small["deliveries"].as_array().unwrap().len(), 1, "{small}");
+    let big = server
+        .publish("acme", "order", json!({"amount": 500}))
+        .await;
+    assert_eq!(big["deliveries"], json!([]), "{big}");
+
+    // One descendant segment is allowed, over data as deep as chime accepts.
+    let (s, b) = server
+        .admin(
+            "PATCH",
+            &format!("/v1/tenants/acme/endpoints/{ep}"),
+            Some(json!({"filter": "$..*[?@ == 'needle']"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let deep = format!(
+        r#"{{"event":"deep","data":{}"needle"{}}}"#,
+        "[".repeat(60),
+        "]".repeat(60)
+    );
+    let (s, b) = post_raw(&server, "/v1/tenants/acme/events", deep).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["deliveries"].as_array().unwrap().len(), 1, "{b}");
+    rx.wait_count(3).await;
+    server.stop().await;
+}
+
+/// `levels` levels of `anyOf` over two `$ref`s to the level below, ending in a string.
+fn any_of_tower(levels: usize) -> Value {
+    let mut defs = serde_json::Map::new();
+    defs.insert("l0".into(), json!({"type": "string", "minLength": 2}));
+    for l in 1..=levels {
+        let below = format!("#/$defs/l{}", l - 1);
+        defs.insert(
+            format!("l{l}"),
+            json!({"anyOf": [{"$ref": below}, {"$ref": below}]}),
+        );
+    }
+    json!({"$defs": defs, "$ref": format!("#/$defs/l{levels}")})
+}
+
+async fn schemas_whose_validation_is_unbounded_are_refused() {
+    let (_dir, server) = server().await;
+    server.create_tenant("acme").await;
+    for (name, schema) in [
+        ("tower22", any_of_tower(22)),
+        ("tower20", any_of_tower(20)),
+        ("itself", json!({"$ref": "#"})),
+        ("remote", json!({"$ref": "https://example.com/s.json"})),
+        (
+            "doubling",
+            json!({"$defs": {
+                "x": {"anyOf": [{"$ref": "#/$defs/y"}, {"$ref": "#/$defs/y"}]},
+                "y": {"items": {"$ref": "#/$defs/x"}}
+            }, "$ref": "#/$defs/x"}),
+        ),
+    ] {
+        let (s, b) = server
+            .admin(
+                "POST",
+                "/v1/event-types",
+                Some(json!({"name": name, "schema": schema})),
+            )
+            .await;
+        assert_eq!(s, 422, "{name}: {b}");
+        assert_eq!(b["code"], "invalid_request");
+    }
+    // The reported publish of "x" to such a type: the type was never saved, so it is
+    // accepted without a schema; a bounded schema still validates.
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(json!({"name": "tower5", "schema": any_of_tower(5)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/events",
+            Some(json!({"event": "tower5", "data": "x"})),
+        )
+        .await;
+    assert_eq!(s, 422, "too short for minLength 2: {b}");
+    server.publish("acme", "tower5", json!("xy")).await;
+    // A backtracking pattern runs in linear time (the `regex` engine).
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(json!({"name": "redos", "schema": {"type": "string", "pattern": "^(a+)+$"}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/events",
+            Some(json!({"event": "redos", "data": format!("{}!", "a".repeat(50_000))})),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(event_count(&server, "acme").await, 1);
+    server.stop().await;
+}
+
+async fn json_outside_what_chime_accepts_is_refused_everywhere() {
+    let (_dir, server) = server().await;
+    server.create_tenant("acme").await;
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(json!({"name": "payment", "schema": {
+                "type": "object", "required": ["amount"],
+                "properties": {"amount": {"type": "number", "maximum": 100}}
+            }})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let deep_pad = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for data in [
+        r#"{"amount": 5000}"#.to_owned(),
+        r#"{"amount": 5000, "pad": 1e999}"#.to_owned(),
+        format!(r#"{{"amount": 5000, "pad": {deep_pad}}}"#),
+        r#"{"amount": 5, "amount": 5000}"#.to_owned(),
+        r#"{"amount": 5, "pad": "\ud800"}"#.to_owned(),
+        format!(r#"{{"amount": 5, "pad": {}}}"#, "9".repeat(100_000)),
+        format!(r#"{{"amount": 5, "pad": {}}}"#, nested_arrays(100_000)),
+    ] {
+        let body = format!(r#"{{"event":"payment","data":{data}}}"#);
+        let (s, b) = post_raw(&server, "/v1/tenants/acme/events", body).await;
+        assert!(s == 400 || s == 422, "{s} {b} for {:.80}", data);
+        assert!(b["code"].is_string() && b["detail"].is_string(), "{b}");
+    }
+    assert_eq!(event_count(&server, "acme").await, 0, "nothing was stored");
+    // The same rule holds for every body, not only events.
+    let (s, b) = post_raw(&server, "/v1/tenants", r#"{"id": "x", "id": "y"}"#.into()).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (400, Some("malformed_json")),
+        "{b}"
+    );
+    let (s, b) = post_raw(
+        &server,
+        "/v1/tenants",
+        format!(r#"{{"id": "deep", "name": {}}}"#, nested_arrays(65)),
+    )
+    .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (400, Some("malformed_json")),
+        "{b}"
+    );
+    // What is accepted: paired surrogates, 1e-999 (reads as 0), the deepest nesting allowed.
+    let ok = format!(
+        r#"{{"event":"payment","data":{{"amount":1,"s":"\ud83d\ude00","t":1e-999,"u":{}}}}}"#,
+        nested_arrays(62)
+    );
+    let (s, b) = post_raw(&server, "/v1/tenants/acme/events", ok).await;
+    assert_eq!(s, 202, "{b}");
+    server.stop().await;
+}
+
+on_both_backends!(
+    filters_whose_cost_is_unbounded_are_refused,
+    filters_follow_changes_between_publishes,
+    schemas_whose_validation_is_unbounded_are_refused,
+    json_outside_what_chime_accepts_is_refused_everywhere,
+);
