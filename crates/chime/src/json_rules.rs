@@ -163,6 +163,12 @@ fn string(text: &str, start: usize) -> Result<(usize, Cow<'_, str>), Refused> {
                 let Some(&escape) = bytes.get(i + 1) else {
                     return Ok((bytes.len(), Cow::Owned(std::mem::take(out))));
                 };
+                if !escape.is_ascii() {
+                    // Not an escape JSON has (the parser reports it); stay on a char boundary.
+                    i += 1;
+                    plain_from = i;
+                    continue;
+                }
                 i += 2;
                 match escape {
                     b'u' => {
@@ -225,6 +231,7 @@ mod tests {
             r#"{"a":1,"b":{"a":2}}"#,
             "1e-999",
             "",
+            "\"\\\u{e9}\"",
             "not json at all",
         ] {
             assert_eq!(check(ok), Ok(()), "{ok}");

@@ -1,0 +1,295 @@
+//! Property-based fuzzing of what callers control: JSON bodies, payload filters over random
+//! JSON, JSON Schemas, event names and endpoint URLs. Each input is either accepted and
+//! bounded, or refused with a reason; never a panic or an abort. The ingest body is fuzzed
+//! through a real server, where a refusal must be a `{code, detail}` answer.
+//!
+//! CI runs a few thousand cases of each. Run longer with, for example,
+//! `PROPTEST_CASES=200000 cargo test -p chime --test fuzz --release` (the cases count of each
+//! property then becomes that number), and under a memory cap to turn an unbounded allocation
+//! into a failure: `prlimit --as=2000000000 cargo test …`.
+
+mod common;
+
+use chime::filter::{MAX_FANOUT, Verdicts};
+use chime::json_rules::MAX_DEPTH;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+/// Cases per property, unless `PROPTEST_CASES` says otherwise.
+fn cases(default: u32) -> ProptestConfig {
+    let n = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(n)
+}
+
+/// Random JSON values, nested up to `depth`.
+fn json_value(depth: u32) -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        (-1e300f64..1e300).prop_map(|n| json!(n)),
+        "[a-z\u{e9}\u{1f600} ]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(depth, 256, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::btree_map("[a-d]{1,2}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Text that looks like JSON to a scanner: its punctuation, numbers, escapes, arbitrary runs.
+fn json_ish() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("[".to_owned()),
+            Just("]".to_owned()),
+            Just("{".to_owned()),
+            Just("}".to_owned()),
+            Just(",".to_owned()),
+            Just(":".to_owned()),
+            Just("\"".to_owned()),
+            Just("\\".to_owned()),
+            "\\\\u[0-9a-fA-F]{0,4}",
+            "-?[0-9]{1,80}(\\.[0-9]{0,20})?([eE][+-]?[0-9]{1,5})?",
+            "\"[a-z]{0,3}\"",
+            ".{0,4}",
+        ],
+        0..200,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+fn depth_of(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth_of).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth_of).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn nodes_of(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nodes_of).sum::<usize>(),
+        Value::Object(o) => 1 + o.values().map(nodes_of).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// JSONPath filters built from the grammar's pieces, valid or not.
+fn filter_text() -> impl Strategy<Value = String> {
+    let segment = prop_oneof![
+        Just(".*".to_owned()),
+        Just("..*".to_owned()),
+        "\\.[a-d]",
+        "\\.\\.[a-d]",
+        "\\[[0-3](,[0-3]){0,4}\\]",
+        "\\[-?[0-3]?:-?[0-3]?(:-?[1-3])?\\]",
+        Just("[?@.a]".to_owned()),
+        Just("[?@..a]".to_owned()),
+        Just("[?@.a > 1]".to_owned()),
+        Just("[?@.* == 'x']".to_owned()),
+        Just("[?length(@) > 2]".to_owned()),
+        Just("[?count(@.*) > 1]".to_owned()),
+        Just("[?match(@.a, '[a-z]+')]".to_owned()),
+        Just("[?search(@, 'a')]".to_owned()),
+        Just("[?@[?@.b]]".to_owned()),
+        Just("['a','b']".to_owned()),
+    ];
+    proptest::collection::vec(segment, 0..8).prop_map(|s| format!("${}", s.concat()))
+}
+
+/// JSON Schemas from the applicators that multiply work, over a few named definitions.
+fn schema() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(json!({"type": "string", "minLength": 2})),
+        Just(json!({"type": "number", "maximum": 100})),
+        Just(json!(true)),
+        Just(json!({"pattern": "^(a+)+$"})),
+        (0..4u8).prop_map(|d| json!({"$ref": format!("#/$defs/d{d}")})),
+        Just(json!({"$ref": "#"})),
+    ];
+    let node = leaf.prop_recursive(5, 64, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 1..4).prop_map(|v| json!({"anyOf": v})),
+            proptest::collection::vec(inner.clone(), 1..4).prop_map(|v| json!({"allOf": v})),
+            proptest::collection::vec(inner.clone(), 1..4).prop_map(|v| json!({"oneOf": v})),
+            inner.clone().prop_map(|v| json!({"items": v})),
+            inner.clone().prop_map(|v| json!({"not": v})),
+            (inner.clone(), inner.clone())
+                .prop_map(|(a, b)| json!({"properties": {"a": a, "b": b}})),
+        ]
+    });
+    (proptest::collection::vec(node.clone(), 4), node).prop_map(|(defs, root)| {
+        let mut root = match root {
+            Value::Object(m) => m,
+            other => [("allOf".to_owned(), json!([other]))].into_iter().collect(),
+        };
+        let defs: serde_json::Map<String, Value> = defs
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (format!("d{i}"), d))
+            .collect();
+        root.insert("$defs".into(), Value::Object(defs));
+        Value::Object(root)
+    })
+}
+
+proptest! {
+    #![proptest_config(cases(3_000))]
+
+    /// The JSON rule never panics, and what it accepts is within its limits.
+    #[test]
+    fn json_rules_bound_whatever_they_accept(text in json_ish()) {
+        if chime::json_rules::check(&text).is_ok()
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            prop_assert!(depth_of(&v) <= MAX_DEPTH);
+            if let Value::Number(n) = &v {
+                prop_assert!(n.as_f64().is_some_and(f64::is_finite));
+            }
+        }
+    }
+
+    /// Well-formed documents within the depth limit are accepted as they are.
+    #[test]
+    fn json_rules_accept_ordinary_documents(v in json_value(6)) {
+        let text = serde_json::to_string(&v).unwrap();
+        prop_assert_eq!(chime::json_rules::check(&text), Ok(()));
+    }
+
+    /// A filter either is refused when saved or, over any document, selects at most the
+    /// document's nodes times the fan-out the limits allow.
+    #[test]
+    fn filters_are_refused_or_bounded(filter in filter_text(), data in json_value(5)) {
+        let Ok(path) = chime::filter::compile(&filter) else { return Ok(()) };
+        let doc = Value::Array(vec![json!({"event": "x", "data": data})]);
+        let selected = path.query(&doc).len();
+        prop_assert!(
+            selected <= nodes_of(&doc) * MAX_FANOUT as usize,
+            "{filter} selected {selected} of {} nodes", nodes_of(&doc)
+        );
+        let mut verdicts = Verdicts::default();
+        verdicts.evaluate([filter.as_str()], serde_json::to_string(&doc[0]).unwrap().as_bytes());
+        prop_assert_eq!(verdicts.get(&filter), Some(selected > 0));
+    }
+
+    /// Any filter text, even garbage, compiles or is refused: never a panic.
+    #[test]
+    fn any_filter_text_is_safe_to_compile(text in ".{0,80}") {
+        let _ = chime::filter::compile(&text);
+    }
+
+    /// A schema is refused when saved or validates random data without a panic.
+    #[test]
+    fn schemas_are_refused_or_validate(schema in schema(), data in json_value(4)) {
+        if let Ok(validator) = chime::catalog::compile(&schema) {
+            let _ = validator.is_valid(&data);
+            let _ = validator.iter_errors(&data).take(10).count();
+        }
+    }
+
+    /// Event names: accepted only as documented, refused with a reason otherwise.
+    #[test]
+    fn event_names_are_checked(name in ".{0,140}") {
+        match chime::model::parse_event_name(&name) {
+            Ok(n) => {
+                prop_assert!(!n.is_empty() && n.len() <= 128);
+                prop_assert!(n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-:/".contains(&b)));
+            }
+            Err(e) => prop_assert!(!e.0.is_empty()),
+        }
+    }
+
+    /// Endpoint URLs in every address form: an accepted URL is absolute http(s) with a host
+    /// and a valid port, and an IP literal in it is classified by the same policy that
+    /// guards connections.
+    #[test]
+    fn endpoint_urls_are_checked(
+        scheme in prop_oneof![Just("http"), Just("https"), Just("ftp"), Just("")],
+        host in prop_oneof![
+            "[a-z0-9.-]{0,20}",
+            any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+            any::<std::net::Ipv6Addr>().prop_map(|ip| format!("[{ip}]")),
+            any::<std::net::Ipv4Addr>().prop_map(|ip| format!("[::ffff:{ip}]")),
+            any::<std::net::Ipv4Addr>().prop_map(|ip| format!("[64:ff9b::{ip}]")),
+            "\\[[0-9a-f:]{0,20}(%25[a-z0-9]{0,4})?\\]",
+            ".{0,12}",
+        ],
+        port in prop_oneof![Just(String::new()), "-?[0-9]{1,6}".prop_map(|p| format!(":{p}"))],
+        path in "(/[a-z%0-9]{0,8}){0,3}",
+    ) {
+        let url = format!("{scheme}://{host}{port}{path}");
+        let policy = chime::net_policy::TargetPolicy::new(vec![]);
+        if let Ok(uri) = chime::model::parse_endpoint_url(&url) {
+            prop_assert!(matches!(uri.scheme_str(), Some("http" | "https")));
+            prop_assert!(uri.host().is_some_and(|h| !h.is_empty()));
+            if uri.port().is_some() {
+                prop_assert!(uri.port_u16().is_some_and(|p| p > 0), "{url}");
+            }
+            if let Some(ip) = chime::model::ip_literal(&uri) {
+                let _ = policy.permits(ip);
+            }
+        }
+    }
+}
+
+/// Ingest bodies through a real server: every answer is 202 or a `{code, detail}` refusal, and
+/// the server keeps answering.
+#[test]
+fn ingest_bodies_are_accepted_or_refused_with_code_and_detail() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = rt.block_on(async {
+        let server = common::TestServer::start(dir.path(), common::Opts::default()).await;
+        server.create_tenant("acme").await;
+        server
+    });
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/tenants/acme/events");
+    let body = prop_oneof![
+        json_ish(),
+        json_value(5).prop_map(|d| json!({"event": "x", "data": d}).to_string()),
+        (json_ish(), "[a-z_.]{0,10}")
+            .prop_map(|(d, name)| format!(r#"{{"event":"{name}","data":{d}}}"#)),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(cases(500));
+    runner
+        .run(&body, |body| {
+            let (status, answer) = rt.block_on(async {
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(common::ADMIN)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            });
+            if status == 202 {
+                prop_assert!(answer["id"].is_string(), "{answer}");
+            } else {
+                prop_assert!(
+                    matches!(status, 400 | 413 | 422),
+                    "{status} for {body:.200}"
+                );
+                prop_assert!(
+                    answer["code"].is_string() && answer["detail"].is_string(),
+                    "{answer}"
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    rt.block_on(server.stop());
+}
