@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 /// Cases per property, unless `PROPTEST_CASES` says otherwise.
 fn cases(default: u32) -> ProptestConfig {
+    common::cap_this_process_memory();
     let n = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -8,6 +8,7 @@ use common::{ADMIN, Opts, Receiver, TestServer};
 use serde_json::{Value, json};
 
 async fn server() -> (tempfile::TempDir, TestServer) {
+    common::cap_this_process_memory();
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), Opts::default()).await;
     (dir, server)

@@ -58,7 +58,7 @@ impl Node {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chime"))
+        let mut child = common::cap_memory(&mut Command::new(env!("CARGO_BIN_EXE_chime")))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--database-url", database_url])
             .args(["--allow-targets", "127.0.0.0/8"])

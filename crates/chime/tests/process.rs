@@ -28,7 +28,7 @@ impl Drop for Serve {
 
 impl Serve {
     fn start(data_dir: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chime"))
+        let mut child = common::cap_memory(&mut Command::new(env!("CARGO_BIN_EXE_chime")))
             .args([
                 "serve",
                 "--listen",
