@@ -19,7 +19,7 @@ const MAX_REPORTED: usize = 10;
 enum Known {
     Absent,
     NoSchema,
-    Schema(Arc<jsonschema::Validator>),
+    Schema(Arc<Compiled>),
     /// A stored schema this chime cannot compile: why.
     Unenforceable(Arc<str>),
 }
@@ -42,15 +42,33 @@ pub struct Catalog {
     cache: RwLock<HashMap<String, (Instant, Known)>>,
 }
 
+/// Most subschema applications one validation may make (the schema's applications per value
+/// times the values of the data, as `schema_cost` counts them): about a second of work. Data
+/// over it is refused rather than validated.
+pub const VALIDATION_BUDGET: u64 = 20_000_000;
+/// Below this many applications every violation is listed (up to `MAX_REPORTED`); above it
+/// only the first is, since listing them all keeps every error of every branch in memory.
+const LISTING_BUDGET: u64 = 100_000;
+
+/// A compiled schema and the most applications it makes on one value of the data.
+pub struct Compiled {
+    pub validator: jsonschema::Validator,
+    pub per_value: u64,
+}
+
 /// Compiles a schema, as saving an event type does (and reports why it cannot). A schema
 /// whose validation cost is not bounded (`schema_cost`) is refused; `pattern`s run on the
 /// `regex` engine, whose matching time is linear (the default engine backtracks).
-pub fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
-    crate::schema_cost::check(schema)?;
-    jsonschema::options()
+pub fn compile(schema: &serde_json::Value) -> Result<Compiled, String> {
+    let per_value = crate::schema_cost::check(schema)?;
+    let validator = jsonschema::options()
         .with_pattern_options(jsonschema::PatternOptions::regex().size_limit(1 << 20))
         .build(schema)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("schema is not a valid JSON Schema: {e}"))?;
+    Ok(Compiled {
+        validator,
+        per_value,
+    })
 }
 
 impl Catalog {
@@ -125,20 +143,50 @@ impl Catalog {
     }
 }
 
-/// The first few ways `data` (raw JSON, already checked by `json_rules`) breaks the schema.
-fn violations(validator: &jsonschema::Validator, data: &str) -> Vec<String> {
+/// The first few ways `data` (raw JSON, already checked by `json_rules`) breaks the schema,
+/// with memory and time bounded by the budgets above.
+fn violations(schema: &Compiled, data: &str) -> Vec<String> {
     let value: serde_json::Value = serde_json::from_str(data).unwrap_or(serde_json::Value::Null);
-    validator
+    let work = schema.per_value.saturating_mul(values_in(&value));
+    if work > VALIDATION_BUDGET {
+        return vec![format!(
+            "/: the data is too large to validate against this schema ({work} subschema applications; at most {VALIDATION_BUDGET}): send less data or simplify the schema"
+        )];
+    }
+    if schema.validator.is_valid(&value) {
+        return Vec::new();
+    }
+    if work > LISTING_BUDGET {
+        return match schema.validator.validate(&value) {
+            Err(e) => vec![describe(&e)],
+            Ok(()) => Vec::new(),
+        };
+    }
+    schema
+        .validator
         .iter_errors(&value)
         .take(MAX_REPORTED)
-        .map(|e| {
-            let path = e.instance_path().to_string();
-            let path = if path.is_empty() {
-                "/".to_owned()
-            } else {
-                path
-            };
-            format!("{path}: {e}")
-        })
+        .map(|e| describe(&e))
         .collect()
+}
+
+fn describe(e: &jsonschema::ValidationError<'_>) -> String {
+    let path = e.instance_path().to_string();
+    let path = if path.is_empty() { "/" } else { &path };
+    format!("{path}: {e}")
+}
+
+/// The values in a document: objects, arrays and scalars alike.
+fn values_in(v: &serde_json::Value) -> u64 {
+    let mut count = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        match v {
+            serde_json::Value::Array(items) => stack.extend(items),
+            serde_json::Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
 }

@@ -188,9 +188,10 @@ proptest! {
     /// A schema is refused when saved or validates random data without a panic.
     #[test]
     fn schemas_are_refused_or_validate(schema in schema(), data in json_value(4)) {
-        if let Ok(validator) = chime::catalog::compile(&schema) {
-            let _ = validator.is_valid(&data);
-            let _ = validator.iter_errors(&data).take(10).count();
+        if let Ok(compiled) = chime::catalog::compile(&schema) {
+            prop_assert!(compiled.per_value <= chime::schema_cost::MAX_APPLICATIONS);
+            let _ = compiled.validator.is_valid(&data);
+            let _ = compiled.validator.iter_errors(&data).take(10).count();
         }
     }
 

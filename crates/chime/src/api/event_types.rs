@@ -72,8 +72,7 @@ fn checked_schema(schema: Option<serde_json::Value>) -> ApiResult<Option<String>
             "schema must be at most {MAX_SCHEMA_BYTES} bytes"
         )));
     }
-    crate::catalog::compile(&schema)
-        .map_err(|e| ApiError::invalid(format!("schema is not a valid JSON Schema: {e}")))?;
+    crate::catalog::compile(&schema).map_err(ApiError::invalid)?;
     Ok(Some(text))
 }
 
