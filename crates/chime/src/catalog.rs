@@ -127,12 +127,10 @@ impl Catalog {
             Known::Absent | Known::NoSchema => Ok(()),
             Known::Unenforceable(why) => Err(Rejection::Unenforceable(why)),
             Known::Schema(validator) => {
-                // Bounded (`schema_cost`), but a large event can still take milliseconds:
-                // off the runtime's workers, which serve every tenant.
                 let data = data.to_owned();
-                let errors = tokio::task::spawn_blocking(move || violations(&validator, &data))
-                    .await
-                    .expect("validation does not panic");
+                let errors =
+                    crate::tenant_work::run(data.len(), move || violations(&validator, &data))
+                        .await;
                 if errors.is_empty() {
                     Ok(())
                 } else {

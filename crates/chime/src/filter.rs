@@ -222,8 +222,7 @@ impl KnownFilters {
     }
 }
 
-/// `verdicts` with `filters` evaluated too, on a blocking thread: a filter over a large event
-/// takes a while, and the runtime's workers serve every tenant.
+/// `verdicts` with `filters` evaluated too, where tenant work runs (`tenant_work`).
 async fn evaluated(
     mut verdicts: Verdicts,
     filters: Arc<Vec<String>>,
@@ -232,12 +231,11 @@ async fn evaluated(
     if filters.iter().all(|f| verdicts.get(f).is_some()) {
         return verdicts;
     }
-    tokio::task::spawn_blocking(move || {
+    crate::tenant_work::run(payload.len(), move || {
         verdicts.evaluate(filters.iter().map(String::as_str), &payload);
         verdicts
     })
     .await
-    .expect("evaluating filters does not panic")
 }
 
 #[cfg(test)]

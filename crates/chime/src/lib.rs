@@ -29,6 +29,7 @@ pub mod retention;
 pub mod retry;
 pub mod schema_cost;
 pub mod store;
+pub mod tenant_work;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
