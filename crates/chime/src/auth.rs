@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rand::RngCore;
@@ -33,13 +34,27 @@ pub fn hash_token(token: &str) -> String {
     out
 }
 
-/// Resolves bearer tokens to scopes. Positive answers are cached, since every API call
-/// authenticates; entries of a deleted tenant are dropped with it.
+/// How long a cached token is trusted without asking the store again. A token dies with its
+/// tenant; the node that deletes the tenant forgets it at once, other nodes sharing the store
+/// when the deletion's notification arrives (`Store::notifications`), and this bounds how
+/// long a token can outlive its tenant on a node that missed the notification.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most tokens cached; past it the cache starts over.
+const CACHE_MAX: usize = 100_000;
+
+/// Resolves bearer tokens to scopes. Positive answers are cached for `CACHE_TTL`, since every
+/// API call authenticates; entries of a deleted tenant are dropped with it.
 pub struct Authenticator {
     store: Arc<dyn Store>,
     /// Hash of `CHIME_ADMIN_TOKEN` when set; it then replaces any generated admin token.
     fixed_admin: Option<String>,
-    cache: RwLock<HashMap<String, TokenScope>>,
+    cache: RwLock<HashMap<String, (Instant, TokenScope)>>,
+    ttl: Duration,
+}
+
+/// Whether an entry cached at `at` may still be used at `now`.
+fn fresh(at: Instant, now: Instant, ttl: Duration) -> bool {
+    now.saturating_duration_since(at) < ttl
 }
 
 impl Authenticator {
@@ -48,6 +63,7 @@ impl Authenticator {
             store,
             fixed_admin: fixed_admin_token.map(hash_token),
             cache: RwLock::new(HashMap::new()),
+            ttl: CACHE_TTL,
         }
     }
 
@@ -56,33 +72,65 @@ impl Authenticator {
         if self.fixed_admin.as_deref() == Some(hash.as_str()) {
             return Ok(Some(TokenScope::Admin));
         }
-        if let Some(scope) = self.cache.read().expect("auth cache").get(&hash) {
+        let now = Instant::now();
+        if let Some((at, scope)) = self.cache.read().expect("auth cache").get(&hash)
+            && fresh(*at, now, self.ttl)
+        {
             return Ok(Some(scope.clone()));
         }
         let scope = match self.store.find_token(&hash).await? {
             Some(TokenScope::Admin) if self.fixed_admin.is_some() => None,
             other => other,
         };
-        if let Some(scope) = &scope {
-            self.cache
-                .write()
-                .expect("auth cache")
-                .insert(hash, scope.clone());
+        let mut cache = self.cache.write().expect("auth cache");
+        match &scope {
+            Some(scope) => {
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                // `now`, from before the store was asked: a deletion that commits meanwhile
+                // and is forgotten before this insert still ends the entry within the TTL.
+                cache.insert(hash, (now, scope.clone()));
+            }
+            None => {
+                cache.remove(&hash);
+            }
         }
         Ok(scope)
     }
 
+    /// Drops the cached tokens of a tenant (deleted here or, as notified, on another node).
     pub fn forget_tenant(&self, tenant_id: &str) {
         self.cache
             .write()
             .expect("auth cache")
-            .retain(|_, scope| !matches!(scope, TokenScope::Tenant(t) if t == tenant_id));
+            .retain(|_, (_, scope)| !matches!(scope, TokenScope::Tenant(t) if t == tenant_id));
+    }
+
+    /// Drops every cached token: notifications of deletions may have been missed.
+    pub fn forget_all(&self) {
+        self.cache.write().expect("auth cache").clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_tokens_expire_after_the_ttl() {
+        let at = Instant::now();
+        assert!(fresh(at, at, CACHE_TTL));
+        assert!(fresh(
+            at,
+            at + CACHE_TTL - Duration::from_millis(1),
+            CACHE_TTL
+        ));
+        assert!(!fresh(at, at + CACHE_TTL, CACHE_TTL));
+        // A clock that seems to go back does not extend an entry's life past the TTL.
+        assert!(fresh(at + Duration::from_secs(1), at, CACHE_TTL));
+        assert!(CACHE_TTL <= Duration::from_secs(5));
+    }
 
     #[test]
     fn tokens_are_random_and_hashes_stable() {

@@ -158,13 +158,14 @@ pub async fn run(
         },
     );
     let due_handle = handle.clone();
+    let auth = Arc::new(auth::Authenticator::new(
+        store.clone(),
+        config.admin_token.as_deref(),
+    ));
     let state = api::AppState {
         store: store.clone(),
         dispatch: handle,
-        auth: Arc::new(auth::Authenticator::new(
-            store.clone(),
-            config.admin_token.as_deref(),
-        )),
+        auth: auth.clone(),
         policy: Arc::new(policy),
         catalog: Arc::new(catalog::Catalog::new(
             store.clone(),
@@ -177,16 +178,19 @@ pub async fn run(
 
     let dispatcher_stop = CancellationToken::new();
     // Another node made deliveries claimable (released or retried them): claim at once
-    // rather than at the next fallback scan. The task ends with the dispatcher's stop.
-    if let Some(mut due) = store.due_notifications() {
+    // rather than at the next fallback scan. Another node deleted a tenant: its tokens stop
+    // working here too. The task ends with the dispatcher's stop.
+    if let Some(mut notes) = store.notifications() {
         let handle = due_handle;
         let stop = dispatcher_stop.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    id = due.recv() => match id {
-                        Some(id) => handle.due(&id, model::now_millis()),
+                    note = notes.recv() => match note {
+                        Some(store::Notification::Due(id)) => handle.due(&id, model::now_millis()),
+                        Some(store::Notification::TenantDeleted(t)) => auth.forget_tenant(&t),
+                        Some(store::Notification::Resync) => auth.forget_all(),
                         None => break,
                     },
                 }

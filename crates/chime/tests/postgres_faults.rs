@@ -1065,3 +1065,107 @@ async fn nodes_count_each_other_for_shared_limits() {
     let sqlite = chime::store::sqlite::SqliteStore::open(&sqlite_dir.path().join("c.db")).unwrap();
     assert_eq!(sqlite.live_nodes("node-a", ttl).await.unwrap(), 1);
 }
+
+/// `GET path` with `token` on a node: the status.
+async fn status_with(http: &reqwest::Client, base: &str, path: &str, token: &str) -> u16 {
+    http.get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Issue 15: a tenant token cached on node 2 kept working after node 1 deleted the tenant,
+/// and reached the tenant created again under the same id. Now node 2 hears the deletion and
+/// the recreated tenant is a new tenant, whose old tokens stay dead everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_tenants_token_dies_on_every_node() {
+    let db = PgDatabase::create().await;
+    let logs = tempfile::tempdir().unwrap();
+    let one = Node::start("node1", &db.url, logs.path());
+    let two = Node::start("node2", &db.url, logs.path());
+    let http = http();
+    let post = reqwest::Method::POST;
+    let (s, b) = admin(
+        &http,
+        &one.base,
+        post.clone(),
+        "/v1/tenants",
+        json!({"id": "tc"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = admin(
+        &http,
+        &one.base,
+        post.clone(),
+        "/v1/tenants/tc/tokens",
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let token = b["token"].as_str().unwrap().to_owned();
+    let endpoints = "/v1/tenants/tc/endpoints";
+    // Node 2 caches the token.
+    assert_eq!(status_with(&http, &two.base, endpoints, &token).await, 200);
+    assert_eq!(status_with(&http, &two.base, endpoints, &token).await, 200);
+
+    let (s, _) = admin(
+        &http,
+        &one.base,
+        reqwest::Method::DELETE,
+        "/v1/tenants/tc",
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 204);
+    assert_eq!(status_with(&http, &one.base, endpoints, &token).await, 401);
+    // The deletion's notification reaches node 2 well before its cache would expire
+    // (`CACHE_TTL`, 5 s): the deadline tells the notification from the expiry.
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        let s = status_with(&http, &two.base, endpoints, &token).await;
+        if s == 401 {
+            break;
+        }
+        assert_eq!(s, 404, "the tenant is gone, whatever the cache says");
+        assert!(
+            Instant::now() < end,
+            "node 2 still accepts the deleted tenant's token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The same id again: a new tenant, which the old token never reaches, on either node.
+    let (s, _) = admin(
+        &http,
+        &one.base,
+        post.clone(),
+        "/v1/tenants",
+        json!({"id": "tc"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, b) = admin(
+        &http,
+        &one.base,
+        post,
+        endpoints,
+        json!({"url": "http://127.0.0.1:9/x"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    for node in [&one, &two] {
+        assert_eq!(status_with(&http, &node.base, endpoints, &token).await, 401);
+        let sent = http
+            .post(format!("{}/v1/tenants/tc/events", node.base))
+            .bearer_auth(&token)
+            .json(&json!({"event": "x", "data": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status().as_u16(), 401, "{}", node.name);
+    }
+}

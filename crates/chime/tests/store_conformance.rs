@@ -159,6 +159,9 @@ pub async fn tokens_resolve_to_scopes_and_die_with_their_tenant(s: Arc<dyn Store
     assert_eq!(s.find_token("h-none").await.unwrap(), None);
     s.delete_tenant("a").await.unwrap();
     assert_eq!(s.find_token("h-a").await.unwrap(), None);
+    // A tenant created again with the same id is a new tenant: the old token stays dead.
+    s.create_tenant(tenant("a")).await.unwrap();
+    assert_eq!(s.find_token("h-a").await.unwrap(), None);
     assert!(s.put_meta_if_absent("k", "v1").await.unwrap());
     assert!(!s.put_meta_if_absent("k", "v2").await.unwrap());
     assert_eq!(s.get_meta("k").await.unwrap().as_deref(), Some("v1"));

@@ -406,6 +406,19 @@ pub struct DeliveryFilter {
     pub event_id: Option<String>,
 }
 
+/// News from the writers sharing a store (`Store::notifications`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// This endpoint's stored deliveries were made claimable (`release`, `release_owner`,
+    /// `retry_delivery`, …): claim them now rather than at the next fallback scan.
+    Due(String),
+    /// This tenant was deleted, and its tokens with it: drop whatever is cached of it.
+    TenantDeleted(String),
+    /// Notifications may have been missed (the connection was re-established): caches that
+    /// rely on them must be emptied.
+    Resync,
+}
+
 /// The scope of an API token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenScope {
@@ -536,13 +549,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` events created before `before`, with their deliveries and
     /// attempts, when none of their deliveries is pending. Returns how many events.
     async fn purge_events(&self, before: Millis, limit: u32) -> Result<u64>;
-    /// Endpoint ids whose stored deliveries were made claimable by a writer that may be
-    /// another node sharing this store (`release`, `release_owner`, `retry_delivery`, …), so
-    /// the dispatcher claims them at once rather than at its next fallback scan. `None` for a
-    /// backend that one process owns alone (its own writes already wake its dispatcher).
-    /// Meant to be called once; the stream also carries this node's own writes, and it may
-    /// miss some while the connection is re-established, which the fallback scan covers.
-    fn due_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+    /// What writers that may be other nodes sharing this store did, as it happens
+    /// (`Notification`). `None` for a backend that one process owns alone (its own writes
+    /// already reach its dispatcher and its caches). Meant to be called once; the stream also
+    /// carries this node's own writes, and it may miss some while the connection is
+    /// re-established, after which it says `Resync`.
+    fn notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Notification>> {
         None
     }
 

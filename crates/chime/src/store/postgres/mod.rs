@@ -791,6 +791,10 @@ impl Store for PostgresStore {
         if tx.execute(&tenant, &[&id]).await? == 0 {
             return Err(StoreError::NotFound);
         }
+        // Every node drops its cached tokens of the tenant when this commits (`notify`).
+        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        tx.execute(&notify, &[&self.channel, &notify::tenant_deleted(id)])
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1585,7 +1589,9 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn due_notifications(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+    fn notifications(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::Notification>> {
         Some(notify::spawn(self.config.clone(), self.channel.clone()))
     }
 

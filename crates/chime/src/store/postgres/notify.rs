@@ -1,22 +1,43 @@
 //! Wake-ups between nodes: LISTEN on one dedicated connection (outside the pool: a pooled
 //! connection is shared, and LISTEN is a property of the session).
 //!
-//! Writers call `pg_notify(channel, endpoint_id)` inside their transaction, so the
-//! notification is delivered on commit, and only then. The listener forwards each payload
-//! to the dispatcher. When the connection drops it reconnects with capped exponential
-//! backoff; notifications sent meanwhile are lost, which is why the dispatcher's fallback
-//! scan exists.
+//! Writers call `pg_notify(channel, payload)` inside their transaction, so the notification
+//! is delivered on commit, and only then. A payload is an endpoint id whose deliveries became
+//! due, or `tenant-deleted:<id>` (`tenant_deleted`). The listener forwards each as a
+//! `Notification`. When the connection drops it reconnects with capped exponential backoff;
+//! notifications sent meanwhile are lost, so after every successful LISTEN it says `Resync`
+//! (caches are emptied; the dispatcher's fallback scan covers due deliveries).
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use crate::store::Notification;
+
+const TENANT_DELETED: &str = "tenant-deleted:";
+
+/// The payload that announces a tenant's deletion. Endpoint ids (`ep_…`) never look like it.
+pub fn tenant_deleted(tenant_id: &str) -> String {
+    format!("{TENANT_DELETED}{tenant_id}")
+}
+
+/// Reads a payload back.
+fn parse(payload: &str) -> Notification {
+    match payload.strip_prefix(TENANT_DELETED) {
+        Some(tenant) => Notification::TenantDeleted(tenant.to_owned()),
+        None => Notification::Due(payload.to_owned()),
+    }
+}
+
 /// Backoff between reconnection attempts: doubles from the first value up to the second.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// Starts the listener task; it ends when the returned receiver is dropped.
-pub fn spawn(config: tokio_postgres::Config, channel: String) -> mpsc::UnboundedReceiver<String> {
+pub fn spawn(
+    config: tokio_postgres::Config,
+    channel: String,
+) -> mpsc::UnboundedReceiver<Notification> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut backoff = BACKOFF.0;
@@ -46,7 +67,7 @@ pub fn spawn(config: tokio_postgres::Config, channel: String) -> mpsc::Unbounded
 async fn listen(
     config: &tokio_postgres::Config,
     channel: &str,
-    tx: &mpsc::UnboundedSender<String>,
+    tx: &mpsc::UnboundedSender<Notification>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
@@ -74,11 +95,15 @@ async fn listen(
             .map_err(|e| e.to_string())?;
         *backoff = BACKOFF.0;
         tracing::debug!(channel, "listening for wake-ups from other nodes");
+        // Whatever was sent before this LISTEN (or while reconnecting) is lost.
+        if tx.send(Notification::Resync).is_err() {
+            return Ok(());
+        }
         loop {
             tokio::select! {
                 note = note_rx.recv() => match note {
-                    Some(endpoint_id) => {
-                        if tx.send(endpoint_id).is_err() {
+                    Some(payload) => {
+                        if tx.send(parse(&payload)).is_err() {
                             return Ok(());
                         }
                     }
@@ -107,6 +132,16 @@ fn quote_ident(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn payloads_say_what_happened() {
+        use super::*;
+        assert_eq!(
+            parse(&tenant_deleted("acme")),
+            Notification::TenantDeleted("acme".into())
+        );
+        assert_eq!(parse("ep_01abc"), Notification::Due("ep_01abc".into()));
+    }
+
     #[test]
     fn identifiers_are_quoted() {
         assert_eq!(super::quote_ident("chime_due"), "\"chime_due\"");
