@@ -30,6 +30,8 @@ pub struct Config {
     pub retry_schedule: Vec<Duration>,
     /// Deadline of one attempt.
     pub request_timeout: Duration,
+    /// Deadline of an attempt's TCP (and TLS) connect; at most `request_timeout`.
+    pub connect_timeout: Duration,
     /// API request body limit.
     pub max_body_bytes: usize,
     /// How long in-flight attempts may finish at shutdown.
@@ -38,6 +40,8 @@ pub struct Config {
     pub endpoint_concurrency: u32,
     /// Attempts in flight in all.
     pub max_in_flight: usize,
+    /// Attempts in flight for the endpoints of one tenant; at most `max_in_flight`.
+    pub tenant_max_in_flight: usize,
     /// Reservation time of a claimed delivery.
     pub lease: Duration,
     /// Fallback scan period.
@@ -75,10 +79,12 @@ pub struct Layer {
     pub admin_token: Option<String>,
     pub retry_schedule: Option<String>,
     pub request_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub shutdown_grace: Option<String>,
     pub endpoint_concurrency: Option<u32>,
     pub max_in_flight: Option<usize>,
+    pub tenant_max_in_flight: Option<usize>,
     pub lease: Option<String>,
     pub poll_interval: Option<String>,
     pub response_capture_bytes: Option<usize>,
@@ -108,10 +114,12 @@ impl Layer {
             admin_token: self.admin_token.or(base.admin_token),
             retry_schedule: self.retry_schedule.or(base.retry_schedule),
             request_timeout: self.request_timeout.or(base.request_timeout),
+            connect_timeout: self.connect_timeout.or(base.connect_timeout),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
             shutdown_grace: self.shutdown_grace.or(base.shutdown_grace),
             endpoint_concurrency: self.endpoint_concurrency.or(base.endpoint_concurrency),
             max_in_flight: self.max_in_flight.or(base.max_in_flight),
+            tenant_max_in_flight: self.tenant_max_in_flight.or(base.tenant_max_in_flight),
             lease: self.lease.or(base.lease),
             poll_interval: self.poll_interval.or(base.poll_interval),
             response_capture_bytes: self.response_capture_bytes.or(base.response_capture_bytes),
@@ -185,6 +193,12 @@ impl Config {
         if max_in_flight == 0 {
             return Err("max_in_flight must be at least 1".into());
         }
+        let tenant_max_in_flight = required("tenant_max_in_flight", l.tenant_max_in_flight)?;
+        if tenant_max_in_flight == 0 {
+            return Err("tenant_max_in_flight must be at least 1".into());
+        }
+        // A connect may not outlast the attempt it belongs to.
+        let connect_timeout = duration("connect_timeout", l.connect_timeout)?.min(request_timeout);
         let admin_token = l.admin_token.filter(|t| !t.is_empty());
         if let Some(t) = &admin_token
             && t.len() < 16
@@ -200,10 +214,12 @@ impl Config {
             admin_token,
             retry_schedule,
             request_timeout,
+            connect_timeout,
             max_body_bytes: required("max_body_bytes", l.max_body_bytes)?,
             shutdown_grace: duration("shutdown_grace", l.shutdown_grace)?,
             endpoint_concurrency,
             max_in_flight,
+            tenant_max_in_flight: tenant_max_in_flight.min(max_in_flight),
             lease,
             poll_interval: duration("poll_interval", l.poll_interval)?,
             response_capture_bytes: required("response_capture_bytes", l.response_capture_bytes)?,

@@ -139,6 +139,7 @@ pub async fn run(
     let client = dispatch::http::DeliveryClient::new(
         policy.clone(),
         config.request_timeout,
+        config.connect_timeout,
         config.response_capture_bytes,
     );
     let (dispatcher, handle) = Dispatcher::new(
@@ -148,6 +149,7 @@ pub async fn run(
             retry_schedule: config.retry_schedule.clone(),
             endpoint_concurrency: config.endpoint_concurrency,
             max_in_flight: config.max_in_flight,
+            tenant_max_in_flight: config.tenant_max_in_flight,
             lease: config.lease,
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,

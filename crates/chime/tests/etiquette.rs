@@ -439,6 +439,100 @@ async fn a_slow_endpoint_does_not_hold_up_a_healthy_one() {
     server.stop().await;
 }
 
+/// Issue 15: one tenant's receivers that accept and never answer held every slot of
+/// `max_in_flight` until their timeouts, and every other tenant waited. A tenant now holds at
+/// most `tenant_max_in_flight`, so another tenant's deliveries start at once.
+async fn a_tenants_hung_receivers_do_not_hold_up_other_tenants() {
+    let dir = tempdir();
+    let opts = Opts {
+        // Far longer than the test: a hung attempt never ends on its own here.
+        request_timeout: "120s",
+        max_in_flight: 16,
+        tenant_max_in_flight: 8,
+        ..Opts::default()
+    };
+    let server = TestServer::start(dir.path(), opts).await;
+    let hung = Receiver::start().await;
+    hung.hold();
+    let healthy = Receiver::start().await;
+    server.create_tenant("hog").await;
+    server.create_tenant("calm").await;
+    for i in 0..6 {
+        server
+            .create_endpoint("hog", &hung.url(&format!("/h{i}")), json!(["*"]))
+            .await;
+    }
+    server
+        .create_endpoint("calm", &healthy.url("/ok"), json!(["*"]))
+        .await;
+    // 60 deliveries that want 48 slots (6 endpoints x 8) of the 16 there are.
+    for i in 0..10 {
+        server.publish("hog", "stuck", json!(i)).await;
+    }
+    eventually(Duration::from_secs(10), || async {
+        (hung.received().len() >= 8).then_some(())
+    })
+    .await
+    .expect("the hung receiver holds the tenant's attempts");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let ev = server.publish("calm", "fine", json!(i)).await;
+        ids.push(ev["deliveries"][0]["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        server.wait_status("calm", id, "succeeded").await;
+    }
+    assert_eq!(
+        hung.received().len(),
+        8,
+        "the hung tenant holds its cap and no more"
+    );
+    hung.release();
+    server.stop().await;
+}
+
+/// Attempts that run to the request timeout open the circuit after `TIMEOUTS_TO_OPEN` in a
+/// row, sooner than `failure_threshold`: each held a slot for the whole timeout.
+async fn timeouts_open_the_circuit_after_three() {
+    let dir = tempdir();
+    let opts = Opts {
+        request_timeout: "300ms",
+        retry_schedule: "20ms,20ms,20ms,20ms,20ms",
+        ..Opts::default()
+    };
+    let server = TestServer::start(dir.path(), opts).await;
+    let hung = Receiver::start().await;
+    hung.hold();
+    server.create_tenant("acme").await;
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/endpoints",
+            Some(json!({"url": hung.url("/h"), "max_in_flight": 1})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let ep = b["id"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        server.publish("acme", "x", json!(i)).await;
+    }
+    let shown = eventually(Duration::from_secs(20), || async {
+        let (_, e) = server
+            .admin("GET", &format!("/v1/tenants/acme/endpoints/{ep}"), None)
+            .await;
+        e["failing_since"].is_string().then_some(e)
+    })
+    .await
+    .expect("the endpoint becomes failing");
+    assert_eq!(
+        hung.received().len(),
+        chime::dispatch::limits::TIMEOUTS_TO_OPEN as usize,
+        "{shown}"
+    );
+    hung.release();
+    server.stop().await;
+}
+
 async fn exhausted_deliveries_are_announced_and_replayed_with_the_same_webhook_id() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
@@ -624,6 +718,8 @@ on_both_backends!(
     ed25519_endpoints_sign_with_v1a_verifiable_by_public_key,
     custom_headers_and_payload_filters,
     a_slow_endpoint_does_not_hold_up_a_healthy_one,
+    a_tenants_hung_receivers_do_not_hold_up_other_tenants,
+    timeouts_open_the_circuit_after_three,
     exhausted_deliveries_are_announced_and_replayed_with_the_same_webhook_id,
     event_type_schemas_validate_published_data,
 );

@@ -46,6 +46,13 @@ pub struct ServeArgs {
     /// Attempts in flight in all [default: 1024].
     #[arg(long, env = "CHIME_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
+    /// Attempts in flight for one tenant's endpoints together, so one tenant's hung
+    /// receivers cannot fill max-in-flight [default: 256].
+    #[arg(long, env = "CHIME_TENANT_MAX_IN_FLIGHT")]
+    tenant_max_in_flight: Option<usize>,
+    /// Deadline of an attempt's TCP and TLS connect, at most the request timeout [default: 5s].
+    #[arg(long, env = "CHIME_CONNECT_TIMEOUT")]
+    connect_timeout: Option<String>,
     /// How long a claimed delivery stays reserved [default: 5m].
     #[arg(long, env = "CHIME_LEASE")]
     lease: Option<String>,
@@ -105,6 +112,8 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             endpoint_concurrency: self.endpoint_concurrency,
             max_in_flight: self.max_in_flight,
+            tenant_max_in_flight: self.tenant_max_in_flight,
+            connect_timeout: self.connect_timeout,
             lease: self.lease,
             poll_interval: self.poll_interval,
             response_capture_bytes: self.response_capture_bytes,

@@ -181,14 +181,20 @@ const WEBHOOK_SIGNATURE: http::HeaderName = http::HeaderName::from_static("webho
 const APPLICATION_JSON: http::HeaderValue = http::HeaderValue::from_static("application/json");
 
 impl DeliveryClient {
-    pub fn new(policy: TargetPolicy, timeout: Duration, capture: usize) -> Self {
+    /// `timeout` bounds a whole attempt; `connect_timeout` (at most `timeout`) its connect.
+    pub fn new(
+        policy: TargetPolicy,
+        timeout: Duration,
+        connect_timeout: Duration,
+        capture: usize,
+    ) -> Self {
         let policy = Arc::new(policy);
         let mut http = HttpConnector::new_with_resolver(GuardedResolver {
             policy: policy.clone(),
         });
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
+        http.set_connect_timeout(Some(connect_timeout.min(timeout)));
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .expect("ring provider supports the default protocol versions")

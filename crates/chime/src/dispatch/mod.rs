@@ -28,6 +28,7 @@
 //! one's outcome is recorded.
 
 pub mod http;
+pub mod limits;
 pub mod outcome;
 
 use std::cmp::Reverse;
@@ -52,6 +53,8 @@ pub struct DispatchConfig {
     pub retry_schedule: Vec<Duration>,
     pub endpoint_concurrency: u32,
     pub max_in_flight: usize,
+    /// Attempts in flight for the endpoints of one tenant together.
+    pub tenant_max_in_flight: usize,
     pub lease: Duration,
     pub poll_interval: Duration,
     pub shutdown_grace: Duration,
@@ -66,6 +69,8 @@ pub struct DispatchConfig {
 enum Health {
     Ok,
     Failed,
+    /// Failed at the request timeout: it held its slot all that time.
+    TimedOut,
     /// 410 Gone: the receiver asks never to be called again.
     Gone,
 }
@@ -73,8 +78,8 @@ enum Health {
 enum Msg {
     /// Leased jobs from publishing, with the endpoint rows read in the same transaction.
     Submit(Vec<Job>, Vec<Arc<Endpoint>>),
-    /// An attempt's HTTP exchange ended: its endpoint has a free slot.
-    Finished(Arc<str>, Health),
+    /// An attempt's HTTP exchange ended: its endpoint (and its tenant) has a free slot.
+    Finished(Arc<str>, Arc<str>, Health),
     /// The store holds unleased deliveries of this endpoint due at this time.
     Due(Arc<str>, Millis),
     Claimed(Arc<str>, crate::store::Result<Claimed>),
@@ -198,6 +203,8 @@ struct Ep {
     loading: bool,
     in_ready: bool,
     consecutive_failures: u32,
+    /// Of those, the ones that ran to the request timeout, in a row.
+    consecutive_timeouts: u32,
     /// Set while the endpoint is failing (circuit open): the earliest next probe.
     probe_at: Option<Millis>,
     /// Rate limit: tokens available and when they were last refilled.
@@ -336,6 +343,10 @@ pub struct Dispatcher {
     ready: VecDeque<Arc<str>>,
     timers: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
     in_flight: usize,
+    /// Attempts in flight per tenant (`tenant_max_in_flight`), and the endpoints that had
+    /// work but waited for their tenant's slots, to be served again when one frees.
+    tenant_in_flight: HashMap<Arc<str>, usize>,
+    tenant_waiting: HashMap<Arc<str>, std::collections::HashSet<Arc<str>>>,
     /// Nodes sharing the store, this one included; 1 for a store owned alone.
     nodes: u32,
     tracker: TaskTracker,
@@ -383,6 +394,8 @@ impl Dispatcher {
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             in_flight: 0,
+            tenant_in_flight: HashMap::new(),
+            tenant_waiting: HashMap::new(),
             nodes: 1,
             tracker: TaskTracker::new(),
             abandon: CancellationToken::new(),
@@ -499,7 +512,8 @@ impl Dispatcher {
                 }
                 self.accept_submitted(jobs);
             }
-            Msg::Finished(id, health) => {
+            Msg::Finished(id, tenant, health) => {
+                self.tenant_finished(&tenant);
                 self.finished(&id, health);
                 self.update_admission(&id);
             }
@@ -605,6 +619,23 @@ impl Dispatcher {
         }
     }
 
+    /// A tenant's attempt ended: if it was at its cap, its waiting endpoints may go again.
+    fn tenant_finished(&mut self, tenant: &Arc<str>) {
+        if let Some(n) = self.tenant_in_flight.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.tenant_in_flight.remove(tenant);
+            }
+        }
+        if let Some(waiting) = self.tenant_waiting.remove(tenant) {
+            for id in waiting {
+                if self.endpoints.contains_key(&id) {
+                    self.mark_ready(&id);
+                }
+            }
+        }
+    }
+
     fn finished(&mut self, id: &Arc<str>, health: Health) {
         self.in_flight -= 1;
         let now = now_millis();
@@ -615,6 +646,7 @@ impl Dispatcher {
         ep.in_flight -= 1;
         match health {
             Health::Ok => {
+                ep.consecutive_timeouts = 0;
                 let was_failing = ep.probe_at.take().is_some()
                     || ep
                         .target
@@ -635,13 +667,22 @@ impl Dispatcher {
                     self.set_due(id, now);
                 }
             }
-            Health::Failed => {
+            Health::Failed | Health::TimedOut => {
                 ep.consecutive_failures += 1;
+                if health == Health::TimedOut {
+                    ep.consecutive_timeouts += 1;
+                } else {
+                    ep.consecutive_timeouts = 0;
+                }
                 if ep.probe_at.is_some() {
                     // A failed probe: wait for the next one.
                     ep.probe_at = Some(now + probe);
                     self.timers.push(Reverse((now + probe, id.clone())));
-                } else if ep.consecutive_failures >= threshold {
+                } else if limits::opens_circuit(
+                    ep.consecutive_failures,
+                    ep.consecutive_timeouts,
+                    threshold,
+                ) {
                     ep.probe_at = Some(now + probe);
                     let mut newly_failing = false;
                     if let Some(t) = &mut ep.target
@@ -935,6 +976,14 @@ impl Dispatcher {
             if !target.enabled || ep.in_flight >= cap {
                 continue;
             }
+            let tenant_held = self.tenant_in_flight.get(&target.tenant_id).copied();
+            if !limits::tenant_may_start(tenant_held.unwrap_or(0), self.cfg.tenant_max_in_flight) {
+                self.tenant_waiting
+                    .entry(target.tenant_id.clone())
+                    .or_default()
+                    .insert(id.clone());
+                continue;
+            }
             if let Some(at) = ep.probe_at {
                 if now < at || ep.in_flight > 0 {
                     self.timers.push(Reverse((at.max(now), id.clone())));
@@ -960,6 +1009,10 @@ impl Dispatcher {
             };
             ep.in_flight += 1;
             self.in_flight += 1;
+            *self
+                .tenant_in_flight
+                .entry(target.tenant_id.clone())
+                .or_default() += 1;
             if !ep.queue.is_empty() && ep.in_flight < cap {
                 ep.in_ready = true;
                 self.ready.push_back(id.clone());
@@ -986,9 +1039,14 @@ impl Dispatcher {
             let health = match (result.error_kind, result.status) {
                 (None, _) => Health::Ok,
                 (_, Some(410)) => Health::Gone,
+                (Some(http::ErrorKind::Timeout), _) => Health::TimedOut,
                 _ => Health::Failed,
             };
-            let _ = tx.send(Msg::Finished(endpoint.clone(), health));
+            let _ = tx.send(Msg::Finished(
+                endpoint.clone(),
+                target.tenant_id.clone(),
+                health,
+            ));
             let jitter = rand::random::<f64>() * 2.0 - 1.0;
             let outcome = outcome::outcome_of(&job, result, &schedule, jitter, max_retry_after);
             let retry_at = outcome.next_attempt_at;
