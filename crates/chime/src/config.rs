@@ -34,6 +34,13 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// API request body limit.
     pub max_body_bytes: usize,
+    /// Open API connections at most; past it a connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// Deadline for a request's head to arrive (also how long a kept-alive connection may
+    /// sit idle).
+    pub header_timeout: Duration,
+    /// Deadline for a request's whole body to arrive once its handler reads it.
+    pub body_timeout: Duration,
     /// How long in-flight attempts may finish at shutdown.
     pub shutdown_grace: Duration,
     /// Attempts in flight per endpoint.
@@ -81,6 +88,9 @@ pub struct Layer {
     pub request_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub endpoint_concurrency: Option<u32>,
     pub max_in_flight: Option<usize>,
@@ -116,6 +126,9 @@ impl Layer {
             request_timeout: self.request_timeout.or(base.request_timeout),
             connect_timeout: self.connect_timeout.or(base.connect_timeout),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+            max_connections: self.max_connections.or(base.max_connections),
+            header_timeout: self.header_timeout.or(base.header_timeout),
+            body_timeout: self.body_timeout.or(base.body_timeout),
             shutdown_grace: self.shutdown_grace.or(base.shutdown_grace),
             endpoint_concurrency: self.endpoint_concurrency.or(base.endpoint_concurrency),
             max_in_flight: self.max_in_flight.or(base.max_in_flight),
@@ -197,6 +210,15 @@ impl Config {
         if tenant_max_in_flight == 0 {
             return Err("tenant_max_in_flight must be at least 1".into());
         }
+        let max_connections = required("max_connections", l.max_connections)?;
+        if max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        let header_timeout = duration("header_timeout", l.header_timeout)?;
+        let body_timeout = duration("body_timeout", l.body_timeout)?;
+        if header_timeout.is_zero() || body_timeout.is_zero() {
+            return Err("header_timeout and body_timeout must be longer than 0s".into());
+        }
         // A connect may not outlast the attempt it belongs to.
         let connect_timeout = duration("connect_timeout", l.connect_timeout)?.min(request_timeout);
         let admin_token = l.admin_token.filter(|t| !t.is_empty());
@@ -216,6 +238,9 @@ impl Config {
             request_timeout,
             connect_timeout,
             max_body_bytes: required("max_body_bytes", l.max_body_bytes)?,
+            max_connections,
+            header_timeout,
+            body_timeout,
             shutdown_grace: duration("shutdown_grace", l.shutdown_grace)?,
             endpoint_concurrency,
             max_in_flight,

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod filter;
+pub mod http_server;
 pub mod json_rules;
 pub mod model;
 pub mod net_policy;
@@ -90,6 +91,46 @@ fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     f.write_all(contents.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()
+}
+
+/// File descriptors kept for everything but API connections: the database, delivery
+/// connections (up to max_in_flight of them are counted separately), logs.
+const SPARE_FILES: u64 = 256;
+
+/// Raises the open-file limit so `max_connections` API connections fit beside the delivery
+/// connections, and returns the connection cap that does fit when the hard limit is lower.
+fn fit_open_files(max_connections: usize) -> usize {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write or read only the struct passed.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return max_connections;
+        }
+        let wanted = max_connections as u64 + SPARE_FILES + 1024;
+        if lim.rlim_cur < wanted {
+            let raised = libc::rlimit {
+                rlim_cur: wanted.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim.rlim_cur = raised.rlim_cur;
+            }
+        }
+        let fits = lim.rlim_cur.saturating_sub(SPARE_FILES + 1024).max(64) as usize;
+        if fits < max_connections {
+            tracing::warn!(
+                max_connections,
+                open_file_limit = lim.rlim_cur,
+                "the open-file limit allows only {fits} API connections; max_connections lowered"
+            );
+            return fits;
+        }
+    }
+    max_connections
 }
 
 /// A running service's facts, reported once it is ready.
@@ -175,6 +216,7 @@ pub async fn run(
         )),
         filters: Arc::default(),
         max_body_bytes: config.max_body_bytes,
+        body_timeout: config.body_timeout,
     };
     let app = api::router(state);
 
@@ -216,9 +258,11 @@ pub async fn run(
         admin_token,
     });
 
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let limits = http_server::Limits {
+        max_connections: fit_open_files(config.max_connections),
+        header_timeout: config.header_timeout,
+    };
+    let served = http_server::serve(listener, app, limits, shutdown.clone()).await;
     tracing::info!("stopped taking requests; finishing in-flight deliveries");
     dispatcher_stop.cancel();
     dispatcher_task

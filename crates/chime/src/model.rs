@@ -201,7 +201,9 @@ impl Subscription {
     }
 }
 
-/// An endpoint URL: absolute http(s), with a host, without credentials, at most 2 KiB.
+/// An endpoint URL: absolute http(s), with a host (a name, or an address in a form the
+/// resolver reads the same way, see `net_policy::classify_host`), a port in 1–65535 when one
+/// is given, without credentials, at most 2 KiB.
 pub fn parse_endpoint_url(s: &str) -> Result<http::Uri, Invalid> {
     if s.len() > 2048 {
         return invalid("url must be at most 2048 characters");
@@ -220,20 +222,31 @@ pub fn parse_endpoint_url(s: &str) -> Result<http::Uri, Invalid> {
     if authority.as_str().contains('@') {
         return invalid("url must not contain credentials");
     }
-    if authority.host().is_empty() {
+    let host = authority.host();
+    if host.is_empty() {
         return invalid("url must have a host");
+    }
+    crate::net_policy::classify_host(host).map_err(Invalid)?;
+    // `http::Uri` keeps a port it cannot read as u16 and then reports none, so a URL with
+    // `:99999` would be delivered to the scheme's default port: refuse it here.
+    let port = &authority.as_str()[host.len()..];
+    if let Some(port) = port.strip_prefix(':')
+        && !(port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0))
+    {
+        return invalid(format!(
+            "url port {port:?} must be a number from 1 to 65535"
+        ));
     }
     Ok(uri)
 }
 
-/// The host of a URL as an IP address, when the URL names one literally.
+/// The host of a URL as an IP address, when the URL names one (in any form the resolver
+/// would read as an address).
 pub fn ip_literal(uri: &http::Uri) -> Option<std::net::IpAddr> {
-    let host = uri.host()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    host.parse().ok()
+    match crate::net_policy::classify_host(uri.host()?) {
+        Ok(crate::net_policy::Host::Ip(ip)) => Some(ip),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +283,16 @@ mod tests {
         assert!(parse_endpoint_url("ftp://example.com/").is_err());
         assert!(parse_endpoint_url("/relative").is_err());
         assert!(parse_endpoint_url("http://user:pw@example.com/").is_err());
+        for bad_port in ["99999", "65536", "-1", "0", "", "+80", "8o"] {
+            let url = format!("http://localhost:{bad_port}/x");
+            assert!(parse_endpoint_url(&url).is_err(), "{url}");
+        }
+        assert!(parse_endpoint_url("http://localhost:65535/x").is_ok());
+        assert!(parse_endpoint_url("http://[fe80::1%25lo]/x").is_err());
+        assert_eq!(
+            ip_literal(&parse_endpoint_url("http://0x7f.1/").unwrap()),
+            Some("127.0.0.1".parse().unwrap())
+        );
         let u = parse_endpoint_url("http://[::1]:8080/x").unwrap();
         assert_eq!(ip_literal(&u), Some("::1".parse().unwrap()));
         let u = parse_endpoint_url("http://10.1.2.3/x").unwrap();

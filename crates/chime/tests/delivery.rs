@@ -171,6 +171,14 @@ async fn internal_targets_are_refused_unless_allowed() {
         "http://[::1]:9/hook".to_owned(),
         "http://[::ffff:127.0.0.1]:9/".to_owned(),
         "http://169.254.169.254/latest/meta-data".to_owned(),
+        // IPv4-translated, NAT64 local-use, and the resolver's numeric IPv4 spellings.
+        "http://[::ffff:0:7f00:1]/".to_owned(),
+        "http://[64:ff9b:1::7f00:1]/".to_owned(),
+        "http://[64:ff9b::a9fe:a9fe]/".to_owned(),
+        "http://2130706433/".to_owned(),
+        "http://0x7f.1/".to_owned(),
+        "http://0177.0.0.1/".to_owned(),
+        "http://127.1/".to_owned(),
     ] {
         let (s, b) = server
             .admin(
@@ -180,8 +188,37 @@ async fn internal_targets_are_refused_unless_allowed() {
             )
             .await;
         assert_eq!(s, 422, "{url}: {b}");
-        assert_eq!(b["code"], "refused_target");
+        assert_eq!(b["code"], "refused_target", "{url}");
     }
+    // Forms that are not a delivery target at all: zone ids, ports out of range.
+    for url in [
+        "http://[fe80::1%25lo]/",
+        "http://[::1%lo]/",
+        "http://[fe80::1%25eth0]:8080/",
+        "http://localhost:99999/x",
+        "http://localhost:65536/x",
+        "http://localhost:-1/x",
+        "http://localhost:0/x",
+        "http://256.1.1.1/",
+    ] {
+        let (s, b) = server
+            .admin(
+                "POST",
+                "/v1/tenants/acme/endpoints",
+                Some(json!({ "url": url })),
+            )
+            .await;
+        assert_eq!(s, 422, "{url}: {b}");
+        assert_eq!(b["code"], "invalid_request", "{url}");
+    }
+    let (_, listed) = server
+        .admin("GET", "/v1/tenants/acme/endpoints", None)
+        .await;
+    assert_eq!(
+        listed["data"],
+        json!([]),
+        "a refused endpoint is not stored"
+    );
 
     // A name is checked on the addresses it resolves to, at every attempt.
     let url = format!("http://localhost:{}/hook", rx.addr.port());

@@ -229,15 +229,105 @@ proptest! {
         let policy = chime::net_policy::TargetPolicy::new(vec![]);
         if let Ok(uri) = chime::model::parse_endpoint_url(&url) {
             prop_assert!(matches!(uri.scheme_str(), Some("http" | "https")));
-            prop_assert!(uri.host().is_some_and(|h| !h.is_empty()));
-            if uri.port().is_some() {
+            let host = uri.host().unwrap_or_default();
+            prop_assert!(!host.is_empty());
+            // Any port the authority names is one chime can deliver to.
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            if authority[host.len()..].starts_with(':') {
                 prop_assert!(uri.port_u16().is_some_and(|p| p > 0), "{url}");
             }
-            if let Some(ip) = chime::model::ip_literal(&uri) {
-                let _ = policy.permits(ip);
+            // A bracketed host is an address, never a name nor a zone-scoped literal.
+            if host.starts_with('[') {
+                prop_assert!(chime::model::ip_literal(&uri).is_some(), "{url}");
+            }
+            // The save-time and attempt-time check is one function: a closed address is
+            // refused, an open one or a name passes.
+            match chime::model::ip_literal(&uri) {
+                Some(ip) => prop_assert_eq!(policy.check_host(host).is_ok(), policy.permits(ip)),
+                None => prop_assert!(policy.check_host(host).is_ok(), "{url}"),
             }
         }
     }
+}
+
+/// Custom endpoint headers through a real server: saved as given (lower-cased) only when the
+/// name is a short token and the value visible ASCII; refused with `{code, detail}` otherwise.
+#[test]
+fn custom_headers_are_saved_only_when_valid() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = rt.block_on(async {
+        let server = common::TestServer::start(dir.path(), common::Opts::default()).await;
+        server.create_tenant("acme").await;
+        server
+    });
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/tenants/acme/endpoints");
+    let name = prop_oneof!["[A-Za-z0-9-]{1,20}", ".{0,20}", "[a-z]{120,140}"];
+    let value = prop_oneof!["[ -~]{0,30}", ".{0,30}", "[ -~\\t]{1000,1030}"];
+    let headers = proptest::collection::btree_map(name, value, 0..4);
+    let mut runner = proptest::test_runner::TestRunner::new(cases(300));
+    runner
+        .run(&headers, |headers| {
+            let body = json!({"url": "https://example.com/hook", "headers": headers});
+            let (status, answer) = rt.block_on(async {
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(common::ADMIN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            });
+            let valid = headers.iter().all(|(n, v)| {
+                let lower = n.to_ascii_lowercase();
+                (1..=128).contains(&n.len())
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                    && !lower.starts_with("webhook-")
+                    && !lower.starts_with("content-")
+                    && ![
+                        "connection",
+                        "keep-alive",
+                        "proxy-authenticate",
+                        "proxy-authorization",
+                        "proxy-connection",
+                        "te",
+                        "trailer",
+                        "transfer-encoding",
+                        "upgrade",
+                        "host",
+                        "user-agent",
+                    ]
+                    .contains(&lower.as_str())
+                    && v.len() <= 1024
+                    && v.bytes().all(|b| matches!(b, b' '..=b'~' | b'\t'))
+            }) && {
+                // Two spellings of one name are one header: refused as ambiguous.
+                let names: std::collections::BTreeSet<_> =
+                    headers.keys().map(|n| n.to_ascii_lowercase()).collect();
+                names.len() == headers.len()
+            };
+            if status == 201 {
+                prop_assert!(valid, "{body}");
+                for (n, v) in &headers {
+                    prop_assert_eq!(&answer["headers"][n.to_ascii_lowercase()], &json!(v));
+                }
+            } else {
+                prop_assert_eq!(status, 422, "{}", answer);
+                prop_assert!(answer["code"].is_string() && answer["detail"].is_string());
+                prop_assert!(!valid, "{body} refused: {answer}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    rt.block_on(server.stop());
 }
 
 /// Ingest bodies through a real server: every answer is 202 or a `{code, detail}` refusal, and

@@ -323,3 +323,195 @@ on_both_backends!(
     schemas_whose_validation_is_unbounded_are_refused,
     json_outside_what_chime_accepts_is_refused_everywhere,
 );
+
+/// Custom endpoint headers hold visible ASCII only, under a short token name.
+#[tokio::test]
+async fn custom_headers_are_checked_as_documented() {
+    let (_dir, server) = server().await;
+    server.create_tenant("acme").await;
+    for headers in [
+        json!({"X-A": "ü"}),
+        json!({"X-A": "a\u{7f}b"}),
+        json!({"X-A": "a\nb"}),
+        json!({ "x".repeat(10_002): "1" }),
+        json!({"X A": "1"}),
+        json!({"X-A": "1", "x-a": "2"}),
+    ] {
+        let (s, b) = server
+            .admin(
+                "POST",
+                "/v1/tenants/acme/endpoints",
+                Some(json!({"url": "https://example.com/h", "headers": headers})),
+            )
+            .await;
+        assert_eq!(s, 422, "{headers}: {b}");
+        assert_eq!(b["code"], "invalid_request");
+        assert!(b["detail"].as_str().unwrap().len() < 400, "{b}");
+    }
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/endpoints",
+            Some(json!({"url": "https://example.com/h", "headers": {"X-Api-Key": "k 1\t~"}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, listed) = server
+        .admin("GET", "/v1/tenants/acme/endpoints", None)
+        .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it.
+async fn raw_exchange(server: &TestServer, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = conn.read_to_end(&mut answer);
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("the server answers and closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status and JSON body of a raw HTTP/1.1 answer.
+fn status_and_body(answer: &str) -> (u16, Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Requests HTTP itself forbids get `{code, detail}` like every other refusal, not hyper's
+/// empty answer.
+#[tokio::test]
+async fn malformed_http_is_refused_with_code_and_detail() {
+    let (_dir, server) = server().await;
+    server.create_tenant("acme").await;
+    let publish = |key: &[u8]| {
+        let mut r =
+            b"POST /v1/tenants/acme/events HTTP/1.1\r\nHost: x\r\nIdempotency-Key: a".to_vec();
+        r.extend_from_slice(key);
+        r.extend_from_slice(b"\r\nContent-Length: 2\r\n\r\n{}");
+        r
+    };
+    let many_headers: String = (0..2000).map(|i| format!("X-H{i}: 1\r\n")).collect();
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (publish(b"\0b"), 400, "malformed_request"),
+        (publish(b"\x7fb"), 400, "malformed_request"),
+        (
+            b"GET /v1/tenants/\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let answer = raw_exchange(&server, &request).await;
+        let (got, body) = status_and_body(&answer);
+        assert_eq!(got, status, "{answer}");
+        assert_eq!(body["code"], code, "{answer}");
+        assert!(body["detail"].is_string(), "{answer}");
+    }
+    assert_eq!(event_count(&server, "acme").await, 0);
+    server.stop().await;
+}
+
+/// A client that sends half a request head is disconnected at the header deadline, and one
+/// that stops sending its body is answered 408; neither stores anything.
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    common::cap_this_process_memory();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        Opts {
+            header_timeout: "1s",
+            body_timeout: "1s",
+            ..Opts::default()
+        },
+    )
+    .await;
+    server.create_tenant("acme").await;
+
+    let answer = raw_exchange(
+        &server,
+        b"POST /v1/tenants/acme/events HTTP/1.1\r\nHost: x\r\nContent-Le",
+    )
+    .await;
+    assert_eq!(answer, "", "a half head is closed without an answer");
+
+    let mut request = format!(
+        "POST /v1/tenants/acme/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend_from_slice(br#"{"event":""#);
+    let answer = raw_exchange(&server, &request).await;
+    let (status, body) = status_and_body(&answer);
+    assert_eq!(status, 408, "{answer}");
+    assert_eq!(body["code"], "request_timeout");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"));
+    assert_eq!(event_count(&server, "acme").await, 0);
+    server.stop().await;
+}
+
+/// Past `max_connections`, a new connection is answered 503 at once; when a connection
+/// closes, its place is free again.
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_with_503() {
+    common::cap_this_process_memory();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        Opts {
+            max_connections: 8,
+            header_timeout: "60s",
+            ..Opts::default()
+        },
+    )
+    .await;
+    // The test's own client may hold pooled connections: hold the rest with idle ones.
+    let mut held = Vec::new();
+    let answer = loop {
+        let conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        held.push(conn);
+        assert!(held.len() <= 9, "the cap of 8 was not enforced");
+        let mut probe = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = probe.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("HTTP/1.1 503") {
+            break text;
+        }
+    };
+    let (_, body) = status_and_body(&answer);
+    assert_eq!(body["code"], "unavailable", "{answer}");
+    // Free one place: a new connection is served again once the server sees it closed.
+    held.pop();
+    let client = reqwest::Client::new();
+    loop {
+        let resp = client.get(server.url("/healthz")).send().await;
+        if resp.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    server.stop().await;
+}

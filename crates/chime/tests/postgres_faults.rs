@@ -660,6 +660,18 @@ async fn nodes_recover_when_their_database_connections_are_cut() {
     for n in &nodes {
         let body = readyz_until(&http, &n.base, 503).await;
         assert_eq!(body["code"], "unavailable", "{body}");
+        // A database closed to connections (SQLSTATE 55000) is unavailability, not a fault
+        // of chime's: a publish is answered 503, which a publisher retries.
+        let resp = http
+            .post(format!("{}/v1/tenants/t/events", n.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({"event": "order.created", "data": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 503, "{} publish", n.name);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "unavailable", "{body}");
     }
     db.set_allow_connections(true).await;
     for n in &nodes {

@@ -26,21 +26,31 @@ impl Drop for Serve {
     }
 }
 
+/// The `chime serve` arguments of these tests.
+fn serve_args(cmd: &mut Command, data_dir: &std::path::Path) {
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-targets",
+        "127.0.0.0/8",
+    ])
+    .args(["--retry-schedule", "50ms", "--shutdown-grace", "300ms"])
+    .arg("--data-dir")
+    .arg(data_dir)
+    .env_remove("CHIME_ADMIN_TOKEN")
+    .env("CHIME_LOG", "warn");
+}
+
 impl Serve {
     fn start(data_dir: &std::path::Path) -> Self {
-        let mut child = common::cap_memory(&mut Command::new(env!("CARGO_BIN_EXE_chime")))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--allow-targets",
-                "127.0.0.0/8",
-            ])
-            .args(["--retry-schedule", "50ms", "--shutdown-grace", "300ms"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("CHIME_ADMIN_TOKEN")
-            .env("CHIME_LOG", "warn")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chime"));
+        serve_args(&mut cmd, data_dir);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = common::cap_memory(&mut cmd)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -277,4 +287,113 @@ fn chime_migrate_says_whether_it_migrated() {
     assert_eq!(json["migrated"], false);
     assert_eq!(json["from"], json["to"]);
     assert!(json["to"].as_u64().unwrap() > 0);
+}
+
+/// On a full disk a publish is answered 503 `unavailable` with a clear detail (never 500),
+/// and `/readyz` says not ready; once space is freed both recover without a restart, and
+/// every event accepted before is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_as_unavailable_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // A 4 MiB filesystem of its own (in a mount namespace of its own), 3 MiB of which is a
+    // ballast file the test removes to free space.
+    let script = r#"mount -t tmpfs -o size=4m tmpfs "$1" \
+        && dd if=/dev/zero of="$1/ballast" bs=1024 count=3072 status=none \
+        && shift && exec "$@""#;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(&data)
+    .arg(env!("CARGO_BIN_EXE_chime"));
+    serve_args(&mut cmd, &data);
+    cmd.env("CHIME_ADMIN_TOKEN", "full-disk-admin-token-0123456789");
+    let serve = Serve::spawn(cmd);
+    let token = "full-disk-admin-token-0123456789";
+    let base = serve.base.clone();
+    let (s, _) = call(
+        &base,
+        token,
+        "POST",
+        "/v1/tenants",
+        Some(json!({"id": "acme"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+
+    let filler = "x".repeat(60_000);
+    let mut accepted = Vec::new();
+    let refusal = loop {
+        let (s, b) = call(
+            &base,
+            token,
+            "POST",
+            "/v1/tenants/acme/events",
+            Some(json!({"event": "fill", "data": {"pad": filler}})),
+        )
+        .await;
+        match s {
+            202 => accepted.push(b["id"].as_str().unwrap().to_owned()),
+            _ => break (s, b),
+        }
+        assert!(accepted.len() < 200, "4 MiB never filled up");
+    };
+    assert_eq!(refusal.0, 503, "{refusal:?}");
+    assert_eq!(refusal.1["code"], "unavailable");
+    assert!(
+        refusal.1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no space left"),
+        "{refusal:?}"
+    );
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("no space left"),
+        "{body}"
+    );
+
+    // Free the space, seen from inside the server's mount namespace.
+    let ballast = format!("/proc/{}/root{}/ballast", serve.child.id(), data.display());
+    std::fs::remove_file(&ballast).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(std::time::Instant::now() < until, "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, b) = call(
+        &base,
+        token,
+        "POST",
+        "/v1/tenants/acme/events",
+        Some(json!({"event": "after", "data": {}})),
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    for id in &accepted {
+        let (s, _) = call(
+            &base,
+            token,
+            "GET",
+            &format!("/v1/tenants/acme/events/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "accepted event {id} is still there");
+    }
 }

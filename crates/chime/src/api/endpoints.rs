@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{JsonBody, PageParams, Principal, Query, checked_description, nullable};
 use super::{AppState, ListOut, visible_tenant};
-use crate::model::{Subscription, format_time, ip_literal, new_id, now_millis, parse_endpoint_url};
+use crate::model::{Subscription, format_time, new_id, now_millis, parse_endpoint_url};
+use crate::net_policy::Refusal;
 use crate::store::{DeliveryStatus, Endpoint, EndpointSettings};
 
 pub fn routes() -> Router<AppState> {
@@ -33,6 +34,7 @@ pub fn routes() -> Router<AppState> {
 
 const MAX_HEADERS: usize = 20;
 const MAX_HEADER_VALUE: usize = 1024;
+const MAX_HEADER_NAME: usize = 128;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,21 +136,16 @@ impl EndpointOut {
     }
 }
 
-/// Validates a URL, refusing IP literals in closed ranges right away (names are checked on
+/// Validates a URL, refusing addresses in closed ranges right away (names are checked on
 /// every attempt, against the addresses they resolve to then).
 fn checked_url(state: &AppState, url: &str) -> ApiResult<String> {
     let uri = parse_endpoint_url(url)?;
-    if let Some(ip) = ip_literal(&uri)
-        && !state.policy.permits(ip)
-    {
-        return Err(ApiError::new(
-            Code::RefusedTarget,
-            format!(
-                "{ip} is in a range closed to delivery; an operator can open it with --allow-targets"
-            ),
-        ));
+    let host = uri.host().unwrap_or_default();
+    match state.policy.check_host(host) {
+        Ok(()) => Ok(uri.to_string()),
+        Err(e @ Refusal::Closed(_)) => Err(ApiError::new(Code::RefusedTarget, e.to_string())),
+        Err(e @ Refusal::Malformed(_)) => Err(ApiError::invalid(e.to_string())),
     }
-    Ok(uri.to_string())
 }
 
 fn checked_events(events: Option<Vec<String>>) -> ApiResult<Vec<String>> {
@@ -177,6 +174,27 @@ fn reserved_header(name: &str) -> bool {
     name.starts_with("webhook-") || name.starts_with("content-") || HOP_BY_HOP.contains(&name)
 }
 
+/// An RFC 9110 token, the grammar of a header name.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Printable ASCII, space and tab: what a header value may hold without being read
+/// differently by different HTTP stacks (no obs-text, no control bytes).
+fn is_visible_ascii(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b' '..=b'~' | b'\t'))
+}
+
+/// The start of a long name, for an error message that stays readable.
+fn truncated(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
 fn checked_headers(headers: BTreeMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
     if headers.len() > MAX_HEADERS {
         return Err(ApiError::invalid(format!(
@@ -186,9 +204,10 @@ fn checked_headers(headers: BTreeMap<String, String>) -> ApiResult<BTreeMap<Stri
     let mut out = BTreeMap::new();
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
-        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+        if name.len() > MAX_HEADER_NAME || !is_token(&lower) {
             return Err(ApiError::invalid(format!(
-                "header name {name:?} is not valid"
+                "header name {:?} must be 1 to {MAX_HEADER_NAME} token characters (letters, digits and !#$%&'*+-.^_`|~)",
+                truncated(&name)
             )));
         }
         if reserved_header(&lower) {
@@ -196,12 +215,16 @@ fn checked_headers(headers: BTreeMap<String, String>) -> ApiResult<BTreeMap<Stri
                 "header {name:?} is set by chime or by the connection and cannot be configured"
             )));
         }
-        if value.len() > MAX_HEADER_VALUE || axum::http::HeaderValue::from_str(&value).is_err() {
+        if value.len() > MAX_HEADER_VALUE || !is_visible_ascii(&value) {
             return Err(ApiError::invalid(format!(
-                "header {name:?}: the value must be visible ASCII, at most {MAX_HEADER_VALUE} bytes"
+                "header {name:?}: the value must be visible ASCII (spaces and tabs allowed), at most {MAX_HEADER_VALUE} bytes"
             )));
         }
-        out.insert(lower, value);
+        if out.insert(lower, value).is_some() {
+            return Err(ApiError::invalid(format!(
+                "header {name:?} is given twice (header names are case-insensitive)"
+            )));
+        }
     }
     Ok(out)
 }

@@ -12,6 +12,11 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     MalformedJson,
+    /// Not valid HTTP: answered for hyper by `http_server`.
+    MalformedRequest,
+    RequestTimeout,
+    UriTooLong,
+    HeadersTooLarge,
     Unauthorized,
     Forbidden,
     NotFound,
@@ -28,6 +33,10 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::MalformedJson => "malformed_json",
+            Code::MalformedRequest => "malformed_request",
+            Code::RequestTimeout => "request_timeout",
+            Code::UriTooLong => "uri_too_long",
+            Code::HeadersTooLarge => "headers_too_large",
             Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
@@ -43,7 +52,10 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::MalformedJson => StatusCode::BAD_REQUEST,
+            Code::MalformedJson | Code::MalformedRequest => StatusCode::BAD_REQUEST,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::UriTooLong => StatusCode::URI_TOO_LONG,
+            Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
@@ -108,6 +120,13 @@ impl From<StoreError> for ApiError {
                     "the database is unavailable; retry the request later",
                 )
             }
+            StoreError::Full(cause) => {
+                tracing::error!(error = %cause, "the database is out of space");
+                Self::new(
+                    Code::Unavailable,
+                    "the database has no space left, so nothing was stored; retry once an operator has freed space",
+                )
+            }
             StoreError::Backend(cause) => {
                 tracing::error!(error = %cause, "storage failure while serving a request");
                 Self::new(Code::Internal, "internal error")
@@ -121,19 +140,36 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.code.status();
-        let detail = if status.is_server_error() && self.code == Code::Internal {
+impl ApiError {
+    /// The `{code, detail}` body as text, for answers written below axum (`http_server`).
+    pub fn body_text(&self) -> String {
+        serde_json::to_string(&self.body()).expect("two strings serialise")
+    }
+
+    fn body(&self) -> Body<'_> {
+        let detail = if self.code == Code::Internal {
             "internal error"
         } else {
             &self.detail
         };
-        let body = Body {
+        Body {
             code: self.code.as_str(),
             detail,
-        };
-        (status, Json(body)).into_response()
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.code.status(), Json(self.body())).into_response();
+        if self.code == Code::RequestTimeout {
+            // The rest of a late body may still arrive; the connection cannot be reused.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

@@ -1,7 +1,7 @@
 //! `/v1/tenants/{tenant}/events`: publishing (the start of the hot path) and reading events.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::error::{ApiError, ApiResult, Code};
-use super::extract::{PageParams, Principal, Query, parse_json};
+use super::error::{ApiError, ApiResult};
+use super::extract::{PageParams, Principal, Query, parse_json, read_body};
 use super::{AppState, ListOut};
 use crate::model::{format_time, new_id, now_millis, parse_event_name};
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
@@ -81,19 +81,7 @@ async fn publish(
     principal.check_tenant(&tenant_id)?;
     // Read from the request itself: a `HeaderMap` extractor would copy every header first.
     let key = idempotency_key(req.headers())?;
-    let body = Bytes::from_request(req, &state).await.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                Code::PayloadTooLarge,
-                format!(
-                    "the event is larger than the limit of {} bytes",
-                    state.max_body_bytes
-                ),
-            )
-        } else {
-            ApiError::new(Code::MalformedJson, format!("could not read the body: {r}"))
-        }
-    })?;
+    let body = read_body(req, &state, "event").await?;
     let input: EventIn = parse_json(&body)?;
     let name = parse_event_name(&input.event)?;
     state

@@ -84,23 +84,36 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    Code::PayloadTooLarge,
-                    format!(
-                        "the request body is larger than the limit of {} bytes",
-                        state.max_body_bytes
-                    ),
-                )
-            } else {
-                ApiError::new(
-                    Code::MalformedJson,
-                    format!("could not read the body: {rejection}"),
-                )
-            }
-        })?;
+        let bytes = read_body(req, state, "request body").await?;
         parse_json(if bytes.is_empty() { b"{}" } else { &bytes }).map(JsonBody)
+    }
+}
+
+/// Reads a whole request body within the size limit (413) and the body deadline (408): a
+/// client trickling its body cannot hold a handler, or the connection, for longer.
+pub async fn read_body(req: Request, state: &AppState, what: &str) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(rejection)) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "the {what} is larger than the limit of {} bytes",
+                    state.max_body_bytes
+                ),
+            ))
+        }
+        Ok(Err(rejection)) => Err(ApiError::new(
+            Code::MalformedJson,
+            format!("could not read the {what}: {rejection}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            Code::RequestTimeout,
+            format!(
+                "the {what} did not arrive within {:?} (body_timeout)",
+                state.body_timeout
+            ),
+        )),
     }
 }
 

@@ -37,6 +37,8 @@ pub struct AppState {
     /// Each tenant's endpoint filters, evaluated before a publish reaches the store.
     pub filters: Arc<crate::filter::KnownFilters>,
     pub max_body_bytes: usize,
+    /// Deadline for a request body to arrive once a handler reads it.
+    pub body_timeout: std::time::Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -69,6 +71,12 @@ async fn readyz(
     let unavailable = |detail: String| ApiError::new(Code::Unavailable, detail);
     match tokio::time::timeout(READY_DEADLINE, state.store.ping()).await {
         Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "status": "ready" }))),
+        Ok(Err(crate::store::StoreError::Full(e))) => {
+            tracing::warn!(error = %e, "not ready: the database is out of space");
+            Err(unavailable(
+                "the database has no space left; writes fail until space is freed".into(),
+            ))
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: the store does not answer");
             Err(unavailable("the database is unavailable".into()))

@@ -37,6 +37,16 @@ pub struct ServeArgs {
     /// Largest API request body in bytes [default: 1048576].
     #[arg(long, env = "CHIME_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Open API connections at most; more are answered 503 and closed [default: 4096].
+    #[arg(long, env = "CHIME_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Deadline for a request's head to arrive, and for an idle kept-alive connection
+    /// [default: 10s].
+    #[arg(long, env = "CHIME_HEADER_TIMEOUT")]
+    header_timeout: Option<String>,
+    /// Deadline for a request's body to arrive; a late body is answered 408 [default: 30s].
+    #[arg(long, env = "CHIME_BODY_TIMEOUT")]
+    body_timeout: Option<String>,
     /// Time in-flight attempts get to finish at shutdown [default: 10s].
     #[arg(long, env = "CHIME_SHUTDOWN_GRACE")]
     shutdown_grace: Option<String>,
@@ -109,6 +119,9 @@ impl ServeArgs {
             retry_schedule: self.retry_schedule,
             request_timeout: self.request_timeout,
             max_body_bytes: self.max_body_bytes,
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
             shutdown_grace: self.shutdown_grace,
             endpoint_concurrency: self.endpoint_concurrency,
             max_in_flight: self.max_in_flight,

@@ -232,13 +232,14 @@ impl DeliveryClient {
                 retry_after: None,
             };
 
-        if let Some(ip) = crate::model::ip_literal(&target.uri)
-            && !self.policy.permits(ip)
+        if let Err(refusal) = self
+            .policy
+            .check_host(target.uri.host().unwrap_or_default())
         {
             return finish(
                 None,
                 Some(ErrorKind::RefusedTarget),
-                Some(format!("{ip} is closed to delivery (see --allow-targets)")),
+                Some(refusal.to_string()),
                 None,
             );
         }

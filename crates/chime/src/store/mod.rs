@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crate::model::Millis;
 
 /// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
@@ -30,6 +30,10 @@ pub enum StoreError {
     /// the same call may succeed later without anything being changed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The database has no space left (SQLite `SQLITE_FULL`, PostgreSQL 53100): nothing of
+    /// the call was stored, and writes fail until an operator frees space.
+    #[error("storage full: {0}")]
+    Full(String),
     #[error("storage failure: {0}")]
     Backend(String),
     /// A publish met endpoint filters it has no verdict for (`subscribers`): these are all
@@ -41,7 +45,11 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
+        }
     }
 }
 

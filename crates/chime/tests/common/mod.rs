@@ -34,6 +34,9 @@ pub struct Opts {
     pub failure_threshold: u32,
     pub probe_interval: &'static str,
     pub auto_disable_after: &'static str,
+    pub max_connections: usize,
+    pub header_timeout: &'static str,
+    pub body_timeout: &'static str,
     /// The store; `None` means SQLite in the data directory, unless the test runs under
     /// `on_postgres`, which gives each data directory a PostgreSQL schema of its own.
     pub database_url: Option<String>,
@@ -53,6 +56,9 @@ impl Default for Opts {
             failure_threshold: 10,
             probe_interval: "30s",
             auto_disable_after: "5d",
+            max_connections: 4096,
+            header_timeout: "10s",
+            body_timeout: "30s",
             database_url: None,
         }
     }
@@ -87,6 +93,9 @@ fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
         failure_threshold: Some(opts.failure_threshold),
         probe_interval: Some(opts.probe_interval.into()),
         auto_disable_after: Some(opts.auto_disable_after.into()),
+        max_connections: Some(opts.max_connections),
+        header_timeout: Some(opts.header_timeout.into()),
+        body_timeout: Some(opts.body_timeout.into()),
         poll_interval: Some("1s".into()),
         database_url: opts.database_url.clone(),
         ..Default::default()

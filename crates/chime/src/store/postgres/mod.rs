@@ -100,21 +100,27 @@ fn channel_for(schema: Option<&str>) -> String {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        // Lost or refused connections and a server shutting down are transient: the pool
-        // opens a fresh connection on a later call.
+        // Lost or refused connections, a server shutting down or out of resources (class 53:
+        // too many connections, out of memory) and a database closed to connections (55000,
+        // `ALLOW_CONNECTIONS false`) are transient: the pool opens a fresh connection on a
+        // later call.
         let transient = e.is_closed()
             || e.code().is_some_and(|c| {
                 c.code().starts_with("08")
+                    || c.code().starts_with("53")
                     || *c == SqlState::ADMIN_SHUTDOWN
                     || *c == SqlState::CRASH_SHUTDOWN
                     || *c == SqlState::CANNOT_CONNECT_NOW
+                    || *c == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
             })
             || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
         let text = match e.as_db_error() {
             Some(db) => format!("{db}"),
             None => e.to_string(),
         };
-        if transient {
+        if e.code() == Some(&SqlState::DISK_FULL) {
+            StoreError::Full(text)
+        } else if transient {
             StoreError::Unavailable(text)
         } else {
             StoreError::Backend(text)
@@ -125,7 +131,12 @@ impl From<tokio_postgres::Error> for StoreError {
 impl From<PoolError> for StoreError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Backend(e) => e.into(),
+            // Opening a connection failed: whatever the server said (refused, not accepting
+            // connections, too many clients), the database cannot be reached right now.
+            PoolError::Backend(e) => match StoreError::from(e) {
+                StoreError::Backend(text) => StoreError::Unavailable(text),
+                other => other,
+            },
             PoolError::Timeout(_) | PoolError::Closed => {
                 StoreError::Unavailable(format!("no database connection: {e}"))
             }
@@ -553,21 +564,10 @@ async fn run_batches<T, A, F, Fut>(
             }
             Err(e) => {
                 for reply in replies {
-                    let _ = reply.send(Err(same_error(&e)));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
-    }
-}
-
-/// A copy of `e` for each caller of a failed batch (`StoreError` is not `Clone`).
-fn same_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::NotFound => StoreError::NotFound,
-        StoreError::Conflict(s) => StoreError::Conflict(s.clone()),
-        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
-        StoreError::Backend(s) => StoreError::Backend(s.clone()),
-        StoreError::FiltersNeeded(f) => StoreError::FiltersNeeded(f.clone()),
     }
 }
 

@@ -182,7 +182,7 @@ async fn write_batch(
             Err(e) => {
                 let e = StoreError::from(e);
                 for r in batch {
-                    let _ = r.reply.send(Err(same_error(&e)));
+                    let _ = r.reply.send(Err(e.clone()));
                 }
                 return vec![];
             }
@@ -191,7 +191,7 @@ async fn write_batch(
             Ok(found) => found,
             Err(e) => {
                 for r in batch {
-                    let _ = r.reply.send(Err(same_error(&e)));
+                    let _ = r.reply.send(Err(e.clone()));
                 }
                 return vec![];
             }
@@ -236,7 +236,7 @@ async fn write_batch(
                     }
                 } else {
                     for p in planned {
-                        let _ = p.request.reply.send(Err(same_error(&e)));
+                        let _ = p.request.reply.send(Err(e.clone()));
                     }
                 }
                 return rest;

@@ -30,6 +30,30 @@ pub struct SqliteStore {
     /// Held for the store's lifetime: the lock that makes this process the file's only owner.
     _lock: std::fs::File,
     migrated: crate::store::Migrated,
+    /// The database file, whose filesystem's free space decides readiness after a write
+    /// failed for lack of space.
+    path: PathBuf,
+}
+
+/// Free space a filesystem needs, after writes failed for lack of it, before the store says
+/// it is ready again: room for a couple of the largest events, so a node does not turn ready
+/// with space for one small write and fail the next publish.
+const SPACE_HEADROOM: u64 = 2 << 20;
+
+/// Bytes an unprivileged process may still write on the filesystem holding `path`.
+fn free_space(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid C string and `st` is written by statvfs only.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 struct Readers {
@@ -125,6 +149,7 @@ impl SqliteStore {
             }),
             _lock: lock,
             migrated: crate::store::Migrated { from, to },
+            path: path.to_path_buf(),
         })
     }
 
@@ -1542,6 +1567,30 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
+        if self.writer.out_of_space() {
+            // Not ready while writes fail for lack of space. Nothing else may be writing
+            // (a load balancer stops sending traffic), so once there is room again, probe
+            // with a real write: a commit that fits clears the state.
+            let free = free_space(&self.path).unwrap_or(0);
+            if free < SPACE_HEADROOM {
+                return Err(StoreError::Full(format!(
+                    "{free} bytes free beside {}",
+                    self.path.display()
+                )));
+            }
+            let now = crate::model::now_millis().to_string();
+            return self
+                .writer
+                .write(move |c| {
+                    c.prepare_cached(
+                        "INSERT INTO meta (key, value) VALUES ('space_probe', ?1) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute([now])?;
+                    Ok(())
+                })
+                .await;
+        }
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }

@@ -23,6 +23,8 @@
 //! undoes a failed statement's partial effects.)
 
 use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 
 use rusqlite::Connection;
@@ -30,8 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Result, StoreError};
 
-/// Answers one caller once the batch's commit is known.
-type Reply = Box<dyn FnOnce(bool) + Send>;
+/// Answers one caller once the batch's commit is known: `Ok` when it is durable, else why
+/// the batch failed.
+type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
 /// Runs one write; says whether it failed after changing rows (which poisons the batch).
 type WriteJob = Box<dyn FnOnce(&Connection) -> (Reply, bool) + Send>;
 
@@ -41,6 +44,8 @@ const MAX_BATCH: usize = 1024;
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<WriteJob>,
+    /// A write failed for lack of disk space and none has committed since.
+    out_of_space: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -54,6 +59,8 @@ impl Writer {
         restart: super::checkpoint::Restart,
     ) -> (Self, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<WriteJob>(8192);
+        let out_of_space = Arc::new(AtomicBool::new(false));
+        let space = out_of_space.clone();
         // At most one batch is being flushed at a time (see `run`).
         let (sync_tx, sync_rx) = std_mpsc::sync_channel::<Vec<Reply>>(1);
         let (flushed_tx, flushed_rx) = std_mpsc::sync_channel::<()>(1);
@@ -65,10 +72,15 @@ impl Writer {
             .name("chime-sqlite-writer".into())
             .spawn(move || {
                 super::leases::adopt(leases);
-                run(conn, rx, sync_tx, flushed_rx, restart)
+                run(conn, rx, sync_tx, flushed_rx, restart, space)
             })
             .expect("spawn writer thread");
-        (Self { tx }, handle)
+        (Self { tx, out_of_space }, handle)
+    }
+
+    /// Whether the last write that ended failed for lack of disk space.
+    pub fn out_of_space(&self) -> bool {
+        self.out_of_space.load(Ordering::Relaxed)
     }
 
     /// Runs `f` in the next group commit and returns its result once committed.
@@ -78,17 +90,20 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel();
+        let space = self.out_of_space.clone();
         let job: WriteJob = Box::new(move |conn| {
             let before = (conn.total_changes(), super::leases::changes());
             let result = f(conn);
+            if matches!(result, Err(StoreError::Full(_))) {
+                space.store(true, Ordering::Relaxed);
+            }
             // Lease changes count as changes: they are part of the transaction too.
             let poisoned =
                 result.is_err() && (conn.total_changes(), super::leases::changes()) != before;
             let reply: Reply = Box::new(move |committed| {
-                let result = if committed {
-                    result
-                } else {
-                    result.and(Err(StoreError::Backend("commit failed".into())))
+                let result = match committed {
+                    Ok(()) => result,
+                    Err(batch) => result.and(Err(batch.clone())),
                 };
                 let _ = reply_tx.send(result);
             });
@@ -110,6 +125,7 @@ fn run(
     sync_tx: std_mpsc::SyncSender<Vec<Reply>>,
     flushed_rx: std_mpsc::Receiver<()>,
     restart: super::checkpoint::Restart,
+    out_of_space: Arc<AtomicBool>,
 ) {
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     // A committed batch is with the syncer and its flush has not finished.
@@ -121,11 +137,12 @@ fn run(
         if let Err(e) = began {
             // Without a transaction nothing can be applied safely: refuse what is queued.
             tracing::error!(error = %e, "could not begin a write transaction");
+            let failure = StoreError::from(e);
             let (reply, _) = job_without_connection(first, &conn);
-            reply(false);
+            reply(Err(&failure));
             while let Ok(job) = rx.try_recv() {
                 let (reply, _) = job_without_connection(job, &conn);
-                reply(false);
+                reply(Err(&failure));
             }
             continue;
         }
@@ -159,7 +176,9 @@ fn run(
         let committed = if poisoned {
             tracing::warn!("a write failed part-way; its whole batch is rolled back");
             roll_back(&conn);
-            false
+            Err(StoreError::Backend(
+                "another write of the same transaction failed part-way; retry".into(),
+            ))
         } else {
             match conn
                 .prepare_cached("COMMIT")
@@ -167,29 +186,35 @@ fn run(
             {
                 Ok(_) => {
                     super::leases::committed();
-                    true
+                    out_of_space.store(false, Ordering::Relaxed);
+                    Ok(())
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "group commit failed; the batch is rolled back");
                     roll_back(&conn);
-                    false
+                    let e = StoreError::from(e);
+                    if matches!(e, StoreError::Full(_)) {
+                        out_of_space.store(true, Ordering::Relaxed);
+                    }
+                    Err(e)
                 }
             }
         };
-        if committed {
+        if committed.is_ok() {
             // Answered by the syncer once the WAL is on disk.
             let batch = std::mem::replace(&mut replies, Vec::with_capacity(MAX_BATCH));
             match sync_tx.send(batch) {
                 Ok(()) => flushing = true,
                 Err(std_mpsc::SendError(batch)) => {
+                    let stopped = StoreError::Backend("the WAL syncer stopped".into());
                     for reply in batch {
-                        reply(false);
+                        reply(Err(&stopped));
                     }
                 }
             }
-        } else {
+        } else if let Err(failure) = &committed {
             for reply in replies.drain(..) {
-                reply(false);
+                reply(Err(failure));
             }
         }
         // Between two transactions: the only moment the WAL can be started over.
@@ -209,17 +234,18 @@ fn roll_back(conn: &Connection) {
 /// callers, then tells the writer the disk is free.
 fn sync(wal: File, rx: std_mpsc::Receiver<Vec<Reply>>, flushed_tx: std_mpsc::SyncSender<()>) {
     while let Ok(batch) = rx.recv() {
-        let flushed = match wal.sync_data() {
-            Ok(()) => true,
-            Err(e) => {
-                // The kernel may have dropped the dirty pages: these writes are not known to
-                // be on disk, so their callers get an error rather than a false promise.
-                tracing::error!(error = %e, "flushing the SQLite WAL failed");
-                false
+        let flushed = wal.sync_data().map_err(|e| {
+            // The kernel may have dropped the dirty pages: these writes are not known to be
+            // on disk, so their callers get an error rather than a false promise.
+            tracing::error!(error = %e, "flushing the SQLite WAL failed");
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                StoreError::Full(format!("flushing the WAL: {e}"))
+            } else {
+                StoreError::Backend(format!("flushing the WAL: {e}"))
             }
-        };
+        });
         for reply in batch {
-            reply(flushed);
+            reply(flushed.as_ref().copied());
         }
         let _ = flushed_tx.send(());
     }
