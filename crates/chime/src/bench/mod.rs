@@ -117,7 +117,11 @@ pub struct BenchArgs {
     /// How long the slow endpoint takes to answer [default: 5s; quick: 1s].
     #[arg(long, value_parser = humantime::parse_duration)]
     isolation_delay: Option<Duration>,
-    /// Length of each steady-load phase of the isolation scenario [default: 10s; quick: 3s].
+    /// Endpoints of another tenant on a receiver that accepts and never answers, in the
+    /// isolation scenario's last phase [default: 200; quick: 20].
+    #[arg(long)]
+    isolation_hung: Option<u64>,
+    /// Length of each steady-load phase of the isolation scenario [default: 30s; quick: 3s].
     #[arg(long, value_parser = humantime::parse_duration)]
     isolation_duration: Option<Duration>,
     /// Every receiver answers after this delay (e.g. 5ms).
@@ -148,6 +152,10 @@ pub struct BenchArgs {
     /// Extra argument for every `chime serve`, repeatable: --server-arg=--endpoint-concurrency=16.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// The `chime` binary to run as the server [default: this one]; an older build, to
+    /// measure a change before and after with the same load generator.
+    #[arg(long)]
+    server_exe: Option<PathBuf>,
     /// Skip the ceiling measurements (no ratios are reported).
     #[arg(long)]
     no_ceiling: bool,
@@ -172,6 +180,7 @@ pub struct Plan {
     pub isolation_queued: u64,
     pub isolation_delay: Duration,
     pub isolation_duration: Duration,
+    pub isolation_hung: u64,
     pub sink_delay: Duration,
     pub sink_fail_rate: f64,
     pub pause_hold: Duration,
@@ -209,7 +218,8 @@ impl Plan {
             backlog_events: pick(a.backlog_events, 1_000_000, 50_000),
             isolation_queued: pick(a.isolation_queued, 20_000, 2_000),
             isolation_delay: pick_d(a.isolation_delay, 5, 1),
-            isolation_duration: pick_d(a.isolation_duration, 10, 3),
+            isolation_duration: pick_d(a.isolation_duration, 30, 3),
+            isolation_hung: pick(a.isolation_hung, 200, 20),
             sink_delay: a.sink_delay,
             sink_fail_rate: a.sink_fail_rate,
             pause_hold: a.pause_hold,
@@ -257,6 +267,7 @@ impl Plan {
             "isolation_queued": self.isolation_queued,
             "isolation_delay_s": self.isolation_delay.as_secs_f64(),
             "isolation_duration_s": self.isolation_duration.as_secs_f64(),
+            "isolation_hung": self.isolation_hung,
             "sink_delay_s": self.sink_delay.as_secs_f64(),
             "sink_fail_rate": self.sink_fail_rate,
         })
@@ -272,7 +283,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let exe = match std::env::current_exe() {
+    let exe = match args.server_exe.clone().map_or_else(std::env::current_exe, Ok) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("chime bench: cannot find the chime executable: {e}");

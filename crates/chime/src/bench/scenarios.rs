@@ -20,10 +20,14 @@ use serde_json::{Value, json};
 use super::load::{self, HttpClient, LoadStats, Target, per_s};
 use super::report::{Ceiling, Gauge, Percentiles, Progress, ScenarioResult, round2};
 use super::server::{self, Server, ServerOpts, Usage};
-use super::sink::{RecvSummary, Sink, SinkOpts, Tracker};
+use super::sink::{HungSink, RecvSummary, Sink, SinkOpts, Tracker};
 use super::{Plan, Scenario};
 
 const TENANT: &str = "bench";
+/// The isolation scenario's other tenant, whose receivers hang.
+const HOSTILE: &str = "hostile";
+/// Events per second the hostile tenant publishes, each to all of its hung endpoints.
+const HOSTILE_RATE: f64 = 2.0;
 /// Time given to the server after the last delivery to record it before its usage is read.
 const SETTLE: Duration = Duration::from_millis(250);
 
@@ -276,8 +280,12 @@ impl Api<'_> {
     }
 
     async fn endpoint(&self, url: &str, pattern: &str) -> anyhow::Result<()> {
+        self.endpoint_of(TENANT, url, pattern).await
+    }
+
+    async fn endpoint_of(&self, tenant: &str, url: &str, pattern: &str) -> anyhow::Result<()> {
         self.post(
-            &format!("/v1/tenants/{TENANT}/endpoints"),
+            &format!("/v1/tenants/{tenant}/endpoints"),
             json!({ "url": url, "events": [pattern] }),
         )
         .await?;
@@ -345,6 +353,75 @@ fn round_robin_patterns(n: u64) -> Vec<String> {
 
 fn span(from: Instant, to: Option<Instant>) -> Duration {
     to.map_or(Duration::ZERO, |t| t.saturating_duration_since(from))
+}
+
+/// What the isolation scenario's hung phase saw.
+struct HungPhase {
+    load: LoadStats,
+    hostile_published: u64,
+    connections: u64,
+}
+
+/// The healthy load once more, while tenant `HOSTILE` publishes `HOSTILE_RATE` events/s to
+/// `isolation_hung` endpoints that accept and never answer: each attempt holds its slot until
+/// the request timeout, which is what filled the global cap before per-tenant shares.
+async fn hung_phase(
+    ctx: &Ctx,
+    s: &Setup,
+    target: &Target,
+    seqs: Range<u64>,
+    delivered_before: u64,
+    healthy: Arc<dyn Fn() -> u64 + Send + Sync>,
+) -> anyhow::Result<HungPhase> {
+    let n = ctx.plan.isolation_hung;
+    let sink = HungSink::start().await.context("starting the hung receiver")?;
+    let api = Api {
+        client: &ctx.client,
+        base: s.server.base(),
+    };
+    api.tenant(HOSTILE).await?;
+    for k in 0..n {
+        api.endpoint_of(HOSTILE, &sink.url(k), "*").await?;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let hostile = async {
+        let mut published = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / HOSTILE_RATE));
+        let path = format!("/v1/tenants/{HOSTILE}/events");
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return published,
+                _ = tick.tick() => {
+                    let event = json!({"event": "hostile.ping", "data": {"n": published}});
+                    if api.post(&path, event).await.is_ok() {
+                        published += 1;
+                    }
+                }
+            }
+        }
+    };
+    let measured = async {
+        // Measure once every hung endpoint holds a connection: the attempts are then
+        // waiting out their timeouts, as in a long-running incident.
+        let until = Instant::now() + Duration::from_secs(30);
+        while sink.accepted() < n && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let load = ctx.open("iso-hung", target, &s.tracker, seqs.clone()).await;
+        ctx.wait("iso-hung", delivered_before + load.ok, healthy)
+            .await;
+        stop.cancel();
+        load
+    };
+    let (hostile_published, load) = tokio::join!(hostile, measured);
+    let connections = sink.accepted();
+    // Closing the hung connections ends their attempts now rather than at shutdown.
+    drop(sink);
+    Ok(HungPhase {
+        load,
+        hostile_published,
+        connections,
+    })
 }
 
 /// The same load straight to the receiver: no chime in between.
@@ -568,17 +645,20 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
 }
 
 /// A healthy endpoint under steady open-loop load, measured alone, then again with a slow
-/// endpoint (answering after `isolation_delay`) holding `isolation_queued` deliveries.
+/// endpoint (answering after `isolation_delay`) holding `isolation_queued` deliveries, then
+/// again while another tenant publishes to `isolation_hung` endpoints on a receiver that
+/// never answers.
 async fn isolation(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     let p = &ctx.plan;
     let phase = ((p.rate * p.isolation_duration.as_secs_f64()).round() as u64).max(1);
     let q = p.isolation_queued;
     let (base, slow, loaded) = (0..phase, phase..phase + q, phase + q..2 * phase + q);
+    let with_hung = 2 * phase + q..3 * phase + q;
     let label = "isolation";
     let s = setup(
         ctx,
         label,
-        Tracker::new(2 * phase + q, 1, 2),
+        Tracker::new(3 * phase + q, 1, 2),
         Some((1, p.isolation_delay)),
         &["iso.healthy".to_owned(), "iso.slow".to_owned()],
     )
@@ -613,6 +693,7 @@ async fn isolation(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         .await;
     let expected = pub_base.ok + pub_loaded.ok;
     let delivered = ctx.wait("iso-shared", expected, healthy.clone()).await;
+    let hung = hung_phase(ctx, &s, &target, with_hung.clone(), expected, healthy).await?;
     tokio::time::sleep(SETTLE).await;
     let after = snap(Some(&s.server));
     let sum_base = s.tracker.summary(base);
@@ -646,6 +727,20 @@ async fn isolation(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         .extend(pub_slow.error_samples.iter().cloned());
     let base_p = Percentiles::of(&sum_base.e2e_us);
     let loaded_p = Percentiles::of(&sum_loaded.e2e_us);
+    let hung_p = Percentiles::of(&s.tracker.summary(with_hung).e2e_us);
+    r.extra
+        .insert("healthy_p99_with_hung_ms".into(), json!(hung_p.p99));
+    r.extra
+        .insert("healthy_e2e_with_hung_ms".into(), json!(hung_p));
+    r.extra
+        .insert("hung_endpoints".into(), json!(p.isolation_hung));
+    r.extra
+        .insert("hostile_events_published".into(), json!(hung.hostile_published));
+    r.extra
+        .insert("hung_connections".into(), json!(hung.connections));
+    r.errors += hung.load.errors;
+    r.error_samples
+        .extend(hung.load.error_samples.iter().cloned());
     r.extra
         .insert("healthy_p99_baseline_ms".into(), json!(base_p.p99));
     r.extra

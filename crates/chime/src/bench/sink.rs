@@ -352,3 +352,57 @@ mod tests {
         assert!(s.e2e_us.max() >= 2_900);
     }
 }
+
+/// A receiver that accepts connections and never answers, as a hung service does: every
+/// attempt to it waits for its timeout. Its connections close when it is dropped.
+pub struct HungSink {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl Drop for HungSink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl HungSink {
+    pub async fn start() -> std::io::Result<HungSink> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let (count, until) = (accepted.clone(), stop.clone());
+        tokio::spawn(async move {
+            // Held, never read: the request sits in the socket buffer unanswered.
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = until.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok((stream, _)) => {
+                            held.push(stream);
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    },
+                }
+            }
+        });
+        Ok(HungSink {
+            addr,
+            accepted,
+            stop,
+        })
+    }
+
+    pub fn url(&self, endpoint: u64) -> String {
+        format!("http://{}/hung/{endpoint}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
