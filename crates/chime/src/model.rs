@@ -201,6 +201,25 @@ impl Subscription {
     }
 }
 
+/// Headers chime sets itself or that belong to the connection are not an endpoint's to set
+/// (`name` in lower case).
+pub fn reserved_header(name: &str) -> bool {
+    const HOP_BY_HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "user-agent",
+    ];
+    name.starts_with("webhook-") || name.starts_with("content-") || HOP_BY_HOP.contains(&name)
+}
+
 /// An endpoint URL: absolute http(s), with a host (a name, or an address in a form the
 /// resolver reads the same way, see `net_policy::classify_host`), a port in 1–65535 when one
 /// is given, without credentials, at most 2 KiB.

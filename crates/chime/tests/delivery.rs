@@ -151,6 +151,19 @@ async fn exhausted_delivery_fails_and_manual_retry_delivers_it() {
     server.stop().await;
 }
 
+/// Saving an endpoint at `url` is refused 422 with `code`.
+async fn refused_with(server: &TestServer, url: &str, code: &str) {
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/endpoints",
+            Some(json!({ "url": url })),
+        )
+        .await;
+    assert_eq!(s, 422, "{url}: {b}");
+    assert_eq!(b["code"], code, "{url}");
+}
+
 async fn internal_targets_are_refused_unless_allowed() {
     let dir = tempdir();
     let server = TestServer::start(
@@ -180,15 +193,7 @@ async fn internal_targets_are_refused_unless_allowed() {
         "http://0177.0.0.1/".to_owned(),
         "http://127.1/".to_owned(),
     ] {
-        let (s, b) = server
-            .admin(
-                "POST",
-                "/v1/tenants/acme/endpoints",
-                Some(json!({ "url": url })),
-            )
-            .await;
-        assert_eq!(s, 422, "{url}: {b}");
-        assert_eq!(b["code"], "refused_target", "{url}");
+        refused_with(&server, &url, "refused_target").await;
     }
     // Forms that are not a delivery target at all: zone ids, ports out of range.
     for url in [
@@ -201,15 +206,7 @@ async fn internal_targets_are_refused_unless_allowed() {
         "http://localhost:0/x",
         "http://256.1.1.1/",
     ] {
-        let (s, b) = server
-            .admin(
-                "POST",
-                "/v1/tenants/acme/endpoints",
-                Some(json!({ "url": url })),
-            )
-            .await;
-        assert_eq!(s, 422, "{url}: {b}");
-        assert_eq!(b["code"], "invalid_request", "{url}");
+        refused_with(&server, url, "invalid_request").await;
     }
     let (_, listed) = server
         .admin("GET", "/v1/tenants/acme/endpoints", None)

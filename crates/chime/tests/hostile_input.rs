@@ -8,9 +8,13 @@ use common::{ADMIN, Opts, Receiver, TestServer};
 use serde_json::{Value, json};
 
 async fn server() -> (tempfile::TempDir, TestServer) {
+    server_with(Opts::default()).await
+}
+
+async fn server_with(opts: Opts) -> (tempfile::TempDir, TestServer) {
     common::cap_this_process_memory();
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let server = TestServer::start(dir.path(), opts).await;
     (dir, server)
 }
 
@@ -431,16 +435,11 @@ async fn malformed_http_is_refused_with_code_and_detail() {
 /// that stops sending its body is answered 408; neither stores anything.
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
-    common::cap_this_process_memory();
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        dir.path(),
-        Opts {
-            header_timeout: "1s",
-            body_timeout: "1s",
-            ..Opts::default()
-        },
-    )
+    let (_dir, server) = server_with(Opts {
+        header_timeout: "1s",
+        body_timeout: "1s",
+        ..Opts::default()
+    })
     .await;
     server.create_tenant("acme").await;
 
@@ -470,16 +469,11 @@ async fn slow_clients_are_cut_off() {
 /// closes, its place is free again.
 #[tokio::test]
 async fn connections_past_the_cap_are_refused_with_503() {
-    common::cap_this_process_memory();
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        dir.path(),
-        Opts {
-            max_connections: 8,
-            header_timeout: "60s",
-            ..Opts::default()
-        },
-    )
+    let (_dir, server) = server_with(Opts {
+        max_connections: 8,
+        header_timeout: "60s",
+        ..Opts::default()
+    })
     .await;
     // The test's own client may hold pooled connections: hold the rest with idle ones.
     let mut held = Vec::new();

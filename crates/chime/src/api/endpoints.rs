@@ -156,24 +156,6 @@ fn checked_events(events: Option<Vec<String>>) -> ApiResult<Vec<String>> {
     Ok(sub.to_texts())
 }
 
-/// Headers chime sets itself or that belong to the connection are not the endpoint's to set.
-fn reserved_header(name: &str) -> bool {
-    const HOP_BY_HOP: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "user-agent",
-    ];
-    name.starts_with("webhook-") || name.starts_with("content-") || HOP_BY_HOP.contains(&name)
-}
-
 /// An RFC 9110 token, the grammar of a header name.
 fn is_token(s: &str) -> bool {
     !s.is_empty()
@@ -210,7 +192,7 @@ fn checked_headers(headers: BTreeMap<String, String>) -> ApiResult<BTreeMap<Stri
                 truncated(&name)
             )));
         }
-        if reserved_header(&lower) {
+        if crate::model::reserved_header(&lower) {
             return Err(ApiError::invalid(format!(
                 "header {name:?} is set by chime or by the connection and cannot be configured"
             )));

@@ -283,7 +283,11 @@ pub fn main(args: BenchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let exe = match args.server_exe.clone().map_or_else(std::env::current_exe, Ok) {
+    let exe = match args
+        .server_exe
+        .clone()
+        .map_or_else(std::env::current_exe, Ok)
+    {
         Ok(p) => p,
         Err(e) => {
             eprintln!("chime bench: cannot find the chime executable: {e}");

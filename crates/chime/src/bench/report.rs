@@ -399,8 +399,16 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
             format!("{loaded:.2} ms vs {base:.2} ms = {ratio:.2} x"),
             base > 0.0 && ratio <= 2.0,
         );
-        if let Some(hung) = i.extra.get("healthy_p99_with_hung_ms").and_then(|v| v.as_f64()) {
-            let n = i.extra.get("hung_endpoints").and_then(|v| v.as_u64()).unwrap_or(0);
+        if let Some(hung) = i
+            .extra
+            .get("healthy_p99_with_hung_ms")
+            .and_then(|v| v.as_f64())
+        {
+            let n = i
+                .extra
+                .get("hung_endpoints")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
             let ratio = hung / base.max(f64::MIN_POSITIVE);
             push(
                 &format!(

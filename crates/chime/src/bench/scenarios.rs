@@ -374,7 +374,9 @@ async fn hung_phase(
     healthy: Arc<dyn Fn() -> u64 + Send + Sync>,
 ) -> anyhow::Result<HungPhase> {
     let n = ctx.plan.isolation_hung;
-    let sink = HungSink::start().await.context("starting the hung receiver")?;
+    let sink = HungSink::start()
+        .await
+        .context("starting the hung receiver")?;
     let api = Api {
         client: &ctx.client,
         base: s.server.base(),
@@ -734,8 +736,10 @@ async fn isolation(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
         .insert("healthy_e2e_with_hung_ms".into(), json!(hung_p));
     r.extra
         .insert("hung_endpoints".into(), json!(p.isolation_hung));
-    r.extra
-        .insert("hostile_events_published".into(), json!(hung.hostile_published));
+    r.extra.insert(
+        "hostile_events_published".into(),
+        json!(hung.hostile_published),
+    );
     r.extra
         .insert("hung_connections".into(), json!(hung.connections));
     r.errors += hung.load.errors;

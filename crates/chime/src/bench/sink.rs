@@ -319,40 +319,6 @@ async fn handle(
     answer(StatusCode::OK)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seq_is_found_in_the_body() {
-        assert_eq!(
-            parse_seq(br#"{"event":"a","data":{"seq":4711,"pad":"xx"}}"#),
-            Some(4711)
-        );
-        assert_eq!(parse_seq(br#"{"event":"a","data":{}}"#), None);
-        assert_eq!(parse_seq(br#"{"seq":}"#), None);
-    }
-
-    #[test]
-    fn tracker_counts_unique_deliveries_per_slot() {
-        let t = Tracker::new(10, 3, 3);
-        let now = Instant::now();
-        t.mark_sent(2, now);
-        assert!(t.mark_received(0, 2, now + Duration::from_millis(1)));
-        assert!(t.mark_received(2, 2, now + Duration::from_millis(3)));
-        assert!(t.mark_received(2, 2, now + Duration::from_millis(4)));
-        assert!(!t.mark_received(3, 2, now));
-        assert!(!t.mark_received(0, 10, now));
-        assert_eq!(t.received.load(Relaxed), 2);
-        assert_eq!(t.duplicates.load(Relaxed), 1);
-        assert_eq!(t.received_by(2), 1);
-        let s = t.summary(0..10);
-        assert_eq!(s.deliveries, 2);
-        assert_eq!(s.e2e_us.len(), 2);
-        assert!(s.e2e_us.max() >= 2_900);
-    }
-}
-
 /// A receiver that accepts connections and never answers, as a hung service does: every
 /// attempt to it waits for its timeout. Its connections close when it is dropped.
 pub struct HungSink {
@@ -404,5 +370,39 @@ impl HungSink {
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_is_found_in_the_body() {
+        assert_eq!(
+            parse_seq(br#"{"event":"a","data":{"seq":4711,"pad":"xx"}}"#),
+            Some(4711)
+        );
+        assert_eq!(parse_seq(br#"{"event":"a","data":{}}"#), None);
+        assert_eq!(parse_seq(br#"{"seq":}"#), None);
+    }
+
+    #[test]
+    fn tracker_counts_unique_deliveries_per_slot() {
+        let t = Tracker::new(10, 3, 3);
+        let now = Instant::now();
+        t.mark_sent(2, now);
+        assert!(t.mark_received(0, 2, now + Duration::from_millis(1)));
+        assert!(t.mark_received(2, 2, now + Duration::from_millis(3)));
+        assert!(t.mark_received(2, 2, now + Duration::from_millis(4)));
+        assert!(!t.mark_received(3, 2, now));
+        assert!(!t.mark_received(0, 10, now));
+        assert_eq!(t.received.load(Relaxed), 2);
+        assert_eq!(t.duplicates.load(Relaxed), 1);
+        assert_eq!(t.received_by(2), 1);
+        let s = t.summary(0..10);
+        assert_eq!(s.deliveries, 2);
+        assert_eq!(s.e2e_us.len(), 2);
+        assert!(s.e2e_us.max() >= 2_900);
     }
 }
