@@ -538,6 +538,18 @@ pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn
             .rows
             .is_empty()
     );
+    for (name, found) in [(d.event_name.clone(), 1), ("no.such.event".to_owned(), 0)] {
+        let by_name = DeliveryFilter {
+            event_name: Some(name),
+            ..Default::default()
+        };
+        let rows = s
+            .list_deliveries("a", &by_name, page(10))
+            .await
+            .unwrap()
+            .rows;
+        assert_eq!(rows.len(), found);
+    }
 }
 
 pub async fn releases_make_deliveries_claimable_again(s: Arc<dyn Store>) {
@@ -733,6 +745,52 @@ pub async fn a_deleted_deliverys_lease_touches_nothing_after_it(s: Arc<dyn Store
         .unwrap();
     assert_eq!(d.status, DeliveryStatus::Succeeded);
     assert_eq!(d.attempts, 1);
+}
+
+/// A delivery whose payload retention removed is not sent again: a retry is refused with a
+/// conflict saying why, and a replay (or its dry run) passes over it. (PostgreSQL once
+/// re-sent such deliveries with an empty body.)
+pub async fn a_purged_payload_is_never_sent_again(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    s.create_endpoint(endpoint("a", &["*"], true))
+        .await
+        .unwrap();
+    let mut delivered = Vec::new();
+    for (at, token) in [(100, 1), (10_000, 2)] {
+        let p = s
+            .publish(event("a", "x", None, at), lease("n", token, HELD))
+            .await
+            .unwrap();
+        s.record(vec![outcome(&p.jobs[0], true, None, at + 1)])
+            .await
+            .unwrap();
+        delivered.push(p.jobs[0].delivery_id.clone());
+    }
+    assert_eq!(s.purge_payloads(1_000, 5_000, 10).await.unwrap(), 1);
+    match s.retry_delivery("a", &delivered[0], 6_000).await {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("retention"), "{why}"),
+        other => panic!("a purged delivery was retried: {other:?}"),
+    }
+    let d = s.get_delivery("a", &delivered[0]).await.unwrap().unwrap();
+    assert_eq!(
+        d.status,
+        DeliveryStatus::Succeeded,
+        "the refusal changed nothing"
+    );
+    let all = ReplayFilter {
+        statuses: vec![DeliveryStatus::Succeeded],
+        ..ReplayFilter::default()
+    };
+    let (n, _) = s.replay("a", &all, 6_000, 100, true).await.unwrap();
+    assert_eq!(n, 1, "the dry run counts only the unpurged one");
+    let (n, _) = s.replay("a", &all, 6_000, 100, false).await.unwrap();
+    assert_eq!(n, 1);
+    let d = s.get_delivery("a", &delivered[0]).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Succeeded);
+    let d = s.get_delivery("a", &delivered[1]).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    // The unpurged one can be retried as usual.
+    let _ = s.retry_delivery("a", &delivered[1], 6_000).await.unwrap();
 }
 
 /// Retention purges payloads, then events, in batches of at most its limit, and never an
@@ -1053,6 +1111,7 @@ macro_rules! conformance {
                 ordered_heads_follow_the_setting_when_it_changes,
                 a_deleted_deliverys_lease_touches_nothing_after_it,
                 retention_purges_payloads_then_events,
+                a_purged_payload_is_never_sent_again,
                 health_changes_apply_once,
                 replay_requeues_matching_finished_deliveries,
                 publish_matches_filters_by_the_verdicts_it_is_given,

@@ -55,6 +55,18 @@ impl From<rusqlite::Error> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Rules both backends apply in their SQL, written once. Each has a conformance case.
+pub(crate) mod rules {
+    /// A delivery whose event payload retention removed is not sent again (retry, replay):
+    /// there is nothing left to send. A condition on a row of `deliveries`.
+    pub const NOT_PURGED: &str = "NOT EXISTS (SELECT 1 FROM events e
+        WHERE e.id = deliveries.event_id AND e.purged_at IS NOT NULL)";
+
+    /// Why a retry of such a delivery is refused.
+    pub const PURGED: &str =
+        "the event's payload was removed by retention; it cannot be delivered again";
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub id: String,
@@ -412,6 +424,7 @@ pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub endpoint_id: Option<String>,
     pub event_id: Option<String>,
+    pub event_name: Option<String>,
 }
 
 /// News from the writers sharing a store (`Store::notifications`).
@@ -635,7 +648,7 @@ pub async fn open(database: &Database, pool_size: usize) -> anyhow::Result<Opene
 }
 
 /// Which deliveries a replay re-delivers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
     pub statuses: Vec<DeliveryStatus>,
     pub endpoint_id: Option<String>,

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
+use super::rules::{self, NOT_PURGED};
 use super::*;
 use crate::model::{Millis, new_id};
 
@@ -1058,6 +1059,7 @@ impl Store for PostgresStore {
                    AND ($3::text IS NULL OR status = $3::text)
                    AND ($4::text IS NULL OR endpoint_id = $4::text)
                    AND ($5::text IS NULL OR event_id = $5::text)
+                   AND ($7::text IS NULL OR event_name = $7::text)
                  ORDER BY seq DESC LIMIT $6"
             ))
             .await?;
@@ -1071,6 +1073,7 @@ impl Store for PostgresStore {
                     &filter.endpoint_id,
                     &filter.event_id,
                     &fetch(page),
+                    &filter.event_name,
                 ],
             )
             .await?;
@@ -1100,16 +1103,22 @@ impl Store for PostgresStore {
                      next_attempt_at = $1, updated_at = $1
                  WHERE id = $2 AND tenant_id = $3
                    AND (leased_until IS NULL OR leased_until <= {})
+                   AND {NOT_PURGED}
                  RETURNING {DELIVERY_COLS}",
                 db_now!()
             ))
             .await?;
         let Some(row) = tx.query_opt(&update, &[&now, &id, &tenant_id]).await? else {
             let exists = tx
-                .prepare_cached("SELECT 1 FROM deliveries WHERE id = $1 AND tenant_id = $2")
+                .prepare_cached(&format!(
+                    "SELECT NOT {NOT_PURGED} FROM deliveries WHERE id = $1 AND tenant_id = $2"
+                ))
                 .await?;
             return match tx.query_opt(&exists, &[&id, &tenant_id]).await? {
                 None => Err(StoreError::NotFound),
+                Some(row) if row.try_get::<_, bool>(0)? => {
+                    Err(StoreError::Conflict(rules::PURGED.into()))
+                }
                 Some(_) => Err(StoreError::Conflict(
                     "the delivery is being attempted right now".into(),
                 )),
@@ -1395,20 +1404,20 @@ impl Store for PostgresStore {
     ) -> Result<(u64, Vec<String>)> {
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
         // Replaying a delivery that is being attempted would race its record: skip those.
-        const WHERE: &str = concat!(
+        let where_ = format!(
             "tenant_id = $1 AND status = ANY($2::text[])
                AND ($3::text IS NULL OR endpoint_id = $3::text)
                AND ($4::text IS NULL OR event_name = $4::text)
                AND ($5::bigint IS NULL OR created_at >= $5::bigint)
                AND ($6::bigint IS NULL OR created_at < $6::bigint)
-               AND (leased_until IS NULL OR leased_until <= ",
-            db_now!(),
-            ")"
+               AND (leased_until IS NULL OR leased_until <= {})
+               AND {NOT_PURGED}",
+            db_now!()
         );
         let c = self.conn().await?;
         if dry_run {
             let stmt = c
-                .prepare_cached(&format!("SELECT count(*) FROM deliveries WHERE {WHERE}"))
+                .prepare_cached(&format!("SELECT count(*) FROM deliveries WHERE {where_}"))
                 .await?;
             let n: i64 = c
                 .query_one(
@@ -1431,7 +1440,7 @@ impl Store for PostgresStore {
         let stmt = c
             .prepare_cached(&format!(
                 "WITH picked AS (
-                     SELECT id FROM deliveries WHERE {WHERE}
+                     SELECT id FROM deliveries WHERE {where_}
                      ORDER BY seq LIMIT $7 FOR UPDATE SKIP LOCKED
                  ), replayed AS (
                      UPDATE deliveries d SET status = 'pending', cycle_failures = 0,

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 
+use super::rules::{self, NOT_PURGED};
 use super::*;
 use crate::model::{Millis, new_id};
 use writer::Writer;
@@ -319,8 +320,6 @@ fn collect<T>(
 const REPENDING_ORDERED: &str = "ordered = CASE WHEN status = 'pending' THEN ordered
          ELSE coalesce((SELECT json_extract(settings, '$.ordered') FROM endpoints
                         WHERE id = deliveries.endpoint_id), 0) END";
-
-const PURGED: &str = "the event's payload was removed by retention; it cannot be delivered again";
 
 fn event_purged(conn: &Connection, event_id: &str) -> Result<bool> {
     Ok(conn
@@ -1136,6 +1135,7 @@ impl Store for SqliteStore {
                        AND (?3 IS NULL OR status = ?3)
                        AND (?4 IS NULL OR endpoint_id = ?4)
                        AND (?5 IS NULL OR event_id = ?5)
+                       AND (?7 IS NULL OR event_name = ?7)
                      ORDER BY seq DESC LIMIT ?6"
                 ))?,
                 params![
@@ -1144,7 +1144,8 @@ impl Store for SqliteStore {
                     filter.status.map(DeliveryStatus::as_str),
                     filter.endpoint_id,
                     filter.event_id,
-                    page.limit + 1
+                    page.limit + 1,
+                    filter.event_name
                 ],
                 delivery_row,
             )?;
@@ -1178,9 +1179,7 @@ impl Store for SqliteStore {
                         "UPDATE deliveries SET {REPENDING_ORDERED}, status = 'pending',
                              cycle_failures = 0, next_attempt_at = ?1, updated_at = ?1
                          WHERE id = ?2 AND tenant_id = ?3 AND NOT chime_leased(seq, ?4)
-                           AND NOT EXISTS (SELECT 1 FROM events e
-                                           WHERE e.id = deliveries.event_id
-                                             AND e.purged_at IS NOT NULL)"
+                           AND {NOT_PURGED}"
                     ))?
                     .execute(params![now, id, tenant_id, clock()])?;
                 let row = c
@@ -1193,7 +1192,7 @@ impl Store for SqliteStore {
                     (_, None) => Err(StoreError::NotFound),
                     (0, Some((d, _))) => {
                         Err(StoreError::Conflict(if event_purged(c, &d.event_id)? {
-                            PURGED.into()
+                            rules::PURGED.into()
                         } else {
                             "the delivery is being attempted right now".into()
                         }))
@@ -1367,19 +1366,20 @@ impl Store for SqliteStore {
         self.writer
             .write(move |c| {
                 // Replaying a delivery that is being attempted would race its record: skip those.
-                const WHERE: &str = "tenant_id = ?1
+                let where_ = format!(
+                    "tenant_id = ?1
                        AND status IN (SELECT value FROM json_each(?2))
                        AND (?3 IS NULL OR endpoint_id = ?3)
                        AND (?4 IS NULL OR event_name = ?4)
                        AND (?5 IS NULL OR created_at >= ?5)
                        AND (?6 IS NULL OR created_at < ?6)
                        AND NOT chime_leased(seq, ?7)
-                       AND NOT EXISTS (SELECT 1 FROM events e
-                                       WHERE e.id = deliveries.event_id
-                                         AND e.purged_at IS NOT NULL)";
+                       AND {NOT_PURGED}"
+                );
+                let where_ = where_.as_str();
                 if dry_run {
                     let n: i64 = c
-                        .prepare_cached(&format!("SELECT COUNT(*) FROM deliveries WHERE {WHERE}"))?
+                        .prepare_cached(&format!("SELECT COUNT(*) FROM deliveries WHERE {where_}"))?
                         .query_row(
                             params![
                                 tenant_id,
@@ -1396,7 +1396,7 @@ impl Store for SqliteStore {
                 }
                 let rows: Vec<(String, String)> = collect(
                     c.prepare_cached(&format!(
-                        "SELECT id, endpoint_id FROM deliveries WHERE {WHERE} ORDER BY seq LIMIT ?8"
+                        "SELECT id, endpoint_id FROM deliveries WHERE {where_} ORDER BY seq LIMIT ?8"
                     ))?,
                     params![
                         tenant_id,
