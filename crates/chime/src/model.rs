@@ -23,6 +23,19 @@ pub fn format_time(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
+/// The envelope `{"event": name, "data": …}` exactly as stored and sent, for published and
+/// operational events alike: built once, never re-serialized later, `data`'s bytes as given.
+pub fn envelope(name: &str, data: &serde_json::value::RawValue) -> bytes::Bytes {
+    let name_json = serde_json::to_string(name).expect("a string serializes");
+    let mut out = Vec::with_capacity(name_json.len() + data.get().len() + 20);
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(name_json.as_bytes());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.get().as_bytes());
+    out.push(b'}');
+    bytes::Bytes::from(out)
+}
+
 /// The reserved tenant that receives chime's own operational events (endpoint disabled or
 /// recovered, delivery exhausted), so operators can subscribe to them like any other events.
 pub const SYSTEM_TENANT: &str = "_chime";
@@ -35,6 +48,19 @@ pub fn new_id(prefix: &str) -> String {
     s.push('_');
     s.push_str(&ulid);
     s
+}
+
+/// Whether `s` has the shape of an id made by `new_id(prefix)`: the prefix, `_`, and 26
+/// lower-case ULID characters.
+pub fn looks_like_id(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|ulid| {
+            ulid.len() == 26
+                && ulid
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        })
 }
 
 /// Why an input was refused; the text is shown to the API user as the error detail.
@@ -323,9 +349,23 @@ mod tests {
     }
 
     #[test]
+    fn envelope_keeps_data_bytes() {
+        let data: &serde_json::value::RawValue =
+            serde_json::from_str(r#"{"order_id": 1234,  "amount":50}"#).unwrap();
+        let env = envelope("order_created", data);
+        assert_eq!(
+            &env[..],
+            br#"{"event":"order_created","data":{"order_id": 1234,  "amount":50}}"#
+        );
+    }
+
+    #[test]
     fn ids_are_prefixed_and_ordered() {
         let a = new_id("evt");
         assert!(a.starts_with("evt_"));
+        assert!(looks_like_id(&a, "evt"));
+        assert!(!looks_like_id(&a, "ep"));
+        assert!(!looks_like_id("order.created", "evt"));
         assert_eq!(a.len(), 4 + 26);
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
     }

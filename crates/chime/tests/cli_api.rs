@@ -191,6 +191,24 @@ fn quickstart_without_curl() {
     ]);
     assert_eq!(events["data"].as_array().unwrap().len(), 1);
     assert_eq!(events["data"][0]["id"], evt.as_str());
+    // `--event` is a name for deliveries too; an id goes by `--event-id`.
+    for args in [["--event", "order.created"], ["--event-id", evt.as_str()]] {
+        let found =
+            env.json(&[&["deliveries", "list", "--tenant", "acme"][..], &args[..]].concat());
+        assert_eq!(found["data"].as_array().unwrap().len(), 1, "{args:?}");
+    }
+    env.chime()
+        .args([
+            "deliveries",
+            "list",
+            "--tenant",
+            "acme",
+            "--event-id",
+            "order.created",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not an event id"));
     let shown = env.json(&["events", "show", &evt, "--tenant", "acme"]);
     assert_eq!(shown["data"]["order_id"], 1234);
     assert_eq!(shown["deliveries"][0]["id"], delivery.as_str());
@@ -231,7 +249,7 @@ fn quickstart_without_curl() {
         ])
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("previous secret no longer signs"));
+        .stdout(predicate::str::contains("previous key no longer signs"));
 
     let token = env.json(&["tenant", "token", "acme"]);
     assert!(token["token"].is_string());
@@ -354,6 +372,22 @@ fn errors_are_clear_with_distinct_exit_statuses() {
             "error: unauthorized: the token is not valid",
         ))
         .stderr(predicate::str::contains("CHIME_TOKEN"));
+
+    // The README exports CHIME_ADMIN_TOKEN for the server; the CLI takes it too, and
+    // CHIME_TOKEN (a tenant's, say) wins over it.
+    chime()
+        .env("CHIME_URL", &env.server().base)
+        .env_remove("CHIME_TOKEN")
+        .env("CHIME_ADMIN_TOKEN", common::ADMIN)
+        .args(["tenant", "list"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("acme"));
+    env.chime()
+        .env("CHIME_ADMIN_TOKEN", "not-a-token")
+        .args(["tenant", "list"])
+        .assert()
+        .code(0);
 
     // Something that does not exist.
     env.chime()
@@ -541,6 +575,15 @@ fn endpoint_settings_are_set_shown_updated_and_deleted() {
         .stdout(predicate::str::contains(format!("public key:    {public}")))
         .stdout(re(r"(?m)^  enabled:\s+no \(paused\)$"))
         .stdout(re(r"(?m)^  max in flight:\s+3$"))
+        .stdout(predicate::str::contains("whsk_").not());
+    // Rotating an Ed25519 key shows the public key receivers need, never the private one.
+    env.chime()
+        .args(["endpoint", "rotate-secret", &ed_id, "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(re(
+            r"(?m)^New public key \(receivers verify with it\): whpk_",
+        ))
         .stdout(predicate::str::contains("whsk_").not());
     // The terminal form of `add` names the settings and what to verify with.
     env.chime()

@@ -161,6 +161,11 @@ async fn failing_endpoint_is_probed_and_its_deliveries_keep_their_retries() {
         })
     })
     .await;
+    // Operational events come in the same envelope as every other delivery: `event` first.
+    for r in ops.received() {
+        let body = std::str::from_utf8(&r.body).unwrap();
+        assert!(body.starts_with(r#"{"event":"chime.endpoint."#), "{body}");
+    }
     server.stop().await;
 }
 

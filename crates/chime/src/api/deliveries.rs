@@ -105,6 +105,9 @@ struct DeliveryListParams {
     cursor: Option<String>,
     status: Option<String>,
     endpoint: Option<String>,
+    /// An event id (`evt_…`).
+    event_id: Option<String>,
+    /// An event name, as everywhere else in the API.
     event: Option<String>,
 }
 
@@ -129,10 +132,25 @@ async fn list(
             })
         })
         .transpose()?;
+    // One word, one meaning: `event` is a name here as in `events?event=` and replay, and a
+    // value that is not one is refused rather than matching nothing.
+    if let Some(id) = &params.event_id
+        && !crate::model::looks_like_id(id, "evt")
+    {
+        return Err(ApiError::invalid(format!(
+            "event_id {id:?} is not an event id (evt_…); filter by name with event="
+        )));
+    }
+    let event_name = params
+        .event
+        .as_deref()
+        .map(crate::model::parse_event_name)
+        .transpose()?;
     let filter = DeliveryFilter {
         status,
         endpoint_id: params.endpoint,
-        event_id: params.event,
+        event_id: params.event_id,
+        event_name,
     };
     let listed = state
         .store

@@ -1,6 +1,5 @@
 //! `/v1/tenants/{tenant}/events`: publishing (the start of the hot path) and reading events.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,18 +45,6 @@ struct PublishedOut {
     deliveries: Vec<PublishedDeliveryOut>,
 }
 
-/// The envelope exactly as stored and sent: built once here, never re-serialized later.
-fn envelope(name: &str, data: &RawValue) -> Bytes {
-    let name_json = serde_json::to_string(name).expect("a string serializes");
-    let mut out = Vec::with_capacity(name_json.len() + data.get().len() + 20);
-    out.extend_from_slice(b"{\"event\":");
-    out.extend_from_slice(name_json.as_bytes());
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data.get().as_bytes());
-    out.push(b'}');
-    Bytes::from(out)
-}
-
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -101,7 +88,7 @@ async fn publish(
             )),
             crate::catalog::Rejection::Store(e) => e.into(),
         })?;
-    let payload = envelope(&name, input.data);
+    let payload = crate::model::envelope(&name, input.data);
     let new = NewEvent {
         id: new_id("evt"),
         tenant_id,
@@ -251,19 +238,4 @@ async fn show(
         )
         .await?;
     Ok(Json(EventOut::of(event, Some(deliveries.rows))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelope_keeps_data_bytes() {
-        let data: &RawValue = serde_json::from_str(r#"{"order_id": 1234,  "amount":50}"#).unwrap();
-        let env = envelope("order_created", data);
-        assert_eq!(
-            &env[..],
-            br#"{"event":"order_created","data":{"order_id": 1234,  "amount":50}}"#
-        );
-    }
 }

@@ -19,9 +19,9 @@ pub struct ApiArgs {
     /// Base URL of a running `chime serve`.
     #[arg(long, env = "CHIME_URL", default_value = DEFAULT_URL, global = true)]
     pub url: String,
-    /// API token (admin or tenant). If neither this nor CHIME_TOKEN is set, the admin token
-    /// that `chime serve` wrote to ./chime-data/admin-token (or $CHIME_DATA_DIR/admin-token)
-    /// is used when that file exists.
+    /// API token (admin or tenant). Without it or CHIME_TOKEN: CHIME_ADMIN_TOKEN (the one
+    /// `chime serve` was given), else the admin token that `chime serve` wrote to
+    /// ./chime-data/admin-token (or $CHIME_DATA_DIR/admin-token) when that file exists.
     #[arg(long, env = "CHIME_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Print the server's JSON answer instead of a table.
@@ -159,7 +159,11 @@ impl Client {
                     args.url
                 ))
             })?;
-        let token = match args.token.as_deref().map(str::trim) {
+        let given = args
+            .token
+            .clone()
+            .or_else(|| std::env::var("CHIME_ADMIN_TOKEN").ok());
+        let token = match given.as_deref().map(str::trim) {
             Some(t) if !t.is_empty() => t.to_owned(),
             _ => {
                 let file = admin_token_file();
@@ -167,8 +171,8 @@ impl Client {
                     Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
                     _ => {
                         return Err(CliError::usage(format!(
-                            "no API token: pass --token, set CHIME_TOKEN, or run where {} \
-                             exists (written by the first `chime serve`)",
+                            "no API token: pass --token, set CHIME_TOKEN or CHIME_ADMIN_TOKEN, \
+                             or run where {} exists (written by the first `chime serve`)",
                             file.display()
                         )));
                     }

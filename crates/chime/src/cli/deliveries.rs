@@ -41,8 +41,11 @@ enum DeliveriesCommand {
         /// Only deliveries to this endpoint.
         #[arg(long)]
         endpoint: Option<String>,
-        /// Only deliveries of this event id.
-        #[arg(long)]
+        /// Only deliveries of this event (its id, evt_…).
+        #[arg(long, value_name = "EVENT_ID")]
+        event_id: Option<String>,
+        /// Only deliveries of events with this name (e.g. order.created).
+        #[arg(long, value_name = "NAME")]
         event: Option<String>,
         #[command(flatten)]
         page: PageArgs,
@@ -139,6 +142,7 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
             failed,
             status,
             endpoint,
+            event_id,
             event,
             page,
         } => {
@@ -150,6 +154,9 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
             }
             if let Some(e) = endpoint {
                 query.push(("endpoint", e));
+            }
+            if let Some(e) = event_id {
+                query.push(("event_id", e));
             }
             if let Some(e) = event {
                 query.push(("event", e));

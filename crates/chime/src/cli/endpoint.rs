@@ -469,13 +469,21 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             if json {
                 print_json(&r);
             } else {
-                println!("New secret: {}", out.bold(&field(&r, "secret")));
+                // An Ed25519 endpoint's receivers need the new public key; its private key
+                // signs inside chime and is nobody else's business (`--json` has both).
+                match r["public_key"].as_str() {
+                    Some(public) => println!(
+                        "New public key (receivers verify with it): {}",
+                        out.bold(public)
+                    ),
+                    None => println!("New secret: {}", out.bold(&field(&r, "secret"))),
+                }
                 match r["previous_secret_expires_at"].as_str() {
                     Some(t) => println!(
-                        "The previous secret keeps signing too until {t}: update your \
+                        "The previous key keeps signing too until {t}: update your \
                          receiver before then."
                     ),
-                    None => println!("The previous secret no longer signs."),
+                    None => println!("The previous key no longer signs."),
                 }
             }
         }

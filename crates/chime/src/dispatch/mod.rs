@@ -146,13 +146,13 @@ impl Emitter {
         let this = self.clone();
         tokio::spawn(async move {
             let now = now_millis();
-            let payload = serde_json::to_vec(&json!({ "event": name, "data": data }))
-                .expect("a JSON value serializes");
+            let data = serde_json::value::to_raw_value(&data).expect("a JSON value serializes");
+            let payload = crate::model::envelope(name, &data);
             let event = NewEvent {
                 id: new_id("evt"),
                 tenant_id: SYSTEM_TENANT.to_owned(),
                 name: name.to_owned(),
-                payload: payload.into(),
+                payload,
                 idempotency_key: None,
                 created_at: now,
                 filters: Default::default(),
