@@ -47,19 +47,23 @@ struct Names<'a> {
 }
 
 impl<'a> Names<'a> {
-    /// Adds a name; false when it was there already.
-    fn insert(&mut self, name: Cow<'a, str>) -> bool {
+    /// Adds a name; gives it back when it was there already.
+    fn insert(&mut self, name: Cow<'a, str>) -> Result<(), Cow<'a, str>> {
         if let Some(set) = &mut self.set {
-            return set.insert(name);
+            if set.contains(&name) {
+                return Err(name);
+            }
+            set.insert(name);
+            return Ok(());
         }
         if self.list.contains(&name) {
-            return false;
+            return Err(name);
         }
         self.list.push(name);
         if self.list.len() > LINEAR_KEYS {
             self.set = Some(self.list.drain(..).collect());
         }
-        true
+        Ok(())
     }
 }
 
@@ -106,8 +110,12 @@ pub fn check(text: &str) -> Result<(), Refused> {
                     && *expect_name
                 {
                     *expect_name = false;
-                    if !names.insert(decoded) {
-                        return Err(Refused::DuplicateName(text[i + 1..end - 1].to_owned()));
+                    // The decoded name, not a slice of the text: an unterminated string
+                    // ends the input, where `end - 1` is not the name's end.
+                    if let Err(name) = names.insert(decoded) {
+                        // At most 100 characters of it in the message.
+                        let shown = name.chars().take(100).collect();
+                        return Err(Refused::DuplicateName(shown));
                     }
                 }
                 i = end;
@@ -292,5 +300,9 @@ mod tests {
         assert_eq!(check(&format!("{{{}}}", many.join(","))), Ok(()));
         let dup = format!("{{{},\"k7\":0}}", many.join(","));
         assert_eq!(check(&dup), Err(Refused::DuplicateName("k7".into())));
+        // Found by the fuzz test: a name left open at the very end of the input.
+        assert_eq!(check(r#"{"a":1,"a"#), Err(Refused::DuplicateName("a".into())));
+        let _ = check(r#"["a",""#);
+        let _ = check("{\"\",\"");
     }
 }
