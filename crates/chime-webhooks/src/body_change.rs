@@ -50,14 +50,18 @@ pub enum JsonLayout {
     /// `", "` and `": "` separators with non-ASCII escaped: `{"a": 1, "b": [1, 2]}` (Python's
     /// `json.dumps` defaults).
     Spaced,
+    /// The same separators with non-ASCII text as it is (Python's
+    /// `json.dumps(…, ensure_ascii=False)`).
+    SpacedUnicode,
     /// One member per line, indented by this many spaces.
     Indented(u8),
 }
 
 impl JsonLayout {
-    const TRIED: [JsonLayout; 4] = [
+    const TRIED: [JsonLayout; 5] = [
         JsonLayout::Compact,
         JsonLayout::Spaced,
+        JsonLayout::SpacedUnicode,
         JsonLayout::Indented(2),
         JsonLayout::Indented(4),
     ];
@@ -71,8 +75,14 @@ impl JsonLayout {
             )),
             JsonLayout::Spaced => value.serialize(&mut serde_json::Serializer::with_formatter(
                 &mut out,
-                SpacedAsciiFormatter,
+                SpacedFormatter { ascii: true },
             )),
+            JsonLayout::SpacedUnicode => {
+                value.serialize(&mut serde_json::Serializer::with_formatter(
+                    &mut out,
+                    SpacedFormatter { ascii: false },
+                ))
+            }
             JsonLayout::Indented(n) => {
                 let indent = vec![b' '; usize::from(n)];
                 value.serialize(&mut serde_json::Serializer::with_formatter(
@@ -90,6 +100,9 @@ impl fmt::Display for JsonLayout {
         match self {
             JsonLayout::Compact => f.write_str("compact JSON"),
             JsonLayout::Spaced => f.write_str(r#"JSON with ", " and ": " separators"#),
+            JsonLayout::SpacedUnicode => f.write_str(
+                r#"JSON with ", " and ": " separators and unescaped non-ASCII text (Python's ensure_ascii=False)"#,
+            ),
             JsonLayout::Indented(n) => write!(f, "JSON indented by {n} spaces"),
         }
     }
@@ -278,10 +291,13 @@ impl Serialize for Json {
     }
 }
 
-/// Python's `json.dumps` default output: `", "` / `": "` separators and `ensure_ascii`.
-struct SpacedAsciiFormatter;
+/// Python's `json.dumps` output: `", "` / `": "` separators, and with `ascii` (its
+/// `ensure_ascii` default) every non-ASCII character escaped.
+struct SpacedFormatter {
+    ascii: bool,
+}
 
-impl Formatter for SpacedAsciiFormatter {
+impl Formatter for SpacedFormatter {
     fn begin_array_value<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
@@ -318,6 +334,9 @@ impl Formatter for SpacedAsciiFormatter {
         writer: &mut W,
         fragment: &str,
     ) -> std::io::Result<()> {
+        if !self.ascii {
+            return writer.write_all(fragment.as_bytes());
+        }
         for c in fragment.chars() {
             if c.is_ascii() {
                 writer.write_all(&[c as u8])?;
@@ -403,6 +422,17 @@ mod tests {
         assert_eq!(
             diagnose(b"plain", |c: &[u8]| c == b"plain\n"),
             Some(BodyChange::TrailingNewlineRemoved)
+        );
+        // Signed from Python with ensure_ascii=False, then pretty-printed on the way.
+        let python = r#"{"name": "Zoë", "tags": ["ü", "x"]}"#.as_bytes();
+        assert_eq!(
+            diagnose(
+                "{\n  \"name\": \"Zoë\",\n  \"tags\": [\n    \"ü\",\n    \"x\"\n  ]\n}".as_bytes(),
+                |c: &[u8]| c == python
+            ),
+            Some(BodyChange::Reformatted {
+                signed_as: JsonLayout::SpacedUnicode
+            })
         );
         assert_eq!(diagnose(br#"{"b":1,"a":3}"#, is_original), None);
         assert_eq!(diagnose(b"not json", is_original), None);

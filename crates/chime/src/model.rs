@@ -134,15 +134,15 @@ impl EventPattern {
         if s == "*" {
             return Ok(Self::All);
         }
+        if s.trim_end_matches('*').contains('*') || s.ends_with("**") {
+            return invalid(format!(
+                "pattern {s:?}: '*' may only end a pattern (such as order.*), once"
+            ));
+        }
         match s.strip_suffix('*') {
-            Some(prefix) => {
-                if prefix.contains('*') {
-                    return invalid(format!("pattern {s:?}: '*' may only end a pattern"));
-                }
-                parse_event_name(prefix)
-                    .map(Self::Prefix)
-                    .map_err(|e| Invalid(format!("pattern {s:?}: {e}")))
-            }
+            Some(prefix) => parse_event_name(prefix)
+                .map(Self::Prefix)
+                .map_err(|e| Invalid(format!("pattern {s:?}: {e}"))),
             None => parse_event_name(s).map(Self::Exact),
         }
     }
@@ -308,6 +308,10 @@ mod tests {
         assert!(!sub.matches("orders"));
         assert!(Subscription::all().matches("anything"));
         assert!(EventPattern::parse("a*b*").is_err());
+        for bad in ["order.*.v2", "*.created", "order.**"] {
+            let e = EventPattern::parse(bad).unwrap_err();
+            assert!(e.0.contains("'*' may only end a pattern"), "{bad}: {e}");
+        }
         assert!(EventPattern::parse("").is_err());
         assert!(Subscription::parse(&[]).is_err());
     }

@@ -135,6 +135,14 @@ fn quickstart_without_curl() {
 
     let off = env.json(&["endpoint", "disable", &ep_id, "--tenant", "acme"]);
     assert_eq!(off["enabled"], false);
+    // A delivery to a disabled endpoint is skipped, and the terminal says so.
+    env.chime()
+        .args(["send", "order.paused", "{}", "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(format!(
+            "to endpoint {ep_id} (skipped"
+        )));
     let on = env.json(&["endpoint", "enable", &ep_id, "--tenant", "acme"]);
     assert_eq!(on["enabled"], true);
 
@@ -219,7 +227,11 @@ fn quickstart_without_curl() {
         .stdout(predicate::str::contains("succeeded"));
 
     let deliveries = env.json(&["deliveries", "list", "--tenant", "acme"]);
-    assert_eq!(deliveries["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        deliveries["data"].as_array().unwrap().len(),
+        3,
+        "two sent and one skipped"
+    );
     let one = env.json(&["deliveries", "show", &delivery, "--tenant", "acme"]);
     assert_eq!(one["status"], "succeeded");
     assert_eq!(one["attempts"][0]["status_code"], 200);

@@ -288,10 +288,24 @@ fn hint(scheme: Scheme, e: &VerifyError) -> Option<&'static str> {
         VerifyError::TimestampInFuture { .. } => {
             "one side's clock runs fast; check that both sync their time (NTP)"
         }
-        VerifyError::NoMatchingSignature { .. } => {
-            "check --secret: it must be this endpoint's current secret (`chime endpoint show \
-             ID --tenant T --secret`)"
-        }
+        VerifyError::NoMatchingSignature { .. } => match scheme {
+            Scheme::Standard => {
+                "check --secret: it must be this endpoint's current secret (`chime endpoint \
+                 show ID --tenant T --secret`)"
+            }
+            Scheme::Github => {
+                "check --secret: it must be the webhook's secret as set in the GitHub \
+                 repository or organisation settings (Settings → Webhooks)"
+            }
+            Scheme::Stripe => {
+                "check --secret: it must be the endpoint's signing secret (whsec_…) from the \
+                 Stripe dashboard (Developers → Webhooks)"
+            }
+            Scheme::Shopify => {
+                "check --secret: it must be the app's client secret (Shopify Partners → \
+                 your app → API credentials)"
+            }
+        },
         VerifyError::BodyModified { .. } => {
             "the secret is right but the bytes are not: verify the raw request body before any \
              JSON parsing or re-serializing"
@@ -325,6 +339,24 @@ mod tests {
             Duration::from_secs(300),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_wrong_secret_hint_names_where_that_schemes_secret_lives() {
+        let e = VerifyError::NoMatchingSignature {
+            signatures: 1,
+            keys: 1,
+        };
+        assert!(
+            hint(Scheme::Standard, &e)
+                .unwrap()
+                .contains("chime endpoint show")
+        );
+        for scheme in [Scheme::Github, Scheme::Stripe, Scheme::Shopify] {
+            let h = hint(scheme, &e).unwrap();
+            assert!(!h.contains("chime endpoint"), "{h}");
+        }
+        assert!(hint(Scheme::Github, &e).unwrap().contains("GitHub"));
     }
 
     #[test]

@@ -109,8 +109,14 @@ async fn single(api: &Client, args: &SendArgs) -> Result<(), CliError> {
         );
     }
     for d in deliveries {
+        // A disabled endpoint's delivery is recorded as skipped, not sent: say so.
+        let note = if d["status"] == "skipped" {
+            style.yellow(" (skipped: the endpoint is disabled; replay it once enabled)")
+        } else {
+            String::new()
+        };
         println!(
-            "  → delivery {} to endpoint {}",
+            "  → delivery {} to endpoint {}{note}",
             field(d, "id"),
             field(d, "endpoint_id")
         );

@@ -30,6 +30,7 @@
 pub mod http;
 pub mod limits;
 pub mod outcome;
+pub mod pace;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -207,9 +208,8 @@ struct Ep {
     consecutive_timeouts: u32,
     /// Set while the endpoint is failing (circuit open): the earliest next probe.
     probe_at: Option<Millis>,
-    /// Rate limit: tokens available and when they were last refilled.
-    tokens: f64,
-    tokens_at: Option<Instant>,
+    /// Rate limit: when the next attempt may start.
+    pace: pace::Pace,
     /// Published in `Dispatcher::admission`: new deliveries should wait in the store.
     saturated: bool,
 }
@@ -992,17 +992,12 @@ impl Dispatcher {
                 ep.probe_at = Some(now + probe);
             }
             if let Some(rate) = target.rate_limit_per_s {
-                let rate = rate as f64 / self.nodes as f64;
-                let t = Instant::now();
-                let elapsed = ep.tokens_at.map_or(1.0, |at| (t - at).as_secs_f64());
-                ep.tokens = (ep.tokens + elapsed * rate).min(rate.max(1.0));
-                ep.tokens_at = Some(t);
-                if ep.tokens < 1.0 {
-                    let wait = ((1.0 - ep.tokens) / rate * 1000.0).ceil() as i64;
-                    self.timers.push(Reverse((now + wait.max(1), id.clone())));
+                let per_node = rate as f64 / self.nodes as f64;
+                if let Err(wait) = ep.pace.try_start(per_node, Instant::now()) {
+                    let wait = wait.as_millis().max(1) as i64;
+                    self.timers.push(Reverse((now + wait, id.clone())));
                     continue;
                 }
-                ep.tokens -= 1.0;
             }
             let Some(job) = ep.queue.pop_front() else {
                 continue;

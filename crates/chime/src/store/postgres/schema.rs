@@ -321,8 +321,11 @@ pub async fn migrate(client: &mut Client) -> Result<(usize, usize), tokio_postgr
         &[&LOCK_CLASS],
     )
     .await?;
+    // `IF NOT EXISTS` on an existing table raises a NOTICE that tokio-postgres logs at every
+    // start; the notices of this transaction are not worth a line in the log.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS chime_migrations (
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS chime_migrations (
              version    INTEGER PRIMARY KEY,
              applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
          )",
