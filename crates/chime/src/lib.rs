@@ -214,7 +214,6 @@ pub async fn run(
             store.clone(),
             config.strict_event_types,
         )),
-        filters: Arc::default(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: config.body_timeout,
     };

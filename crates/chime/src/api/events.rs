@@ -98,20 +98,11 @@ async fn publish(
         created_at: now_millis(),
         filters: Default::default(),
     };
-    let published = state
-        .filters
-        .publish(state.store.as_ref(), new, state.dispatch.lease())
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("tenant"),
-            other => other.into(),
-        })?;
+    let published = state.dispatch.publish(new).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("tenant"),
+        other => other.into(),
+    })?;
     let repeated = published.repeated;
-    let now = now_millis();
-    for endpoint_id in &published.due_endpoints {
-        state.dispatch.due(endpoint_id, now);
-    }
-    state.dispatch.submit(published.jobs, published.endpoints);
     let out = PublishedOut {
         id: published.event.id,
         event: published.event.name,

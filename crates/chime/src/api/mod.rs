@@ -34,8 +34,6 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub policy: Arc<TargetPolicy>,
     pub catalog: Arc<crate::catalog::Catalog>,
-    /// Each tenant's endpoint filters, evaluated before a publish reaches the store.
-    pub filters: Arc<crate::filter::KnownFilters>,
     pub max_body_bytes: usize,
     /// Deadline for a request body to arrive once a handler reads it.
     pub body_timeout: std::time::Duration,

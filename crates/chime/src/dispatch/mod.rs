@@ -4,8 +4,13 @@
 //! - `Dispatcher` (this file): one actor task that owns all in-memory dispatch state: a
 //!   bounded queue per endpoint, attempts started round-robin across endpoints within each
 //!   endpoint's concurrency cap, rate limit and circuit breaker, and a global cap.
+//! - `handle`: `DispatchHandle`, how the API reaches the actor, and the one publish path.
+//! - `endpoint_state`: what the actor knows of one endpoint; `target`: its delivery target.
+//! - `recorder`: records finished attempts in batches and sends their follow-ups back.
+//! - `emitter`: publishes the `_chime` tenant's operational events.
 //! - `http`: the SSRF-guarded, pooled client that signs and POSTs one delivery.
-//! - `outcome`: the pure mapping from an HTTP result to the delivery's next state.
+//! - `outcome`, `limits`, `pace`: pure policy: an HTTP result → the delivery's next state;
+//!   when a circuit opens and a tenant may start; rate-limit spacing.
 //!
 //! How work arrives, without polling on the fast path:
 //! - publishing hands the just-committed (already leased) deliveries over in memory;
@@ -27,10 +32,18 @@
 //! acceptance order (`Store::claim` returns only the head), the next only after the previous
 //! one's outcome is recorded.
 
+pub mod circuit;
+mod emitter;
+mod endpoint_state;
+mod handle;
 pub mod http;
 pub mod limits;
 pub mod outcome;
 pub mod pace;
+mod recorder;
+mod target;
+
+pub use handle::DispatchHandle;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -42,11 +55,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{Millis, SYSTEM_TENANT, format_time, new_id, now_millis};
-use crate::store::{
-    Admission, Claimed, DeliveryStatus, Endpoint, HealthChange, Job, Lease, NewEvent, Store,
-};
-use http::{DeliveryClient, Signer, Target};
+use crate::model::{Millis, format_time, new_id, now_millis};
+use crate::store::{Admission, Claimed, DeliveryStatus, Endpoint, HealthChange, Job, Lease, Store};
+use circuit::{AfterFailure, Circuit, MayStart};
+use emitter::{Emitter, endpoint_data};
+use endpoint_state::{EndpointState, adopt_failing, share};
+use http::{DeliveryClient, Target};
+use recorder::{AfterRecord, MAX_UNRECORDED, RecordRequest};
 
 /// The dispatcher's settings (a slice of `Config`).
 #[derive(Clone, Debug)]
@@ -94,241 +109,6 @@ enum Msg {
     Recorded,
 }
 
-/// A cheap handle used by the API to feed the dispatcher.
-#[derive(Clone)]
-pub struct DispatchHandle {
-    tx: mpsc::UnboundedSender<Msg>,
-    owner: Arc<str>,
-    lease: Duration,
-    admission: Arc<Admission>,
-}
-
-impl DispatchHandle {
-    /// A fresh lease for deliveries this node is about to create.
-    pub fn lease(&self) -> Lease {
-        Lease {
-            owner: self.owner.clone(),
-            token: rand::random::<i64>(),
-            duration: self.lease,
-            admission: Some(self.admission.clone()),
-        }
-    }
-
-    /// Hands over deliveries that were just committed, leased with `lease()`.
-    pub fn submit(&self, jobs: Vec<Job>, endpoints: Vec<Arc<Endpoint>>) {
-        if !jobs.is_empty() {
-            let _ = self.tx.send(Msg::Submit(jobs, endpoints));
-        }
-    }
-
-    pub fn endpoint_changed(&self, endpoint_id: &str) {
-        let _ = self.tx.send(Msg::EndpointChanged(Arc::from(endpoint_id)));
-    }
-
-    /// The store has deliveries of this endpoint due at `at` (e.g. after a manual retry).
-    pub fn due(&self, endpoint_id: &str, at: Millis) {
-        let _ = self.tx.send(Msg::Due(Arc::from(endpoint_id), at));
-    }
-}
-
-/// Publishes operational events to the system tenant, through the ordinary path.
-#[derive(Clone)]
-struct Emitter {
-    store: Arc<dyn Store>,
-    /// Operators' endpoints on the system tenant may filter these events too.
-    filters: Arc<crate::filter::KnownFilters>,
-    tx: mpsc::UnboundedSender<Msg>,
-    owner: Arc<str>,
-    lease: Duration,
-}
-
-impl Emitter {
-    fn emit(&self, name: &'static str, data: serde_json::Value) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let now = now_millis();
-            let data = serde_json::value::to_raw_value(&data).expect("a JSON value serializes");
-            let payload = crate::model::envelope(name, &data);
-            let event = NewEvent {
-                id: new_id("evt"),
-                tenant_id: SYSTEM_TENANT.to_owned(),
-                name: name.to_owned(),
-                payload,
-                idempotency_key: None,
-                created_at: now,
-                filters: Default::default(),
-            };
-            let lease = Lease {
-                owner: this.owner.clone(),
-                token: rand::random::<i64>(),
-                duration: this.lease,
-                admission: None,
-            };
-            match this
-                .filters
-                .publish(this.store.as_ref(), event, lease)
-                .await
-            {
-                Ok(published) => {
-                    for id in published.due_endpoints {
-                        let _ = this.tx.send(Msg::Due(Arc::from(id.as_str()), now));
-                    }
-                    if !published.jobs.is_empty() {
-                        let _ = this
-                            .tx
-                            .send(Msg::Submit(published.jobs, published.endpoints));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(event = name, error = %e, "could not emit an operational event")
-                }
-            }
-        });
-    }
-}
-
-/// In-memory state of one endpoint.
-#[derive(Default)]
-struct Ep {
-    target: Option<Arc<Target>>,
-    /// The row `target` was derived from on the publish path (see `Msg::Submit`).
-    row: Option<Arc<Endpoint>>,
-    /// Leased jobs waiting for a slot, oldest first.
-    queue: VecDeque<Job>,
-    in_flight: u32,
-    /// Earliest due time of deliveries of this endpoint left in the store, if any.
-    stored_due: Option<Millis>,
-    claiming: bool,
-    /// Due times learned while a claim was running: the claim's own answer may predate them.
-    due_while_claiming: Option<Millis>,
-    loading: bool,
-    in_ready: bool,
-    consecutive_failures: u32,
-    /// Of those, the ones that ran to the request timeout, in a row.
-    consecutive_timeouts: u32,
-    /// Set while the endpoint is failing (circuit open): the earliest next probe.
-    probe_at: Option<Millis>,
-    /// Rate limit: when the next attempt may start.
-    pace: pace::Pace,
-    /// Published in `Dispatcher::admission`: new deliveries should wait in the store.
-    saturated: bool,
-}
-
-impl Ep {
-    /// Whether a newly published job may wait in this endpoint's memory queue: work already
-    /// due in the store goes first, the queue stays within `bound`, and a failing or disabled
-    /// endpoint takes no new work in memory. (Publishing learns the answer through
-    /// `Dispatcher::update_admission`; `accept_submitted` applies it to what still arrives.)
-    fn has_room(&self, bound: usize, now: Millis) -> bool {
-        let older_due = self.stored_due.is_some_and(|d| d <= now);
-        let blocked = self.probe_at.is_some() || self.target.as_ref().is_some_and(|t| !t.enabled);
-        let held = self.queue.len() + self.in_flight as usize;
-        !older_due && !blocked && held < bound
-    }
-}
-
-/// What follows once an attempt's record is committed.
-struct AfterRecord {
-    endpoint: Arc<str>,
-    delivery_id: String,
-    tenant_id: String,
-    retry_at: Option<Millis>,
-    ordered: bool,
-    /// The `chime.delivery.exhausted` event's data, when the schedule is used up.
-    exhausted: Option<serde_json::Value>,
-}
-
-type RecordRequest = (
-    crate::store::Outcome,
-    AfterRecord,
-    tokio::sync::oneshot::Sender<()>,
-    // Held until the attempt is recorded (see `MAX_UNRECORDED`).
-    OwnedSemaphorePermit,
-);
-
-/// Attempts finished or running but not yet recorded. Past this the dispatcher starts no new
-/// attempt until records catch up: HTTP can run far ahead of the store's writes, and every
-/// unrecorded outcome is memory (and, if the store falls behind for long, leases that
-/// expire). Measured: without the bound, a full-size fanout grew the server to 3.9 GB while
-/// its writer fell behind.
-const MAX_UNRECORDED: usize = 4096;
-
-/// Records finished attempts in batches: every outcome that arrives while one batch is being
-/// written goes into the next, as one store call (one writer job, one statement loop) instead
-/// of one call each.
-fn spawn_recorder(
-    store: Arc<dyn Store>,
-    tx: mpsc::UnboundedSender<Msg>,
-    emitter: Emitter,
-) -> mpsc::UnboundedSender<RecordRequest> {
-    let (requests, mut rx) = mpsc::unbounded_channel::<RecordRequest>();
-    tokio::spawn(async move {
-        let mut batch = Vec::new();
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
-            while batch.len() < 512 {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            let (outcomes, rest): (Vec<_>, Vec<_>) =
-                batch.drain(..).map(|(o, a, d, p)| (o, (a, d, p))).unzip();
-            let applied = record_with_retries(store.as_ref(), outcomes).await;
-            for ((after, done, _permit), ok) in rest.into_iter().zip(applied) {
-                if ok {
-                    follow_up(&tx, &emitter, after);
-                } else {
-                    tracing::info!(delivery = %after.delivery_id, "attempt not recorded: the delivery's lease was lost, it was removed, or the store failed");
-                }
-                let _ = done.send(());
-            }
-            // The batch's permits are released: the dispatcher may start attempts again.
-            let _ = tx.send(Msg::Recorded);
-        }
-    });
-    requests
-}
-
-/// Records a batch, retrying a failing store a few times: a record that is given up leaves
-/// its deliveries to be sent again when their leases expire (a duplicate the receiver sees),
-/// so a passing database hiccup is better waited out here.
-async fn record_with_retries(store: &dyn Store, outcomes: Vec<crate::store::Outcome>) -> Vec<bool> {
-    let count = outcomes.len();
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=5 {
-        match store.record(outcomes.clone()).await {
-            Ok(applied) => return applied,
-            Err(e) if attempt < 5 => {
-                tracing::warn!(error = %e, count, attempt, "recording attempts failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, count, "could not record attempts; those deliveries will be sent again when their leases expire");
-            }
-        }
-    }
-    vec![false; count]
-}
-
-fn follow_up(tx: &mpsc::UnboundedSender<Msg>, emitter: &Emitter, after: AfterRecord) {
-    if let Some(at) = after.retry_at {
-        let _ = tx.send(Msg::Due(after.endpoint.clone(), at));
-    }
-    if after.ordered {
-        // The head moved on (or is scheduled): the next claim may proceed.
-        let _ = tx.send(Msg::Due(after.endpoint.clone(), now_millis()));
-    }
-    if let Some(data) = after.exhausted {
-        tracing::warn!(delivery = %after.delivery_id, endpoint = %after.endpoint, "delivery failed: retries exhausted");
-        // The system tenant's own failures are not announced again (no loops).
-        if after.tenant_id != SYSTEM_TENANT {
-            emitter.emit("chime.delivery.exhausted", data);
-        }
-    }
-}
-
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     recorder: mpsc::UnboundedSender<RecordRequest>,
@@ -338,7 +118,7 @@ pub struct Dispatcher {
     rx: mpsc::UnboundedReceiver<Msg>,
     owner: Arc<str>,
     emitter: Emitter,
-    endpoints: HashMap<Arc<str>, Ep>,
+    endpoints: HashMap<Arc<str>, EndpointState>,
     /// Endpoints that may be able to start an attempt, served round-robin.
     ready: VecDeque<Arc<str>>,
     timers: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
@@ -367,20 +147,17 @@ impl Dispatcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let owner: Arc<str> = Arc::from(new_id("node").as_str());
         let admission = Arc::new(Admission::default());
-        let handle = DispatchHandle {
-            tx: tx.clone(),
-            owner: owner.clone(),
-            lease: cfg.lease,
-            admission: admission.clone(),
-        };
+        let handle = DispatchHandle::new(
+            tx.clone(),
+            owner.clone(),
+            cfg.lease,
+            admission.clone(),
+            store.clone(),
+        );
         let emitter = Emitter {
-            store: store.clone(),
-            filters: Arc::default(),
-            tx: tx.clone(),
-            owner: owner.clone(),
-            lease: cfg.lease,
+            handle: handle.clone(),
         };
-        let recorder = spawn_recorder(store.clone(), tx.clone(), emitter.clone());
+        let recorder = recorder::spawn(store.clone(), tx.clone(), emitter.clone());
         let d = Self {
             recorder,
             store,
@@ -505,7 +282,7 @@ impl Dispatcher {
                     {
                         continue;
                     }
-                    let target = self.target_of(&row);
+                    let target = target::target_of(&row, self.cfg.endpoint_concurrency);
                     let ep = self.ep(&id);
                     ep.target = target;
                     ep.row = Some(row);
@@ -523,7 +300,10 @@ impl Dispatcher {
             }
             Msg::Claimed(id, result) => {
                 let target = match &result {
-                    Ok(claimed) => claimed.endpoint.as_ref().and_then(|r| self.target_of(r)),
+                    Ok(claimed) => claimed
+                        .endpoint
+                        .as_ref()
+                        .and_then(|r| target::target_of(r, self.cfg.endpoint_concurrency)),
                     Err(_) => None,
                 };
                 let ep = self.ep(&id);
@@ -559,13 +339,12 @@ impl Dispatcher {
                     // Deleted: its deliveries are gone from the store too.
                     None => self.forget(&id),
                     Some(row) => {
-                        let target = self.target_of(&row);
+                        let target = target::target_of(&row, self.cfg.endpoint_concurrency);
                         let ep = self.ep(&id);
                         let enabled = row.enabled;
                         if enabled && row.failing_since.is_none() {
                             // Re-enabled or reset by an operator: start afresh.
-                            ep.probe_at = None;
-                            ep.consecutive_failures = 0;
+                            ep.circuit = Circuit::default();
                         }
                         adopt_failing(ep, target.as_deref());
                         ep.target = target;
@@ -601,7 +380,7 @@ impl Dispatcher {
         }
     }
 
-    fn ep(&mut self, id: &Arc<str>) -> &mut Ep {
+    fn ep(&mut self, id: &Arc<str>) -> &mut EndpointState {
         self.endpoints.entry(id.clone()).or_default()
     }
 
@@ -646,13 +425,11 @@ impl Dispatcher {
         ep.in_flight -= 1;
         match health {
             Health::Ok => {
-                ep.consecutive_timeouts = 0;
-                let was_failing = ep.probe_at.take().is_some()
+                let was_failing = ep.circuit.succeeded()
                     || ep
                         .target
                         .as_ref()
                         .is_some_and(|t| t.failing_since.is_some());
-                ep.consecutive_failures = 0;
                 if was_failing {
                     if let Some(t) = &mut ep.target {
                         Arc::make_mut(t).failing_since = None;
@@ -668,35 +445,27 @@ impl Dispatcher {
                 }
             }
             Health::Failed | Health::TimedOut => {
-                ep.consecutive_failures += 1;
-                if health == Health::TimedOut {
-                    ep.consecutive_timeouts += 1;
-                } else {
-                    ep.consecutive_timeouts = 0;
-                }
-                if ep.probe_at.is_some() {
-                    // A failed probe: wait for the next one.
-                    ep.probe_at = Some(now + probe);
-                    self.timers.push(Reverse((now + probe, id.clone())));
-                } else if limits::opens_circuit(
-                    ep.consecutive_failures,
-                    ep.consecutive_timeouts,
-                    threshold,
-                ) {
-                    ep.probe_at = Some(now + probe);
-                    let mut newly_failing = false;
-                    if let Some(t) = &mut ep.target
-                        && t.failing_since.is_none()
-                    {
-                        Arc::make_mut(t).failing_since = Some(now);
-                        newly_failing = true;
+                let timed_out = health == Health::TimedOut;
+                match ep.circuit.failed(timed_out, now, threshold, probe) {
+                    AfterFailure::Counted => {}
+                    AfterFailure::ProbeFailed(next) => {
+                        self.timers.push(Reverse((next, id.clone())));
                     }
-                    tracing::warn!(endpoint = %id, failures = ep.consecutive_failures, "endpoint is failing; probing it instead of delivering at full rate");
-                    self.timers.push(Reverse((now + probe, id.clone())));
-                    if newly_failing {
-                        self.health_change(id, HealthChange::Failing(now), |_| {});
+                    AfterFailure::Opened(next) => {
+                        let mut newly_failing = false;
+                        if let Some(t) = &mut ep.target
+                            && t.failing_since.is_none()
+                        {
+                            Arc::make_mut(t).failing_since = Some(now);
+                            newly_failing = true;
+                        }
+                        tracing::warn!(endpoint = %id, "endpoint is failing; probing it instead of delivering at full rate");
+                        self.timers.push(Reverse((next, id.clone())));
+                        if newly_failing {
+                            self.health_change(id, HealthChange::Failing(now), |_| {});
+                        }
+                        self.release_queue(id);
                     }
-                    self.release_queue(id);
                 }
                 let since = self
                     .endpoints
@@ -890,10 +659,10 @@ impl Dispatcher {
             return;
         }
         let held = ep.queue.len() + ep.in_flight as usize;
-        let one_at_a_time = ep.probe_at.is_some() || ep.target.as_ref().is_some_and(|t| t.ordered);
+        let one_at_a_time = ep.circuit.is_open() || ep.target.as_ref().is_some_and(|t| t.ordered);
         let limit = if one_at_a_time {
             // A probe, or an ordered endpoint's next delivery: only when nothing else is held.
-            if held > 0 || ep.probe_at.is_some_and(|p| now < p) {
+            if held > 0 || ep.circuit.probe_at().is_some_and(|p| now < p) {
                 return;
             }
             1
@@ -984,12 +753,9 @@ impl Dispatcher {
                     .insert(id.clone());
                 continue;
             }
-            if let Some(at) = ep.probe_at {
-                if now < at || ep.in_flight > 0 {
-                    self.timers.push(Reverse((at.max(now), id.clone())));
-                    continue;
-                }
-                ep.probe_at = Some(now + probe);
+            if let MayStart::At(at) = ep.circuit.may_start(now, ep.in_flight, probe) {
+                self.timers.push(Reverse((at, id.clone())));
+                continue;
             }
             if let Some(rate) = target.rate_limit_per_s {
                 let per_node = rate as f64 / self.nodes as f64;
@@ -1078,87 +844,5 @@ impl Dispatcher {
                 let _ = done_rx.await;
             }
         });
-    }
-
-    fn target_of(&self, row: &Endpoint) -> Option<Arc<Target>> {
-        let uri = row.url.parse().ok()?;
-        let mut signers = vec![(Signer::parse(&row.secret)?, None)];
-        if let (Some(prev), Some(until)) = (&row.previous_secret, row.previous_secret_expires_at)
-            && let Some(prev) = Signer::parse(prev)
-        {
-            signers.push((prev, Some(until)));
-        }
-        let mut headers = ::http::HeaderMap::new();
-        for (name, value) in &row.settings.headers {
-            if let (Ok(n), Ok(v)) = (
-                ::http::HeaderName::from_bytes(name.as_bytes()),
-                ::http::HeaderValue::from_str(value),
-            ) {
-                headers.insert(n, v);
-            }
-        }
-        let max_in_flight = if row.settings.ordered {
-            1
-        } else {
-            row.settings
-                .max_in_flight
-                .unwrap_or(self.cfg.endpoint_concurrency)
-                .clamp(1, 100)
-        };
-        Some(Arc::new(Target {
-            endpoint_id: Arc::from(row.id.as_str()),
-            tenant_id: Arc::from(row.tenant_id.as_str()),
-            uri,
-            signers,
-            headers,
-            enabled: row.enabled,
-            max_in_flight,
-            rate_limit_per_s: row.settings.rate_limit_per_s.filter(|r| *r > 0),
-            ordered: row.settings.ordered,
-            failing_since: row.failing_since,
-        }))
-    }
-}
-
-/// An endpoint's concurrency cap shared out among the nodes serving it (at least 1 each), so
-/// that with several nodes the receiver still sees about its configured cap.
-fn share(cap: u32, nodes: u32) -> u32 {
-    (cap / nodes.max(1)).max(1)
-}
-
-/// The store says another node found this endpoint failing: probe it here too rather than
-/// deliver at full rate. (Only fresh reads are trusted for this; closing the circuit again
-/// takes a successful probe of this node's own.)
-fn adopt_failing(ep: &mut Ep, target: Option<&Target>) {
-    if let Some(t) = target
-        && t.enabled
-        && t.failing_since.is_some()
-        && ep.probe_at.is_none()
-        && ep.consecutive_failures == 0
-    {
-        ep.probe_at = Some(now_millis());
-    }
-}
-
-fn endpoint_data(t: &Target, reason: Option<&str>) -> serde_json::Value {
-    json!({
-        "tenant_id": &*t.tenant_id,
-        "endpoint_id": &*t.endpoint_id,
-        "url": t.uri.to_string(),
-        "reason": reason,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::share;
-
-    #[test]
-    fn caps_are_shared_out_among_nodes() {
-        assert_eq!(share(8, 1), 8);
-        assert_eq!(share(8, 2), 4);
-        assert_eq!(share(8, 3), 2);
-        assert_eq!(share(1, 4), 1, "every node may still make progress");
-        assert_eq!(share(8, 0), 8);
     }
 }

@@ -1,0 +1,85 @@
+//! `DispatchHandle`: how the rest of chime reaches the dispatcher actor, and the one publish
+//! path. The API's publishes and chime's own operational events (`emitter`) both go through
+//! [`DispatchHandle::publish`]: filters evaluated outside the store, the event and its
+//! deliveries committed leased to this node, then the leased deliveries handed to the actor
+//! in memory and the ones left in the store announced as due.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Msg;
+use crate::filter::KnownFilters;
+use crate::model::{Millis, now_millis};
+use crate::store::{Admission, Lease, NewEvent, Published, Store, StoreError};
+
+/// A cheap, cloneable handle to the dispatcher.
+#[derive(Clone)]
+pub struct DispatchHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+    owner: Arc<str>,
+    lease: Duration,
+    admission: Arc<Admission>,
+    store: Arc<dyn Store>,
+    /// Each tenant's endpoint filters, evaluated before a publish reaches the store.
+    filters: Arc<KnownFilters>,
+}
+
+impl DispatchHandle {
+    pub(super) fn new(
+        tx: mpsc::UnboundedSender<Msg>,
+        owner: Arc<str>,
+        lease: Duration,
+        admission: Arc<Admission>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Self {
+            tx,
+            owner,
+            lease,
+            admission,
+            store,
+            filters: Arc::default(),
+        }
+    }
+
+    /// Publishes `event`: stores it with its deliveries and starts delivering them. What the
+    /// caller gets back is what was stored (`jobs` and `endpoints` already handed over).
+    pub async fn publish(&self, event: NewEvent) -> Result<Published, StoreError> {
+        let mut published = self
+            .filters
+            .publish(self.store.as_ref(), event, self.fresh_lease())
+            .await?;
+        let now = now_millis();
+        for id in &published.due_endpoints {
+            self.due(id, now);
+        }
+        if !published.jobs.is_empty() {
+            let jobs = std::mem::take(&mut published.jobs);
+            let endpoints = std::mem::take(&mut published.endpoints);
+            let _ = self.tx.send(Msg::Submit(jobs, endpoints));
+        }
+        Ok(published)
+    }
+
+    /// A fresh lease for deliveries this node is about to create; `admission` tells the
+    /// store which endpoints have no room in memory, whose deliveries stay in the store.
+    fn fresh_lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            token: rand::random::<i64>(),
+            duration: self.lease,
+            admission: Some(self.admission.clone()),
+        }
+    }
+
+    pub fn endpoint_changed(&self, endpoint_id: &str) {
+        let _ = self.tx.send(Msg::EndpointChanged(Arc::from(endpoint_id)));
+    }
+
+    /// The store has deliveries of this endpoint due at `at` (e.g. after a manual retry).
+    pub fn due(&self, endpoint_id: &str, at: Millis) {
+        let _ = self.tx.send(Msg::Due(Arc::from(endpoint_id), at));
+    }
+}

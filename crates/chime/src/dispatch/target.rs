@@ -1,0 +1,47 @@
+//! Building a delivery `Target` (URL, signers, headers, limits) from an endpoint row.
+
+use std::sync::Arc;
+
+use super::http::{Signer, Target};
+use crate::store::Endpoint;
+
+/// The target an endpoint row describes, or `None` when its URL or secret no longer parse
+/// (rows written by an older version); `endpoint_concurrency` is the default cap.
+pub(super) fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc<Target>> {
+    let uri = row.url.parse().ok()?;
+    let mut signers = vec![(Signer::parse(&row.secret)?, None)];
+    if let (Some(prev), Some(until)) = (&row.previous_secret, row.previous_secret_expires_at)
+        && let Some(prev) = Signer::parse(prev)
+    {
+        signers.push((prev, Some(until)));
+    }
+    let mut headers = ::http::HeaderMap::new();
+    for (name, value) in &row.settings.headers {
+        if let (Ok(n), Ok(v)) = (
+            ::http::HeaderName::from_bytes(name.as_bytes()),
+            ::http::HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    let max_in_flight = if row.settings.ordered {
+        1
+    } else {
+        row.settings
+            .max_in_flight
+            .unwrap_or(endpoint_concurrency)
+            .clamp(1, 100)
+    };
+    Some(Arc::new(Target {
+        endpoint_id: Arc::from(row.id.as_str()),
+        tenant_id: Arc::from(row.tenant_id.as_str()),
+        uri,
+        signers,
+        headers,
+        enabled: row.enabled,
+        max_in_flight,
+        rate_limit_per_s: row.settings.rate_limit_per_s.filter(|r| *r > 0),
+        ordered: row.settings.ordered,
+        failing_since: row.failing_since,
+    }))
+}
