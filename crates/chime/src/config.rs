@@ -1,12 +1,23 @@
-//! Settings: one typed `Config`, built from the commented defaults in `config.default.toml`,
-//! then a config file, then `CHIME_*` environment variables and flags; validated once here.
+//! Settings: one typed, validated `Config` in slices (`http`, `store`, `delivery`,
+//! `dispatch`, `retention`), built from layers: the commented defaults in
+//! `config.default.toml`, then a config file, then `CHIME_*` environment variables and flags.
+//!
+//! A setting is declared once, as a field of [`Layer`]: that one struct is the TOML file's
+//! schema, the `chime serve` flags and the `CHIME_*` variables (clap reads those), and its
+//! doc comment is the flag's help. Its default is written once, in `config.default.toml`,
+//! and `--help` shows it from there ([`show_defaults`]). `Config::from_layer` validates it
+//! into its slice.
+//!
+//! Recipe, a new setting: a field in `Layer` (doc, `#[arg(long, env = "CHIME_…")]`), its
+//! default with a comment in `config.default.toml`, its typed field in the slice that uses
+//! it, one line in `from_layer`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The defaults, which are also the documentation of every setting.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config.default.toml");
@@ -14,24 +25,22 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config.default.toml");
 /// The validated settings of one `chime serve`.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Where the REST API listens.
-    pub listen: SocketAddr,
-    /// Holds the SQLite file and the generated admin token.
-    pub data_dir: PathBuf,
-    /// `sqlite://…` or `postgres://…`; `None` means `<data_dir>/chime.db`.
-    pub database_url: Option<String>,
-    /// Most connections a PostgreSQL store keeps open.
-    pub db_pool_size: usize,
-    /// Internal ranges opened for delivery.
-    pub allow_targets: Vec<IpNet>,
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    pub dispatch: DispatchConfig,
+    pub retention: crate::retention::Policy,
     /// Fixed admin token; `None` means generate one on first start.
     pub admin_token: Option<String>,
-    /// Delays before each retry.
-    pub retry_schedule: Vec<Duration>,
-    /// Deadline of one attempt.
-    pub request_timeout: Duration,
-    /// Deadline of an attempt's TCP (and TLS) connect; at most `request_timeout`.
-    pub connect_timeout: Duration,
+    /// Refuse events whose name is not in the event-type catalog.
+    pub strict_event_types: bool,
+}
+
+/// The API listener.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Where the REST API listens.
+    pub listen: SocketAddr,
     /// API request body limit.
     pub max_body_bytes: usize,
     /// Open API connections at most; past it a connection is answered 503 and closed.
@@ -41,20 +50,49 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Deadline for a request's whole body to arrive once its handler reads it.
     pub body_timeout: Duration,
-    /// How long in-flight attempts may finish at shutdown.
-    pub shutdown_grace: Duration,
+}
+
+/// Where the data lives.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Holds the SQLite file and the generated admin token.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; `None` means `<data_dir>/chime.db`.
+    pub database_url: Option<String>,
+    /// Most connections a PostgreSQL store keeps open.
+    pub db_pool_size: usize,
+}
+
+/// How one attempt reaches a receiver.
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// Internal ranges opened for delivery.
+    pub allow_targets: Vec<IpNet>,
+    /// Deadline of one attempt.
+    pub request_timeout: Duration,
+    /// Deadline of an attempt's TCP (and TLS) connect; at most `request_timeout`.
+    pub connect_timeout: Duration,
+    /// Bytes of a response kept with its attempt.
+    pub response_capture_bytes: usize,
+}
+
+/// The dispatcher's settings.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// Delays before each retry.
+    pub retry_schedule: Vec<Duration>,
     /// Attempts in flight per endpoint.
     pub endpoint_concurrency: u32,
     /// Attempts in flight in all.
     pub max_in_flight: usize,
-    /// Attempts in flight for the endpoints of one tenant; at most `max_in_flight`.
+    /// Attempts in flight for the endpoints of one tenant together; at most `max_in_flight`.
     pub tenant_max_in_flight: usize,
     /// Reservation time of a claimed delivery.
     pub lease: Duration,
     /// Fallback scan period.
     pub poll_interval: Duration,
-    /// Bytes of a response kept with its attempt.
-    pub response_capture_bytes: usize,
+    /// How long in-flight attempts may finish at shutdown.
+    pub shutdown_grace: Duration,
     /// Longest wait a receiver's `Retry-After` can impose.
     pub max_retry_after: Duration,
     /// Consecutive failed attempts that make an endpoint "failing" (circuit open).
@@ -63,48 +101,99 @@ pub struct Config {
     pub probe_interval: Duration,
     /// A failing endpoint with no success for this long is disabled.
     pub auto_disable_after: Duration,
-    /// Refuse events whose name is not in the event-type catalog.
-    pub strict_event_types: bool,
-    /// Event payloads older than this are removed (their metadata stays).
-    pub payload_retention: Duration,
-    /// Events older than this are deleted with their deliveries and attempts.
-    pub event_retention: Duration,
-    /// How often the retention task runs.
-    pub retention_interval: Duration,
 }
 
-/// One layer of settings as written in a file or given by flags/environment: every field
-/// optional, so layers can be merged.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// One layer of settings as written in a file or given by flags and `CHIME_*` variables:
+/// every field optional, so layers can be merged. Each field's doc is its `--help`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
+    /// Address the REST API listens on.
+    #[arg(long, env = "CHIME_LISTEN")]
     pub listen: Option<String>,
+    /// Directory for the embedded database and the generated admin token.
+    #[arg(long, env = "CHIME_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Store URL: sqlite:///path/file.db or postgres://user@host/db (empty: the SQLite file
+    /// in the data directory).
+    #[arg(long, env = "CHIME_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// PostgreSQL only: most connections this node keeps open.
+    #[arg(long, env = "CHIME_DB_POOL_SIZE")]
     pub db_pool_size: Option<usize>,
+    /// Comma-separated CIDRs that deliveries may reach although internal, e.g. 127.0.0.0/8.
+    #[arg(long, env = "CHIME_ALLOW_TARGETS")]
     pub allow_targets: Option<String>,
+    /// The admin token: from CHIME_ADMIN_TOKEN or the config file only, never a flag (a
+    /// flag would show it in `ps`).
+    #[arg(skip)]
     pub admin_token: Option<String>,
+    /// Delays between attempts, e.g. 5s,5m,30m.
+    #[arg(long, env = "CHIME_RETRY_SCHEDULE")]
     pub retry_schedule: Option<String>,
+    /// Deadline of one delivery attempt.
+    #[arg(long, env = "CHIME_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// Deadline of an attempt's TCP and TLS connect, at most the request timeout.
+    #[arg(long, env = "CHIME_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<String>,
+    /// Largest API request body in bytes (413 above).
+    #[arg(long, env = "CHIME_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Open API connections at most; more are answered 503 and closed.
+    #[arg(long, env = "CHIME_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Deadline for a request's head to arrive, and for an idle kept-alive connection.
+    #[arg(long, env = "CHIME_HEADER_TIMEOUT")]
     pub header_timeout: Option<String>,
+    /// Deadline for a request's body to arrive; a late body is answered 408.
+    #[arg(long, env = "CHIME_BODY_TIMEOUT")]
     pub body_timeout: Option<String>,
+    /// Time in-flight attempts get to finish at shutdown.
+    #[arg(long, env = "CHIME_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
+    /// Attempts in flight per endpoint.
+    #[arg(long, env = "CHIME_ENDPOINT_CONCURRENCY")]
     pub endpoint_concurrency: Option<u32>,
+    /// Attempts in flight in all.
+    #[arg(long, env = "CHIME_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Attempts in flight for one tenant's endpoints together, so one tenant's hung
+    /// receivers cannot fill max-in-flight.
+    #[arg(long, env = "CHIME_TENANT_MAX_IN_FLIGHT")]
     pub tenant_max_in_flight: Option<usize>,
+    /// How long a claimed delivery stays reserved.
+    #[arg(long, env = "CHIME_LEASE")]
     pub lease: Option<String>,
+    /// Fallback scan period for due deliveries.
+    #[arg(long, env = "CHIME_POLL_INTERVAL")]
     pub poll_interval: Option<String>,
+    /// Bytes of each response kept with its attempt.
+    #[arg(long, env = "CHIME_RESPONSE_CAPTURE_BYTES")]
     pub response_capture_bytes: Option<usize>,
+    /// Longest wait a receiver's Retry-After can impose.
+    #[arg(long, env = "CHIME_MAX_RETRY_AFTER")]
     pub max_retry_after: Option<String>,
+    /// Consecutive failures that make an endpoint "failing" (probed only).
+    #[arg(long, env = "CHIME_FAILURE_THRESHOLD")]
     pub failure_threshold: Option<u32>,
+    /// While an endpoint is failing, one probe attempt per this interval.
+    #[arg(long, env = "CHIME_PROBE_INTERVAL")]
     pub probe_interval: Option<String>,
+    /// Disable an endpoint failing this long with no success.
+    #[arg(long, env = "CHIME_AUTO_DISABLE_AFTER")]
     pub auto_disable_after: Option<String>,
+    /// Refuse events whose name is not in the event-type catalog.
+    #[arg(long, env = "CHIME_STRICT_EVENT_TYPES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub strict_event_types: Option<bool>,
+    /// Remove event payloads older than this.
+    #[arg(long, env = "CHIME_PAYLOAD_RETENTION")]
     pub payload_retention: Option<String>,
+    /// Delete events (with deliveries and attempts) older than this.
+    #[arg(long, env = "CHIME_EVENT_RETENTION")]
     pub event_retention: Option<String>,
+    /// How often retention runs.
+    #[arg(long, env = "CHIME_RETENTION_INTERVAL")]
     pub retention_interval: Option<String>,
 }
 
@@ -113,39 +202,42 @@ impl Layer {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// `self` wins where it has a value.
-    pub fn over(self, base: Layer) -> Layer {
-        Layer {
-            listen: self.listen.or(base.listen),
-            data_dir: self.data_dir.or(base.data_dir),
-            database_url: self.database_url.or(base.database_url),
-            db_pool_size: self.db_pool_size.or(base.db_pool_size),
-            allow_targets: self.allow_targets.or(base.allow_targets),
-            admin_token: self.admin_token.or(base.admin_token),
-            retry_schedule: self.retry_schedule.or(base.retry_schedule),
-            request_timeout: self.request_timeout.or(base.request_timeout),
-            connect_timeout: self.connect_timeout.or(base.connect_timeout),
-            max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
-            max_connections: self.max_connections.or(base.max_connections),
-            header_timeout: self.header_timeout.or(base.header_timeout),
-            body_timeout: self.body_timeout.or(base.body_timeout),
-            shutdown_grace: self.shutdown_grace.or(base.shutdown_grace),
-            endpoint_concurrency: self.endpoint_concurrency.or(base.endpoint_concurrency),
-            max_in_flight: self.max_in_flight.or(base.max_in_flight),
-            tenant_max_in_flight: self.tenant_max_in_flight.or(base.tenant_max_in_flight),
-            lease: self.lease.or(base.lease),
-            poll_interval: self.poll_interval.or(base.poll_interval),
-            response_capture_bytes: self.response_capture_bytes.or(base.response_capture_bytes),
-            max_retry_after: self.max_retry_after.or(base.max_retry_after),
-            failure_threshold: self.failure_threshold.or(base.failure_threshold),
-            probe_interval: self.probe_interval.or(base.probe_interval),
-            auto_disable_after: self.auto_disable_after.or(base.auto_disable_after),
-            strict_event_types: self.strict_event_types.or(base.strict_event_types),
-            payload_retention: self.payload_retention.or(base.payload_retention),
-            event_retention: self.event_retention.or(base.event_retention),
-            retention_interval: self.retention_interval.or(base.retention_interval),
-        }
+    /// The layer of a config file, or an empty one without a file.
+    pub fn from_file(path: Option<&Path>) -> Result<Self, String> {
+        let Some(path) = path else {
+            return Ok(Layer::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Layer::parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
+
+    /// `self` wins where it has a value. (Through the TOML form, so no field is forgotten:
+    /// unset fields are left out of it.)
+    pub fn over(self, base: Layer) -> Layer {
+        let mut merged = toml::Table::try_from(&base).expect("a layer is a TOML table");
+        merged.extend(toml::Table::try_from(&self).expect("a layer is a TOML table"));
+        merged.try_into().expect("a merged layer reads back")
+    }
+}
+
+/// Appends each setting's default (from `config.default.toml`) to its flag's help, so the
+/// defaults are written in one place.
+pub fn show_defaults(cmd: clap::Command) -> clap::Command {
+    let defaults: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).expect("default config parses");
+    cmd.mut_args(|arg| {
+        let key = arg.get_id().as_str().to_owned();
+        let Some(value) = defaults.get(&key) else {
+            return arg;
+        };
+        let shown = match value {
+            toml::Value::String(s) if s.is_empty() => return arg,
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        arg.help(format!("{help} [default: {shown}]"))
+    })
 }
 
 fn duration(name: &str, v: Option<String>) -> Result<Duration, String> {
@@ -228,37 +320,52 @@ impl Config {
             return Err("the admin token must be at least 16 characters".into());
         }
         Ok(Config {
-            listen,
-            data_dir: required("data_dir", l.data_dir)?,
-            database_url,
-            db_pool_size,
-            allow_targets,
+            http: HttpConfig {
+                listen,
+                max_body_bytes: required("max_body_bytes", l.max_body_bytes)?,
+                max_connections,
+                header_timeout,
+                body_timeout,
+            },
+            store: StoreConfig {
+                data_dir: required("data_dir", l.data_dir)?,
+                database_url,
+                db_pool_size,
+            },
+            delivery: DeliveryConfig {
+                allow_targets,
+                request_timeout,
+                connect_timeout,
+                response_capture_bytes: required(
+                    "response_capture_bytes",
+                    l.response_capture_bytes,
+                )?,
+            },
+            dispatch: DispatchConfig {
+                retry_schedule,
+                endpoint_concurrency,
+                max_in_flight,
+                tenant_max_in_flight: tenant_max_in_flight.min(max_in_flight),
+                lease,
+                poll_interval: duration("poll_interval", l.poll_interval)?,
+                shutdown_grace: duration("shutdown_grace", l.shutdown_grace)?,
+                max_retry_after: duration("max_retry_after", l.max_retry_after)?,
+                failure_threshold: required("failure_threshold", l.failure_threshold)?.max(1),
+                probe_interval: duration("probe_interval", l.probe_interval)?,
+                auto_disable_after: duration("auto_disable_after", l.auto_disable_after)?,
+            },
+            retention: crate::retention::Policy {
+                payloads: duration("payload_retention", l.payload_retention)?,
+                events: duration("event_retention", l.event_retention)?,
+                every: duration("retention_interval", l.retention_interval)?,
+            },
             admin_token,
-            retry_schedule,
-            request_timeout,
-            connect_timeout,
-            max_body_bytes: required("max_body_bytes", l.max_body_bytes)?,
-            max_connections,
-            header_timeout,
-            body_timeout,
-            shutdown_grace: duration("shutdown_grace", l.shutdown_grace)?,
-            endpoint_concurrency,
-            max_in_flight,
-            tenant_max_in_flight: tenant_max_in_flight.min(max_in_flight),
-            lease,
-            poll_interval: duration("poll_interval", l.poll_interval)?,
-            response_capture_bytes: required("response_capture_bytes", l.response_capture_bytes)?,
-            max_retry_after: duration("max_retry_after", l.max_retry_after)?,
-            failure_threshold: required("failure_threshold", l.failure_threshold)?.max(1),
-            probe_interval: duration("probe_interval", l.probe_interval)?,
-            auto_disable_after: duration("auto_disable_after", l.auto_disable_after)?,
             strict_event_types: l.strict_event_types.unwrap_or(false),
-            payload_retention: duration("payload_retention", l.payload_retention)?,
-            event_retention: duration("event_retention", l.event_retention)?,
-            retention_interval: duration("retention_interval", l.retention_interval)?,
         })
     }
+}
 
+impl StoreConfig {
     /// Where the data lives: the SQLite file, or a PostgreSQL database.
     pub fn database(&self) -> crate::store::Database {
         match &self.database_url {
@@ -285,12 +392,12 @@ mod tests {
     #[test]
     fn defaults_are_documented_values() {
         let c = Config::defaults();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8088");
-        assert_eq!(c.data_dir, PathBuf::from("./chime-data"));
-        assert_eq!(c.retry_schedule.len(), 7);
-        assert_eq!(c.request_timeout, Duration::from_secs(15));
-        assert_eq!(c.max_body_bytes, 1 << 20);
-        assert!(c.allow_targets.is_empty());
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8088");
+        assert_eq!(c.store.data_dir, PathBuf::from("./chime-data"));
+        assert_eq!(c.dispatch.retry_schedule.len(), 7);
+        assert_eq!(c.delivery.request_timeout, Duration::from_secs(15));
+        assert_eq!(c.http.max_body_bytes, 1 << 20);
+        assert!(c.delivery.allow_targets.is_empty());
         assert!(c.admin_token.is_none());
     }
 
@@ -303,9 +410,9 @@ mod tests {
             ..Default::default()
         };
         let c = Config::from_layer(cli.over(file)).unwrap();
-        assert_eq!(c.endpoint_concurrency, 3);
+        assert_eq!(c.dispatch.endpoint_concurrency, 3);
         assert_eq!(
-            c.retry_schedule,
+            c.dispatch.retry_schedule,
             vec![Duration::from_millis(10), Duration::from_millis(20)]
         );
         assert!(Layer::parse_toml("nonsense = 1").is_err());
@@ -322,6 +429,45 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_has_a_documented_default_and_a_variable() {
+        // Each key of the defaults file is a Layer field (deny_unknown_fields), and each
+        // Layer field but the admin token has a default there.
+        let defaults: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        let all = Layer::parse_toml(DEFAULT_CONFIG_TOML).unwrap();
+        let fields = toml::Table::try_from(&all).unwrap();
+        assert_eq!(fields.len(), defaults.len());
+        let cmd = show_defaults(<Layer as clap::Args>::augment_args(clap::Command::new("t")));
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let env = arg.get_env().unwrap().to_string_lossy().to_string();
+            assert_eq!(env, format!("CHIME_{}", id.to_uppercase()), "{id}");
+            let help = arg.get_help().unwrap().to_string();
+            if !matches!(id, "database_url" | "allow_targets") {
+                assert!(help.contains("[default: "), "{id}: {help}");
+            }
+        }
+    }
+
+    #[test]
+    fn layers_merge_field_by_field() {
+        let base = Layer {
+            listen: Some("127.0.0.1:1".into()),
+            lease: Some("1m".into()),
+            ..Default::default()
+        };
+        let top = Layer {
+            lease: Some("2m".into()),
+            strict_event_types: Some(true),
+            ..Default::default()
+        };
+        let merged = top.over(base);
+        assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(merged.lease.as_deref(), Some("2m"));
+        assert_eq!(merged.strict_event_types, Some(true));
+        assert_eq!(merged.max_in_flight, None);
+    }
+
+    #[test]
     fn postgres_urls_select_the_postgres_store() {
         use crate::store::Database;
         for url in ["postgres://u@h/db", "postgresql://u:p@h:5433/db?options=x"] {
@@ -330,19 +476,19 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-            assert_eq!(c.database(), Database::Postgres(url.into()));
+            assert_eq!(c.store.database(), Database::Postgres(url.into()));
         }
         let c = Config::from_layer(Layer {
             database_url: Some("sqlite:///tmp/x.db".into()),
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(c.database(), Database::Sqlite("/tmp/x.db".into()));
+        assert_eq!(c.store.database(), Database::Sqlite("/tmp/x.db".into()));
         assert_eq!(
-            Config::defaults().database(),
+            Config::defaults().store.database(),
             Database::Sqlite(PathBuf::from("./chime-data/chime.db"))
         );
-        assert_eq!(Config::defaults().db_pool_size, 16);
+        assert_eq!(Config::defaults().store.db_pool_size, 16);
         let bad = Layer {
             db_pool_size: Some(0),
             ..Default::default()

@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use config::Config;
-use dispatch::{DispatchConfig, Dispatcher};
+use dispatch::Dispatcher;
 use store::{Store, TokenScope};
 
 /// How the admin token was settled at start-up; what the operator is told.
@@ -61,7 +61,7 @@ async fn settle_admin_token(config: &Config, store: &dyn Store) -> anyhow::Resul
     if config.admin_token.is_some() {
         return Ok(AdminToken::FromEnvironment);
     }
-    let file = config.data_dir.join("admin-token");
+    let file = config.store.data_dir.join("admin-token");
     let now = model::now_millis();
     if !store
         .put_meta_if_absent(ADMIN_TOKEN_META, &now.to_string())
@@ -151,10 +151,14 @@ pub async fn run(
     shutdown: CancellationToken,
     on_start: impl FnOnce(&Started),
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let database = config.database();
-    let opened = store::open(&database, config.db_pool_size).await?;
+    std::fs::create_dir_all(&config.store.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            config.store.data_dir.display()
+        )
+    })?;
+    let database = config.store.database();
+    let opened = store::open(&database, config.store.db_pool_size).await?;
     let store = opened.store;
     if opened.exclusive {
         // One process owns the SQLite file (it holds the lock), so every lease is stale.
@@ -176,30 +180,14 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     }
 
-    let policy = net_policy::TargetPolicy::new(config.allow_targets.clone());
+    let policy = net_policy::TargetPolicy::new(config.delivery.allow_targets.clone());
     let client = dispatch::http::DeliveryClient::new(
         policy.clone(),
-        config.request_timeout,
-        config.connect_timeout,
-        config.response_capture_bytes,
+        config.delivery.request_timeout,
+        config.delivery.connect_timeout,
+        config.delivery.response_capture_bytes,
     );
-    let (dispatcher, handle) = Dispatcher::new(
-        store.clone(),
-        client,
-        DispatchConfig {
-            retry_schedule: config.retry_schedule.clone(),
-            endpoint_concurrency: config.endpoint_concurrency,
-            max_in_flight: config.max_in_flight,
-            tenant_max_in_flight: config.tenant_max_in_flight,
-            lease: config.lease,
-            poll_interval: config.poll_interval,
-            shutdown_grace: config.shutdown_grace,
-            max_retry_after: config.max_retry_after,
-            failure_threshold: config.failure_threshold,
-            probe_interval: config.probe_interval,
-            auto_disable_after: config.auto_disable_after,
-        },
-    );
+    let (dispatcher, handle) = Dispatcher::new(store.clone(), client, config.dispatch.clone());
     let due_handle = handle.clone();
     let auth = Arc::new(auth::Authenticator::new(
         store.clone(),
@@ -214,8 +202,8 @@ pub async fn run(
             store.clone(),
             config.strict_event_types,
         )),
-        max_body_bytes: config.max_body_bytes,
-        body_timeout: config.body_timeout,
+        max_body_bytes: config.http.max_body_bytes,
+        body_timeout: config.http.body_timeout,
     };
     let app = api::router(state);
 
@@ -243,11 +231,7 @@ pub async fn run(
     let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_stop.clone()));
     tokio::spawn(retention::run(
         store.clone(),
-        retention::Policy {
-            payloads: config.payload_retention,
-            events: config.event_retention,
-            every: config.retention_interval,
-        },
+        config.retention,
         dispatcher_stop.clone(),
     ));
 
@@ -258,8 +242,8 @@ pub async fn run(
     });
 
     let limits = http_server::Limits {
-        max_connections: fit_open_files(config.max_connections),
-        header_timeout: config.header_timeout,
+        max_connections: fit_open_files(config.http.max_connections),
+        header_timeout: config.http.header_timeout,
     };
     let served = http_server::serve(listener, app, limits, shutdown.clone()).await;
     tracing::info!("stopped taking requests; finishing in-flight deliveries");

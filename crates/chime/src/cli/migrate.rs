@@ -17,10 +17,11 @@ pub struct MigrateArgs {
     /// Config file (TOML) overriding the defaults; see `chime default-config`.
     #[arg(long, env = "CHIME_CONFIG")]
     config: Option<PathBuf>,
-    /// Directory of the embedded database, when no --database-url is given [default: ./chime-data].
+    /// Directory of the embedded database, when no --database-url is given.
     #[arg(long, env = "CHIME_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Store URL: sqlite:///path/file.db or postgres://user@host/db [default: <data-dir>/chime.db].
+    /// Store URL: sqlite:///path/file.db or postgres://user@host/db (empty: the SQLite file
+    /// in the data directory).
     #[arg(long, env = "CHIME_DATABASE_URL")]
     database_url: Option<String>,
     /// Print one JSON object: {"database", "from", "to", "migrated"}.
@@ -30,14 +31,7 @@ pub struct MigrateArgs {
 
 impl MigrateArgs {
     fn into_config(self) -> Result<Config, String> {
-        let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                Layer::parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            None => Layer::default(),
-        };
+        let file = Layer::from_file(self.config.as_deref())?;
         let cli = Layer {
             data_dir: self.data_dir,
             database_url: self.database_url,
@@ -69,7 +63,7 @@ pub fn main(args: MigrateArgs) -> ExitCode {
         }
     };
     super::init_logging();
-    let database = config.database();
+    let database = config.store.database();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -22,7 +22,7 @@ mod verify;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +72,11 @@ enum Command {
 
 /// Parses the command line and runs the subcommand.
 pub fn main_with_args() -> ExitCode {
-    let cli = Cli::parse();
+    // The settings' defaults live in config.default.toml; --help shows them from there.
+    let cmd = Cli::command()
+        .mut_subcommand("serve", crate::config::show_defaults)
+        .mut_subcommand("migrate", crate::config::show_defaults);
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::DefaultConfig => {
             print!("{}", crate::config::DEFAULT_CONFIG_TOML);

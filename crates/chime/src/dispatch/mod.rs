@@ -63,22 +63,7 @@ use endpoint_state::{EndpointState, adopt_failing, share};
 use http::{DeliveryClient, Target};
 use recorder::{AfterRecord, MAX_UNRECORDED, RecordRequest};
 
-/// The dispatcher's settings (a slice of `Config`).
-#[derive(Clone, Debug)]
-pub struct DispatchConfig {
-    pub retry_schedule: Vec<Duration>,
-    pub endpoint_concurrency: u32,
-    pub max_in_flight: usize,
-    /// Attempts in flight for the endpoints of one tenant together.
-    pub tenant_max_in_flight: usize,
-    pub lease: Duration,
-    pub poll_interval: Duration,
-    pub shutdown_grace: Duration,
-    pub max_retry_after: Duration,
-    pub failure_threshold: u32,
-    pub probe_interval: Duration,
-    pub auto_disable_after: Duration,
-}
+pub use crate::config::DispatchConfig;
 
 /// What an attempt says about its endpoint's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
