@@ -8,7 +8,7 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError, TokenScope};
+use crate::store::{Admin, StoreError, TokenScope};
 
 /// A new random token: `chime_` + 32 random bytes in URL-safe base64.
 pub fn generate_token() -> String {
@@ -45,7 +45,7 @@ const CACHE_MAX: usize = 100_000;
 /// Resolves bearer tokens to scopes. Positive answers are cached for `CACHE_TTL`, since every
 /// API call authenticates; entries of a deleted tenant are dropped with it.
 pub struct Authenticator {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Admin>,
     /// Hash of `CHIME_ADMIN_TOKEN` when set; it then replaces any generated admin token.
     fixed_admin: Option<String>,
     cache: RwLock<HashMap<String, (Instant, TokenScope)>>,
@@ -58,7 +58,7 @@ fn fresh(at: Instant, now: Instant, ttl: Duration) -> bool {
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, fixed_admin_token: Option<&str>) -> Self {
+    pub fn new(store: Arc<dyn Admin>, fixed_admin_token: Option<&str>) -> Self {
         Self {
             store,
             fixed_admin: fixed_admin_token.map(hash_token),

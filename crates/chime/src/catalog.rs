@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Admin, StoreError};
 
 const TTL: Duration = Duration::from_secs(5);
 /// Most schema violations listed in one error.
@@ -37,7 +37,7 @@ pub enum Rejection {
 }
 
 pub struct Catalog {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Admin>,
     strict: bool,
     cache: RwLock<HashMap<String, (Instant, Known)>>,
 }
@@ -72,7 +72,7 @@ pub fn compile(schema: &serde_json::Value) -> Result<Compiled, String> {
 }
 
 impl Catalog {
-    pub fn new(store: Arc<dyn Store>, strict: bool) -> Self {
+    pub fn new(store: Arc<dyn Admin>, strict: bool) -> Self {
         Self {
             store,
             strict,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json_path::JsonPath;
 
 use crate::model::Invalid;
-use crate::store::{Lease, NewEvent, Published, Store, StoreError};
+use crate::store::{EventLog, Lease, NewEvent, Published, StoreError};
 
 /// Longest filter accepted, in bytes.
 pub const MAX_FILTER_LEN: usize = 1024;
@@ -199,7 +199,7 @@ impl KnownFilters {
     /// three times; that publish then fails as unavailable, and nothing was written.
     pub async fn publish(
         &self,
-        store: &dyn Store,
+        store: &dyn EventLog,
         mut event: NewEvent,
         lease: Lease,
     ) -> Result<Published, StoreError> {

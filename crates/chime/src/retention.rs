@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::now_millis;
-use crate::store::Store;
+use crate::store::Retention;
 
 /// Rows touched per statement: small, so publishing never waits long behind retention.
 const BATCH: u32 = 500;
@@ -23,7 +23,7 @@ pub struct Policy {
 }
 
 /// One pass: purge until nothing old is left. Returns (payloads purged, events deleted).
-pub async fn pass(store: &dyn Store, policy: Policy) -> crate::store::Result<(u64, u64)> {
+pub async fn pass(store: &dyn Retention, policy: Policy) -> crate::store::Result<(u64, u64)> {
     let now = now_millis();
     let payload_cutoff = now - policy.payloads.as_millis() as i64;
     let event_cutoff = now - policy.events.as_millis() as i64;
@@ -47,7 +47,7 @@ pub async fn pass(store: &dyn Store, policy: Policy) -> crate::store::Result<(u6
 }
 
 /// Runs `pass` every `policy.every` until `stop`.
-pub async fn run(store: Arc<dyn Store>, policy: Policy, stop: CancellationToken) {
+pub async fn run(store: Arc<dyn Retention>, policy: Policy, stop: CancellationToken) {
     let mut tick = tokio::time::interval(policy.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

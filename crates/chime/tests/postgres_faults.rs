@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode, Uri};
-use chime::store::{Lease, NewEvent, Store, Tenant};
+use chime::store::{Admin, EventLog, Lease, NewEvent, Queue, Tenant};
 use common::pg::{PgDatabase, PgSchema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -1064,7 +1064,6 @@ async fn the_claim_plan_can_be_shown() {
 /// them; a node that stops beating drops out of the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_count_each_other_for_shared_limits() {
-    use chime::store::Store;
     let schema = PgSchema::create().await;
     let s = open(&schema.url).await;
     let ttl = Duration::from_secs(60);

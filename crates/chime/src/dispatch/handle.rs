@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::Msg;
 use crate::filter::KnownFilters;
 use crate::model::{Millis, now_millis};
-use crate::store::{Admission, Lease, NewEvent, Published, Store, StoreError};
+use crate::store::{Admission, EventLog, Lease, NewEvent, Published, StoreError};
 
 /// A cheap, cloneable handle to the dispatcher.
 #[derive(Clone)]
@@ -21,7 +21,7 @@ pub struct DispatchHandle {
     owner: Arc<str>,
     lease: Duration,
     admission: Arc<Admission>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn EventLog>,
     /// Each tenant's endpoint filters, evaluated before a publish reaches the store.
     filters: Arc<KnownFilters>,
 }
@@ -32,7 +32,7 @@ impl DispatchHandle {
         owner: Arc<str>,
         lease: Duration,
         admission: Arc<Admission>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn EventLog>,
     ) -> Self {
         Self {
             tx,

@@ -56,7 +56,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::model::{Millis, format_time, new_id, now_millis};
-use crate::store::{Admission, Claimed, DeliveryStatus, Endpoint, HealthChange, Job, Lease, Store};
+use crate::store::{
+    Admission, Claimed, DeliveryStatus, Endpoint, HealthChange, Job, Lease, Queue, Store,
+};
 use circuit::{AfterFailure, Circuit, MayStart};
 use emitter::{Emitter, endpoint_data};
 use endpoint_state::{EndpointState, adopt_failing, share};
@@ -95,7 +97,7 @@ enum Msg {
 }
 
 pub struct Dispatcher {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
     recorder: mpsc::UnboundedSender<RecordRequest>,
     client: DeliveryClient,
     cfg: DispatchConfig,

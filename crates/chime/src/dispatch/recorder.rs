@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use super::Msg;
 use super::emitter::Emitter;
 use crate::model::{Millis, SYSTEM_TENANT, now_millis};
-use crate::store::Store;
+use crate::store::Queue;
 
 /// What follows once an attempt's record is committed.
 pub(super) struct AfterRecord {
@@ -42,7 +42,7 @@ pub(super) const MAX_UNRECORDED: usize = 4096;
 /// written goes into the next, as one store call (one writer job, one statement loop) instead
 /// of one call each.
 pub(super) fn spawn(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
     tx: mpsc::UnboundedSender<Msg>,
     emitter: Emitter,
 ) -> mpsc::UnboundedSender<RecordRequest> {
@@ -78,7 +78,7 @@ pub(super) fn spawn(
 /// Records a batch, retrying a failing store a few times: a record that is given up leaves
 /// its deliveries to be sent again when their leases expire (a duplicate the receiver sees),
 /// so a passing database hiccup is better waited out here.
-async fn record_with_retries(store: &dyn Store, outcomes: Vec<crate::store::Outcome>) -> Vec<bool> {
+async fn record_with_retries(store: &dyn Queue, outcomes: Vec<crate::store::Outcome>) -> Vec<bool> {
     let count = outcomes.len();
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=5 {

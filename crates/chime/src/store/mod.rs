@@ -55,6 +55,35 @@ impl From<rusqlite::Error> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Paging and row helpers both backends use the same way.
+pub(crate) mod rows {
+    use super::{EndpointSettings, Listed, Page};
+
+    /// Turns `limit + 1` fetched rows into a page and the cursor of the next one.
+    pub fn paginate<T>(mut rows: Vec<(T, i64)>, limit: u32) -> Listed<T> {
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|(_, seq)| *seq)
+        } else {
+            None
+        };
+        Listed {
+            rows: rows.into_iter().map(|(t, _)| t).collect(),
+            next_cursor,
+        }
+    }
+
+    /// The `seq` bound of a page: rows before the cursor, newest first.
+    pub fn cursor(page: Page) -> i64 {
+        page.cursor.unwrap_or(i64::MAX)
+    }
+
+    /// An endpoint's settings as stored (a JSON column in both backends).
+    pub fn settings_json(settings: &EndpointSettings) -> String {
+        serde_json::to_string(settings).unwrap_or_else(|_| "{}".into())
+    }
+}
+
 /// Rules both backends apply in their SQL, written once. Each has a conformance case.
 pub(crate) mod rules {
     /// A delivery whose event payload retention removed is not sent again (retry, replay):
@@ -447,40 +476,71 @@ pub enum TokenScope {
     Tenant(String),
 }
 
+/// Tokens, tenants, endpoints, the event-type catalog and settings: what the API's
+/// administration calls read and write.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // --- tokens and settings ---
+pub trait Admin: Send + Sync + 'static {
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+
     /// Sets `key` unless it is set already; returns whether it was set now.
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<bool>;
+
     async fn create_token(&self, hash: &str, scope: TokenScope, now: Millis) -> Result<()>;
+
     async fn find_token(&self, hash: &str) -> Result<Option<TokenScope>>;
 
-    // --- tenants ---
     /// `Conflict` if the id exists.
     async fn create_tenant(&self, tenant: Tenant) -> Result<()>;
+
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+
     async fn list_tenants(&self, page: Page) -> Result<Listed<Tenant>>;
+
     /// Deletes the tenant and everything it owns. `NotFound` if absent.
     async fn delete_tenant(&self, id: &str) -> Result<()>;
 
-    // --- endpoints ---
     /// `NotFound` if the tenant does not exist.
     async fn create_endpoint(&self, endpoint: Endpoint) -> Result<()>;
+
     async fn get_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<Endpoint>>;
+
     async fn list_endpoints(&self, tenant_id: &str, page: Page) -> Result<Listed<Endpoint>>;
+
     /// Replaces the mutable fields. `NotFound` if absent.
     async fn update_endpoint(&self, endpoint: Endpoint) -> Result<()>;
+
     /// Deletes the endpoint with its deliveries and attempts. `NotFound` if absent.
     async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<()>;
 
-    // --- events ---
+    /// Succeeds when the store answers a trivial query: the readiness probe (`GET /readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// `Conflict` if the name exists.
+    async fn create_event_type(&self, t: EventType) -> Result<()>;
+
+    /// `NotFound` if absent.
+    async fn update_event_type(&self, t: EventType) -> Result<()>;
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
+
+    async fn list_event_types(&self, page: Page) -> Result<Listed<EventType>>;
+
+    /// `NotFound` if absent.
+    async fn delete_event_type(&self, name: &str) -> Result<()>;
+}
+
+/// Events and their deliveries as the API sees them: publishing, reading the log, and the
+/// operator's retry, skip and replay.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
     /// Stores the event and one delivery per matching enabled endpoint in one transaction,
     /// the deliveries leased to the caller (the fast path hands them to the dispatcher
     /// without another read). A known idempotency key returns the stored result instead
     /// (`Conflict` if the payload differs). `NotFound` if the tenant does not exist.
     async fn publish(&self, event: NewEvent, lease: Lease) -> Result<Published>;
+
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>>;
+
     async fn list_events(
         &self,
         tenant_id: &str,
@@ -488,55 +548,27 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> Result<Listed<Event>>;
 
-    // --- deliveries ---
     async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<Delivery>>;
+
     async fn list_deliveries(
         &self,
         tenant_id: &str,
         filter: &DeliveryFilter,
         page: Page,
     ) -> Result<Listed<Delivery>>;
+
     async fn list_attempts(&self, delivery_id: &str, page: Page) -> Result<Listed<Attempt>>;
+
     /// Makes a delivery due at `now` with a fresh retry schedule. `Conflict` while it is leased.
     async fn retry_delivery(&self, tenant_id: &str, id: &str, now: Millis) -> Result<Delivery>;
 
-    // --- dispatch ---
-    /// Leases up to `limit` pending deliveries of one endpoint that are due at `now` and not
-    /// leased (on the store's clock), oldest due first.
-    async fn claim(
-        &self,
-        endpoint_id: &str,
-        limit: u32,
-        now: Millis,
-        lease: &Lease,
-    ) -> Result<Claimed>;
-    /// Records attempts and the deliveries' new states; each is applied only if its lease
-    /// token still holds. Returns, per outcome, whether it was applied.
-    async fn record(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>>;
-    /// Gives leased deliveries back (makes them claimable at once), each only if its job's
-    /// lease token still holds.
-    async fn release(&self, jobs: Vec<Job>) -> Result<()>;
-    /// Gives back every lease held by `owner`.
-    async fn release_owner(&self, owner: &str) -> Result<()>;
-    /// Clears every lease: used at start by a backend whose data one process owns alone.
-    async fn reset_leases(&self) -> Result<()>;
-    /// Per endpoint with pending, unleased deliveries: the earliest due time (`now` is not
-    /// used as a bound: future retries are reported too).
-    async fn due_summary(&self, now: Millis) -> Result<Vec<(String, Millis)>>;
-    async fn get_endpoint_by_id(&self, id: &str) -> Result<Option<Endpoint>>;
-    /// Applies a health change; returns whether anything changed (so an operational event is
-    /// emitted once, by the node that made the change).
-    async fn change_health(
-        &self,
-        endpoint_id: &str,
-        change: HealthChange,
-        now: Millis,
-    ) -> Result<bool>;
     /// The oldest pending delivery of an endpoint (the head, for ordered endpoints).
     async fn pending_head(&self, endpoint_id: &str) -> Result<Option<Delivery>>;
+
     /// Marks a pending, unleased delivery `skipped`. `Conflict` if it is not pending or is
     /// being attempted.
     async fn skip_delivery(&self, tenant_id: &str, id: &str, now: Millis) -> Result<Delivery>;
+
     /// Makes the deliveries matching `filter` due at `now` with a fresh schedule (at most
     /// `limit`), or with `dry_run` only counts them. Returns the count and, when replayed, the
     /// endpoints that now have due work.
@@ -548,28 +580,51 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         dry_run: bool,
     ) -> Result<(u64, Vec<String>)>;
+}
 
-    // --- operations ---
-    /// Succeeds when the store answers a trivial query: the readiness probe (`GET /readyz`).
-    async fn ping(&self) -> Result<()>;
+/// The dispatcher's side: claiming due deliveries under a lease, recording attempts,
+/// releasing, endpoint health, the nodes sharing the store and their wake-ups.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Leases up to `limit` pending deliveries of one endpoint that are due at `now` and not
+    /// leased (on the store's clock), oldest due first.
+    async fn claim(
+        &self,
+        endpoint_id: &str,
+        limit: u32,
+        now: Millis,
+        lease: &Lease,
+    ) -> Result<Claimed>;
 
-    // --- event-type catalog ---
-    /// `Conflict` if the name exists.
-    async fn create_event_type(&self, t: EventType) -> Result<()>;
-    /// `NotFound` if absent.
-    async fn update_event_type(&self, t: EventType) -> Result<()>;
-    async fn get_event_type(&self, name: &str) -> Result<Option<EventType>>;
-    async fn list_event_types(&self, page: Page) -> Result<Listed<EventType>>;
-    /// `NotFound` if absent.
-    async fn delete_event_type(&self, name: &str) -> Result<()>;
+    /// Records attempts and the deliveries' new states; each is applied only if its lease
+    /// token still holds. Returns, per outcome, whether it was applied.
+    async fn record(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>>;
 
-    // --- retention ---
-    /// Removes the payload of up to `limit` events created before `before` whose deliveries
-    /// are all finished (none pending); their rows stay, marked purged. Returns how many.
-    async fn purge_payloads(&self, before: Millis, now: Millis, limit: u32) -> Result<u64>;
-    /// Deletes up to `limit` events created before `before`, with their deliveries and
-    /// attempts, when none of their deliveries is pending. Returns how many events.
-    async fn purge_events(&self, before: Millis, limit: u32) -> Result<u64>;
+    /// Gives leased deliveries back (makes them claimable at once), each only if its job's
+    /// lease token still holds.
+    async fn release(&self, jobs: Vec<Job>) -> Result<()>;
+
+    /// Gives back every lease held by `owner`.
+    async fn release_owner(&self, owner: &str) -> Result<()>;
+
+    /// Clears every lease: used at start by a backend whose data one process owns alone.
+    async fn reset_leases(&self) -> Result<()>;
+
+    /// Per endpoint with pending, unleased deliveries: the earliest due time (`now` is not
+    /// used as a bound: future retries are reported too).
+    async fn due_summary(&self, now: Millis) -> Result<Vec<(String, Millis)>>;
+
+    async fn get_endpoint_by_id(&self, id: &str) -> Result<Option<Endpoint>>;
+
+    /// Applies a health change; returns whether anything changed (so an operational event is
+    /// emitted once, by the node that made the change).
+    async fn change_health(
+        &self,
+        endpoint_id: &str,
+        change: HealthChange,
+        now: Millis,
+    ) -> Result<bool>;
+
     /// What writers that may be other nodes sharing this store did, as it happens
     /// (`Notification`). `None` for a backend that one process owns alone (its own writes
     /// already reach its dispatcher and its caches). Meant to be called once; the stream also
@@ -586,6 +641,25 @@ pub trait Store: Send + Sync + 'static {
         Ok(1)
     }
 }
+
+/// Removing old payloads and events.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
+    /// Removes the payload of up to `limit` events created before `before` whose deliveries
+    /// are all finished (none pending); their rows stay, marked purged. Returns how many.
+    async fn purge_payloads(&self, before: Millis, now: Millis, limit: u32) -> Result<u64>;
+
+    /// Deletes up to `limit` events created before `before`, with their deliveries and
+    /// attempts, when none of their deliveries is pending. Returns how many events.
+    async fn purge_events(&self, before: Millis, limit: u32) -> Result<u64>;
+}
+
+/// The whole storage interface, by role: a backend implements the four role traits, and
+/// `Arc<dyn Store>` reaches them all. Code that needs one role takes that trait (the
+/// dispatcher holds a `dyn Queue`, retention a `dyn Retention`).
+pub trait Store: Admin + EventLog + Queue + Retention {}
+
+impl<T: Admin + EventLog + Queue + Retention> Store for T {}
 
 /// Where the data lives, from `database_url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
