@@ -55,34 +55,7 @@ impl From<rusqlite::Error> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Paging and row helpers both backends use the same way.
-pub(crate) mod rows {
-    use super::{EndpointSettings, Listed, Page};
-
-    /// Turns `limit + 1` fetched rows into a page and the cursor of the next one.
-    pub fn paginate<T>(mut rows: Vec<(T, i64)>, limit: u32) -> Listed<T> {
-        let next_cursor = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last().map(|(_, seq)| *seq)
-        } else {
-            None
-        };
-        Listed {
-            rows: rows.into_iter().map(|(t, _)| t).collect(),
-            next_cursor,
-        }
-    }
-
-    /// The `seq` bound of a page: rows before the cursor, newest first.
-    pub fn cursor(page: Page) -> i64 {
-        page.cursor.unwrap_or(i64::MAX)
-    }
-
-    /// An endpoint's settings as stored (a JSON column in both backends).
-    pub fn settings_json(settings: &EndpointSettings) -> String {
-        serde_json::to_string(settings).unwrap_or_else(|_| "{}".into())
-    }
-}
+pub(crate) mod rows;
 
 /// Rules both backends apply in their SQL, written once. Each has a conformance case.
 pub(crate) mod rules {

@@ -32,6 +32,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
+use super::rows::{
+    self, ATTEMPT_COLS, Columns, DELIVERY_COLS, ENDPOINT_COLS, EVENT_COLS, EVENT_TYPE_COLS,
+    TENANT_COLS,
+};
+
 use super::*;
 use crate::model::{Millis, new_id};
 
@@ -273,77 +278,61 @@ impl PostgresStore {
 
 // ---- row mapping ----
 
+// The mappers of `store::rows`, for tokio-postgres rows.
+impl Columns for Row {
+    type Error = tokio_postgres::Error;
+    fn text(&self, i: usize) -> std::result::Result<String, Self::Error> {
+        self.try_get(i)
+    }
+    fn opt_text(&self, i: usize) -> std::result::Result<Option<String>, Self::Error> {
+        self.try_get(i)
+    }
+    fn int(&self, i: usize) -> std::result::Result<i32, Self::Error> {
+        self.try_get(i)
+    }
+    fn opt_int(&self, i: usize) -> std::result::Result<Option<i32>, Self::Error> {
+        self.try_get(i)
+    }
+    fn bigint(&self, i: usize) -> std::result::Result<i64, Self::Error> {
+        self.try_get(i)
+    }
+    fn opt_bigint(&self, i: usize) -> std::result::Result<Option<i64>, Self::Error> {
+        self.try_get(i)
+    }
+    fn boolean(&self, i: usize) -> std::result::Result<bool, Self::Error> {
+        self.try_get(i)
+    }
+    fn bytes(&self, i: usize) -> std::result::Result<Vec<u8>, Self::Error> {
+        self.try_get(i)
+    }
+}
+
+fn tenant_row(r: &Row) -> Result<(Tenant, i64)> {
+    Ok(rows::tenant(r)?)
+}
+
+fn endpoint_row(r: &Row) -> Result<(Endpoint, i64)> {
+    Ok(rows::endpoint(r)?)
+}
+
+fn event_row(r: &Row) -> Result<(Event, i64)> {
+    Ok(rows::event(r)?)
+}
+
+fn event_type_row(r: &Row) -> Result<(EventType, i64)> {
+    Ok(rows::event_type(r)?)
+}
+
+fn delivery_row(r: &Row) -> Result<(Delivery, i64)> {
+    Ok(rows::delivery(r)?)
+}
+
+fn attempt_row(r: &Row) -> Result<(Attempt, i64)> {
+    Ok(rows::attempt(r)?)
+}
+
 fn to_u32(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
-}
-
-const TENANT_COLS: &str = "id, name, created_at, seq";
-fn tenant_row(r: &Row) -> Result<(Tenant, i64)> {
-    Ok((
-        Tenant {
-            id: r.try_get(0)?,
-            name: r.try_get(1)?,
-            created_at: r.try_get(2)?,
-        },
-        r.try_get(3)?,
-    ))
-}
-
-const ENDPOINT_COLS: &str = "id, tenant_id, url, events, description, enabled, secret, created_at, updated_at, seq, \
-     previous_secret, previous_secret_expires_at, settings, disabled_reason, failing_since";
-fn endpoint_row(r: &Row) -> Result<(Endpoint, i64)> {
-    let events: String = r.try_get(3)?;
-    Ok((
-        Endpoint {
-            id: r.try_get(0)?,
-            tenant_id: r.try_get(1)?,
-            url: r.try_get(2)?,
-            events: serde_json::from_str(&events).unwrap_or_default(),
-            description: r.try_get(4)?,
-            enabled: r.try_get(5)?,
-            secret: r.try_get(6)?,
-            created_at: r.try_get(7)?,
-            updated_at: r.try_get(8)?,
-            previous_secret: r.try_get(10)?,
-            previous_secret_expires_at: r.try_get(11)?,
-            settings: serde_json::from_str(&r.try_get::<_, String>(12)?).unwrap_or_default(),
-            disabled_reason: r.try_get(13)?,
-            failing_since: r.try_get(14)?,
-        },
-        r.try_get(9)?,
-    ))
-}
-
-const EVENT_COLS: &str =
-    "id, tenant_id, name, payload, idempotency_key, created_at, seq, purged_at";
-fn event_row(r: &Row) -> Result<(Event, i64)> {
-    let payload: Vec<u8> = r.try_get(3)?;
-    Ok((
-        Event {
-            id: r.try_get(0)?,
-            tenant_id: r.try_get(1)?,
-            name: r.try_get(2)?,
-            payload: Bytes::from(payload),
-            idempotency_key: r.try_get(4)?,
-            created_at: r.try_get(5)?,
-            purged_at: r.try_get(7)?,
-        },
-        r.try_get(6)?,
-    ))
-}
-
-const EVENT_TYPE_COLS: &str = "name, description, schema, created_at, updated_at, seq";
-fn event_type_row(r: &Row) -> Result<(EventType, i64)> {
-    Ok((
-        EventType {
-            name: r.try_get(0)?,
-            description: r.try_get(1)?,
-            schema: r.try_get(2)?,
-            created_at: r.try_get(3)?,
-            updated_at: r.try_get(4)?,
-        },
-        r.try_get(5)?,
-    ))
 }
 
 /// Events created before $1 in one retention group (`purged`: `IS NULL` or `IS NOT NULL`,
@@ -358,50 +347,6 @@ fn purgeable(purged: &str, limit: &str) -> String {
                            WHERE d.event_id = e.id AND d.status = 'pending')
          ORDER BY e.created_at LIMIT {limit} FOR UPDATE SKIP LOCKED"
     )
-}
-
-const DELIVERY_COLS: &str = "id, tenant_id, event_id, event_name, endpoint_id, status, attempts, \
-     next_attempt_at, last_attempt_at, last_status_code, last_error_kind, created_at, updated_at, seq";
-fn delivery_row(r: &Row) -> Result<(Delivery, i64)> {
-    let status: String = r.try_get(5)?;
-    let code: Option<i32> = r.try_get(9)?;
-    Ok((
-        Delivery {
-            id: r.try_get(0)?,
-            tenant_id: r.try_get(1)?,
-            event_id: r.try_get(2)?,
-            event_name: r.try_get(3)?,
-            endpoint_id: r.try_get(4)?,
-            status: status_of(&status),
-            attempts: to_u32(r.try_get::<_, i32>(6)?.into()),
-            next_attempt_at: r.try_get(7)?,
-            last_attempt_at: r.try_get(8)?,
-            last_status_code: code.and_then(|c| u16::try_from(c).ok()),
-            last_error_kind: r.try_get(10)?,
-            created_at: r.try_get(11)?,
-            updated_at: r.try_get(12)?,
-        },
-        r.try_get(13)?,
-    ))
-}
-
-const ATTEMPT_COLS: &str = "id, delivery_id, started_at, duration_ms, status_code, error_kind, error, response, succeeded, seq";
-fn attempt_row(r: &Row) -> Result<(Attempt, i64)> {
-    let code: Option<i32> = r.try_get(4)?;
-    Ok((
-        Attempt {
-            id: r.try_get(0)?,
-            delivery_id: r.try_get(1)?,
-            started_at: r.try_get(2)?,
-            duration_ms: to_u32(r.try_get(3)?),
-            status_code: code.and_then(|c| u16::try_from(c).ok()),
-            error_kind: r.try_get(5)?,
-            error: r.try_get(6)?,
-            response: r.try_get(7)?,
-            succeeded: r.try_get(8)?,
-        },
-        r.try_get(9)?,
-    ))
 }
 
 fn rows<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {

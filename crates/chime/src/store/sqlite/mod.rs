@@ -19,6 +19,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::rows::{
+    self, ATTEMPT_COLS, Columns, DELIVERY_COLS, ENDPOINT_COLS, EVENT_COLS, EVENT_TYPE_COLS,
+    TENANT_COLS,
+};
 use tokio::sync::Semaphore;
 
 use super::*;
@@ -189,103 +194,58 @@ impl SqliteStore {
     }
 }
 
-// ---- row mapping ----
+// ---- row mapping: the mappers of `store::rows`, for rusqlite's rows ----
 
-const TENANT_COLS: &str = "id, name, created_at, seq";
+impl Columns for Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn int(&self, i: usize) -> rusqlite::Result<i32> {
+        self.get(i)
+    }
+    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i32>> {
+        self.get(i)
+    }
+    fn bigint(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn opt_bigint(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+    fn boolean(&self, i: usize) -> rusqlite::Result<bool> {
+        self.get(i)
+    }
+    fn bytes(&self, i: usize) -> rusqlite::Result<Vec<u8>> {
+        self.get(i)
+    }
+}
+
 fn tenant_row(r: &Row) -> rusqlite::Result<(Tenant, i64)> {
-    Ok((
-        Tenant {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            created_at: r.get(2)?,
-        },
-        r.get(3)?,
-    ))
+    rows::tenant(r)
 }
 
-const ENDPOINT_COLS: &str = "id, tenant_id, url, events, description, enabled, secret, created_at, updated_at, seq, \
-     previous_secret, previous_secret_expires_at, settings, disabled_reason, failing_since";
 fn endpoint_row(r: &Row) -> rusqlite::Result<(Endpoint, i64)> {
-    let events: String = r.get(3)?;
-    Ok((
-        Endpoint {
-            id: r.get(0)?,
-            tenant_id: r.get(1)?,
-            url: r.get(2)?,
-            events: serde_json::from_str(&events).unwrap_or_default(),
-            description: r.get(4)?,
-            enabled: r.get(5)?,
-            secret: r.get(6)?,
-            created_at: r.get(7)?,
-            updated_at: r.get(8)?,
-            previous_secret: r.get(10)?,
-            previous_secret_expires_at: r.get(11)?,
-            settings: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
-            disabled_reason: r.get(13)?,
-            failing_since: r.get(14)?,
-        },
-        r.get(9)?,
-    ))
+    rows::endpoint(r)
 }
 
-const EVENT_COLS: &str =
-    "id, tenant_id, name, payload, idempotency_key, created_at, seq, purged_at";
 fn event_row(r: &Row) -> rusqlite::Result<(Event, i64)> {
-    let payload: Vec<u8> = r.get(3)?;
-    Ok((
-        Event {
-            id: r.get(0)?,
-            tenant_id: r.get(1)?,
-            name: r.get(2)?,
-            payload: Bytes::from(payload),
-            idempotency_key: r.get(4)?,
-            created_at: r.get(5)?,
-            purged_at: r.get(7)?,
-        },
-        r.get(6)?,
-    ))
+    rows::event(r)
 }
 
-const DELIVERY_COLS: &str = "id, tenant_id, event_id, event_name, endpoint_id, status, attempts, \
-     next_attempt_at, last_attempt_at, last_status_code, last_error_kind, created_at, updated_at, seq";
+fn event_type_row(r: &Row) -> rusqlite::Result<(EventType, i64)> {
+    rows::event_type(r)
+}
+
 fn delivery_row(r: &Row) -> rusqlite::Result<(Delivery, i64)> {
-    let status: String = r.get(5)?;
-    Ok((
-        Delivery {
-            id: r.get(0)?,
-            tenant_id: r.get(1)?,
-            event_id: r.get(2)?,
-            event_name: r.get(3)?,
-            endpoint_id: r.get(4)?,
-            status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
-            attempts: r.get(6)?,
-            next_attempt_at: r.get(7)?,
-            last_attempt_at: r.get(8)?,
-            last_status_code: r.get(9)?,
-            last_error_kind: r.get(10)?,
-            created_at: r.get(11)?,
-            updated_at: r.get(12)?,
-        },
-        r.get(13)?,
-    ))
+    rows::delivery(r)
 }
 
-const ATTEMPT_COLS: &str = "id, delivery_id, started_at, duration_ms, status_code, error_kind, error, response, succeeded, seq";
 fn attempt_row(r: &Row) -> rusqlite::Result<(Attempt, i64)> {
-    Ok((
-        Attempt {
-            id: r.get(0)?,
-            delivery_id: r.get(1)?,
-            started_at: r.get(2)?,
-            duration_ms: r.get(3)?,
-            status_code: r.get(4)?,
-            error_kind: r.get(5)?,
-            error: r.get(6)?,
-            response: r.get(7)?,
-            succeeded: r.get(8)?,
-        },
-        r.get(9)?,
-    ))
+    rows::attempt(r)
 }
 
 fn collect<T>(
@@ -309,20 +269,6 @@ fn event_purged(conn: &Connection, event_id: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM events WHERE id = ?1 AND purged_at IS NOT NULL")?
         .exists([event_id])?)
-}
-
-const EVENT_TYPE_COLS: &str = "name, description, schema, created_at, updated_at, seq";
-fn event_type_row(r: &Row) -> rusqlite::Result<(EventType, i64)> {
-    Ok((
-        EventType {
-            name: r.get(0)?,
-            description: r.get(1)?,
-            schema: r.get(2)?,
-            created_at: r.get(3)?,
-            updated_at: r.get(4)?,
-        },
-        r.get(5)?,
-    ))
 }
 
 /// Events created before ?1 in one retention group (`purged`: `IS NULL` or `IS NOT NULL`,
