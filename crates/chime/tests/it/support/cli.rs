@@ -2,8 +2,6 @@
 //! environment, and long-running children (`chime listen`) whose stdout lines are read with
 //! a deadline and which are killed when the test ends, pass or fail.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -73,16 +71,6 @@ impl ChildGuard {
     pub async fn next_json(&mut self) -> Value {
         let line = self.next_line(Duration::from_secs(5)).await;
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-    }
-
-    /// No further line arrives within `wait` (used only after the condition that would have
-    /// produced one has been shown to be over).
-    pub async fn no_line_within(&mut self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.lines.recv()).await.is_err()
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
     }
 }
 

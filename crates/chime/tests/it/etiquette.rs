@@ -2,11 +2,9 @@
 //! the circuit breaker and auto-disable, rate limits, ordered endpoints, Ed25519 signatures,
 //! custom headers, payload filters, isolation, operational events and replay.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Opts, Receiver, TestServer, eventually};
+use crate::support::{Opts, Receiver, TestServer, eventually, on_both_backends};
 use serde_json::{Value, json};
 
 fn tempdir() -> tempfile::TempDir {

@@ -2,9 +2,8 @@
 //! programmable test receiver. Tests synchronise on received requests and on conditions with
 //! a deadline, never on sleeps.
 
-#![allow(dead_code)]
-
-pub mod pg;
+pub mod cli;
+pub mod postgres;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -68,7 +67,6 @@ pub struct TestServer {
     pub base: String,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
-    pub data_dir: PathBuf,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -107,7 +105,7 @@ tokio::task_local! {
     /// Set while a test runs on PostgreSQL: the schema of each data directory, so a server
     /// restarted on the same directory finds the same data. Dropped (schemas and all) when
     /// the test ends.
-    static POSTGRES: Mutex<std::collections::HashMap<PathBuf, pg::PgSchema>>;
+    static POSTGRES: Mutex<std::collections::HashMap<PathBuf, postgres::PgSchema>>;
 }
 
 /// Runs a test with every `TestServer` on PostgreSQL (one schema per data directory).
@@ -129,14 +127,13 @@ async fn database_url(data_dir: &Path, opts: &Opts) -> Option<String> {
     if known.is_some() {
         return known;
     }
-    let schema = pg::PgSchema::create().await;
+    let schema = postgres::PgSchema::create().await;
     let url = schema.url.clone();
     POSTGRES.with(|m| m.lock().unwrap().insert(data_dir.to_path_buf(), schema));
     Some(url)
 }
 
 /// Instantiates each listed `async fn name()` test twice: `sqlite::name` and `postgres::name`.
-#[macro_export]
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -151,12 +148,13 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    $crate::common::on_postgres(super::$case()).await
+                    $crate::support::on_postgres(super::$case()).await
                 }
             )*
         }
     };
 }
+pub(crate) use on_both_backends;
 
 impl TestServer {
     pub async fn start(data_dir: &Path, mut opts: Opts) -> Self {
@@ -174,7 +172,6 @@ impl TestServer {
             base: format!("http://{addr}"),
             addr,
             http: reqwest::Client::new(),
-            data_dir: data_dir.to_path_buf(),
             shutdown,
             task: Some(task),
         }

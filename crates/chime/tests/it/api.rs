@@ -1,9 +1,7 @@
 //! The REST API's contract: auth and tenant isolation, every error status, idempotency,
 //! pagination, and that rejected input changes nothing stored.
 
-mod common;
-
-use common::{ADMIN, Opts, Receiver, TestServer};
+use crate::support::{ADMIN, Opts, Receiver, TestServer, on_both_backends};
 use serde_json::json;
 
 async fn server() -> (tempfile::TempDir, TestServer) {

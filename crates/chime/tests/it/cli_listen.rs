@@ -2,12 +2,9 @@
 //! process, which forwards to a test app. Also de-duplication, signature explanations,
 //! `--reject-invalid`, `--events`, and `--record` followed by `chime replay`.
 
-mod cli_support;
-mod common;
-
+use crate::support::cli::{ChildGuard, chime, closed_port};
+use crate::support::{Opts, Receiver, TestServer};
 use chime_webhooks::{Secret, sign};
-use cli_support::{ChildGuard, chime, closed_port};
-use common::{Opts, Receiver, TestServer};
 use serde_json::{Value, json};
 
 fn now() -> i64 {
@@ -51,7 +48,7 @@ async fn publish_raw(server: &TestServer, tenant: &str, body: &'static str) -> V
     let resp = server
         .http
         .post(server.url(&format!("/v1/tenants/{tenant}/events")))
-        .bearer_auth(common::ADMIN)
+        .bearer_auth(crate::support::ADMIN)
         .header("content-type", "application/json")
         .body(body)
         .send()

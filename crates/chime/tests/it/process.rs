@@ -2,14 +2,12 @@
 //! (file mode 0600), SIGTERM stops gracefully, SIGKILL loses nothing, and a restart on the same
 //! data directory completes every pending delivery.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Receiver;
+use crate::support::Receiver;
 use serde_json::{Value, json};
 
 /// A `chime serve` child process, killed on drop so a failing test leaves nothing behind.
@@ -50,7 +48,7 @@ impl Serve {
     }
 
     fn spawn(mut cmd: Command) -> Self {
-        let mut child = common::cap_memory(&mut cmd)
+        let mut child = crate::support::cap_memory(&mut cmd)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -220,7 +218,7 @@ async fn admin_token_signals_and_restarts() {
     rx.release();
     let serve = Serve::start(&data);
     let base = serve.base.clone();
-    let done = common::eventually(Duration::from_secs(20), || async {
+    let done = crate::support::eventually(Duration::from_secs(20), || async {
         all_succeeded(&base, &token, &ids).await.then_some(())
     })
     .await;

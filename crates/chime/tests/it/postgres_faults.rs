@@ -9,8 +9,6 @@
 //! Synchronisation is on conditions with deadlines (published counts, database state), never
 //! on fixed sleeps.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,9 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::postgres::{PgDatabase, PgSchema};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use chime::store::{Lease, NewEvent, Store, Tenant};
-use common::pg::{PgDatabase, PgSchema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -58,7 +56,7 @@ impl Node {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut child = common::cap_memory(&mut Command::new(env!("CARGO_BIN_EXE_chime")))
+        let mut child = crate::support::cap_memory(&mut Command::new(env!("CARGO_BIN_EXE_chime")))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--database-url", database_url])
             .args(["--allow-targets", "127.0.0.0/8"])

@@ -1,8 +1,6 @@
 //! The outbound pipeline end to end: real server, real SQLite, real HTTP to a test receiver.
 
-mod common;
-
-use common::{Opts, Receiver, TestServer};
+use crate::support::{Opts, Receiver, TestServer, on_both_backends};
 use serde_json::json;
 
 fn tempdir() -> tempfile::TempDir {
@@ -425,7 +423,7 @@ async fn delivered_body_is_the_published_data_byte_for_byte() {
     let resp = server
         .http
         .post(server.url("/v1/tenants/acme/events"))
-        .bearer_auth(common::ADMIN)
+        .bearer_auth(crate::support::ADMIN)
         .body(raw)
         .send()
         .await
@@ -466,7 +464,7 @@ async fn rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
             b
         }
     };
-    let verifies = |secret: &str, r: &common::Received| {
+    let verifies = |secret: &str, r: &crate::support::Received| {
         standardwebhooks::Webhook::new(secret)
             .unwrap()
             .verify(&r.body, &r.headers)

@@ -1,11 +1,9 @@
 //! `chime verify` as a user runs it: known-good examples for each scheme, each failure
 //! explained in words, exit statuses and the `--json` shape.
 
-mod cli_support;
-
+use crate::support::cli::chime;
 use chime_webhooks::providers::{shopify, stripe};
 use chime_webhooks::{Secret, SigningKey, sign};
-use cli_support::chime;
 use predicates::prelude::*;
 use serde_json::Value;
 
