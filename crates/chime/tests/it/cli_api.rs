@@ -2,7 +2,8 @@
 //! user runs them against a real server: `--json` shapes, tables, exit statuses and error
 //! messages.
 
-use crate::support::cli::{chime, closed_port};
+use crate::support::cli::chime;
+use crate::support::closed_port;
 use crate::support::{Opts, Receiver, TestServer};
 use predicates::prelude::*;
 use serde_json::{Value, json};

@@ -2,7 +2,8 @@
 //! process, which forwards to a test app. Also de-duplication, signature explanations,
 //! `--reject-invalid`, `--events`, and `--record` followed by `chime replay`.
 
-use crate::support::cli::{ChildGuard, chime, closed_port};
+use crate::support::cli::{ChildGuard, chime};
+use crate::support::closed_port;
 use crate::support::{Opts, Receiver, TestServer};
 use chime_webhooks::{Secret, sign};
 use serde_json::{Value, json};

@@ -259,12 +259,7 @@ async fn redirects_are_failures_and_not_followed() {
 async fn unreachable_receiver_is_a_connect_failure() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
-    // A port that was just free: bind, note, drop.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::closed_port();
     server.create_tenant("acme").await;
     server
         .create_endpoint("acme", &format!("http://127.0.0.1:{port}/"), json!(["*"]))

@@ -56,27 +56,28 @@ impl Node {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut child = crate::support::cap_memory(&mut Command::new(env!("CARGO_BIN_EXE_chime")))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--database-url", database_url])
-            .args(["--allow-targets", "127.0.0.0/8"])
-            .args(["--retry-schedule", RETRY_SCHEDULE])
-            .args(["--request-timeout", REQUEST_TIMEOUT])
-            .args(["--lease", LEASE])
-            .args(["--poll-interval", "500ms"])
-            .args(["--endpoint-concurrency", "16"])
-            .args(["--db-pool-size", "8"])
-            .args(["--shutdown-grace", "5s"])
-            // Random 500s must not open the circuit: this test is about the store.
-            .args(["--failure-threshold", "1000000"])
-            .arg("--data-dir")
-            .arg(data.path())
-            .env("CHIME_ADMIN_TOKEN", TOKEN)
-            .env("CHIME_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn chime serve");
+        let mut child =
+            crate::support::memory::cap_memory(&mut Command::new(env!("CARGO_BIN_EXE_chime")))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(["--database-url", database_url])
+                .args(["--allow-targets", "127.0.0.0/8"])
+                .args(["--retry-schedule", RETRY_SCHEDULE])
+                .args(["--request-timeout", REQUEST_TIMEOUT])
+                .args(["--lease", LEASE])
+                .args(["--poll-interval", "500ms"])
+                .args(["--endpoint-concurrency", "16"])
+                .args(["--db-pool-size", "8"])
+                .args(["--shutdown-grace", "5s"])
+                // Random 500s must not open the circuit: this test is about the store.
+                .args(["--failure-threshold", "1000000"])
+                .arg("--data-dir")
+                .arg(data.path())
+                .env("CHIME_ADMIN_TOKEN", TOKEN)
+                .env("CHIME_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(stderr))
+                .spawn()
+                .expect("spawn chime serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         // Drain stdout for the process's whole life: a closed pipe would fail its next print.

@@ -48,7 +48,7 @@ impl Serve {
     }
 
     fn spawn(mut cmd: Command) -> Self {
-        let mut child = crate::support::cap_memory(&mut cmd)
+        let mut child = crate::support::memory::cap_memory(&mut cmd)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
