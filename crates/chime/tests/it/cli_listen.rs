@@ -2,8 +2,9 @@
 //! process, which forwards to a test app. Also de-duplication, signature explanations,
 //! `--reject-invalid`, `--events`, and `--record` followed by `chime replay`.
 
-use crate::support::cli::{ChildGuard, chime};
+use crate::support::cli::{chime, command};
 use crate::support::closed_port;
+use crate::support::process::ChildProcess;
 use crate::support::{Opts, Receiver, TestServer};
 use chime_webhooks::{Secret, sign};
 use serde_json::{Value, json};
@@ -16,10 +17,10 @@ fn now() -> i64 {
 }
 
 /// Starts `chime listen --port 0 --json ARGS…` and returns it with its URL.
-async fn listen(args: &[&str]) -> (ChildGuard, String) {
-    let mut all = vec!["listen", "--port", "0", "--json"];
-    all.extend_from_slice(args);
-    let mut child = ChildGuard::spawn(&all);
+async fn listen(args: &[&str]) -> (ChildProcess, String) {
+    let mut cmd = command();
+    cmd.args(["listen", "--port", "0", "--json"]).args(args);
+    let mut child = ChildProcess::spawn("chime listen", cmd);
     let first = child.next_json().await;
     let url = first["listening"]
         .as_str()

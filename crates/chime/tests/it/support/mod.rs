@@ -1,11 +1,13 @@
 //! The harness every module of the test binary shares, compiled once: the in-process server
 //! (`server`), the test receiver (`receiver`), PostgreSQL schemas and databases (`postgres`),
-//! the `chime` binary as a command (`cli`), and memory caps (`memory`). Tests synchronise on
-//! received requests and on conditions with a deadline, never on sleeps.
+//! the `chime` binary as a command (`cli`), child processes killed when the test ends
+//! (`process`), and memory caps (`memory`). Tests synchronise on received requests, output
+//! lines and conditions with a deadline, never on sleeps.
 
 pub mod cli;
 pub mod memory;
 pub mod postgres;
+pub mod process;
 pub mod receiver;
 pub mod server;
 
