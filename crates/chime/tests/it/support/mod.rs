@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use memory::cap_this_process_memory;
 pub use receiver::{Received, Receiver};
 pub(crate) use server::on_both_backends;
-pub use server::{ADMIN, Opts, TestServer};
+pub use server::{ADMIN, Fixture, Opts, TestServer};
 
 /// Re-evaluates `check` until it yields a value or the deadline passes. For state that only
 /// the API can show (the store's), this is the condition-with-deadline the tests wait on.

@@ -1,5 +1,6 @@
 //! The real server on 127.0.0.1:0, in-process (through `chime::run`), on SQLite in a data
-//! directory or, under `on_postgres`, on a PostgreSQL schema of its own.
+//! directory or, under `on_postgres`, on a PostgreSQL schema of its own; and `Fixture`, the
+//! start most delivery tests share.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{eventually, postgres};
+use super::{Receiver, eventually, postgres};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
@@ -290,5 +291,42 @@ impl TestServer {
         })
         .await
         .unwrap_or_else(|| panic!("delivery {id} never became {status}"))
+    }
+}
+
+/// Where most delivery tests start: a server on a data directory of its own, tenant `acme`,
+/// a test receiver, and one endpoint of `acme` on it for every event (`*`).
+pub struct Fixture {
+    /// The data directory, for tests that restart the server or open its store.
+    pub dir: tempfile::TempDir,
+    pub server: TestServer,
+    pub rx: Receiver,
+    /// The endpoint's id and signing secret.
+    pub endpoint: String,
+    pub secret: String,
+}
+
+impl Fixture {
+    /// A server with `opts`; the endpoint's URL is the receiver's `path`.
+    pub async fn start(opts: Opts, path: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start(dir.path(), opts).await;
+        server.create_tenant("acme").await;
+        let rx = Receiver::start().await;
+        let (endpoint, secret) = server
+            .create_endpoint("acme", &rx.url(path), json!(["*"]))
+            .await;
+        Self {
+            dir,
+            server,
+            rx,
+            endpoint,
+            secret,
+        }
+    }
+
+    /// Stops the server gracefully; the data directory goes after it.
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }
