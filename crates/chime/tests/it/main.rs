@@ -3,6 +3,12 @@
 //!
 //! Run one area with a filter, e.g. `cargo test -p chime --test it store_conformance::` or
 //! `cargo nextest run -p chime -E 'binary(it) and test(/^fuzz::/)'`.
+//!
+//! `cargo test` runs every test on threads of one process, `cargo nextest` each in a process
+//! of its own; both must pass. So a test changes nothing process-wide: no
+//! `std::env::set_var` (a child gets its variables through `Command::env`), no fixed paths
+//! (a `tempfile::tempdir()` each), no fixed ports (127.0.0.1:0). The one process-wide
+//! setting is `support::cap_this_process_memory`, the same for every test that asks.
 
 mod support;
 
