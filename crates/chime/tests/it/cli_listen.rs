@@ -3,18 +3,10 @@
 //! `--reject-invalid`, `--events`, and `--record` followed by `chime replay`.
 
 use crate::support::cli::{chime, command};
-use crate::support::closed_port;
 use crate::support::process::ChildProcess;
-use crate::support::{Opts, Receiver, TestServer};
+use crate::support::{Opts, Receiver, TestServer, closed_port, now};
 use chime_webhooks::{Secret, sign};
 use serde_json::{Value, json};
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// Starts `chime listen --port 0 --json ARGS…` and returns it with its URL.
 async fn listen(args: &[&str]) -> (ChildProcess, String) {

@@ -2,6 +2,7 @@
 //! explained in words, exit statuses and the `--json` shape.
 
 use crate::support::cli::chime;
+use crate::support::now;
 use chime_webhooks::providers::{shopify, stripe};
 use chime_webhooks::{Secret, SigningKey, sign};
 use predicates::prelude::*;
@@ -23,13 +24,6 @@ fn spec_headers() -> Vec<String> {
         "-H".into(),
         format!("webhook-signature: {SPEC_SIG}"),
     ]
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 #[test]

@@ -727,7 +727,7 @@ async fn lease_expiry_uses_the_database_clock() {
 
     // The lease was set on the database's clock: its end is the server's now plus the
     // duration, whatever this process's clock says.
-    let client = admin_client(&schema.url).await;
+    let client = schema.client().await;
     let left: i64 = client
         .query_one(
             "SELECT leased_until - (extract(epoch from clock_timestamp()) * 1000)::bigint
@@ -782,16 +782,6 @@ async fn lease_expiry_uses_the_database_clock() {
     );
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
 /// Nodes starting at once against an empty database all migrate it without errors, and the
 /// schema is applied exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -803,7 +793,7 @@ async fn concurrent_starts_migrate_once() {
     }))
     .await;
     assert_eq!(opened.len(), 6);
-    let client = admin_client(&schema.url).await;
+    let client = schema.client().await;
     let versions: Vec<i32> = client
         .query("SELECT version FROM chime_migrations ORDER BY version", &[])
         .await
@@ -837,7 +827,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
     // them), and an event is stored for a tenant without endpoints as well.
 
     // The deletion, begun and not yet committed: it holds the tenant row.
-    let deleter = admin_client(&schema.url).await;
+    let deleter = schema.client().await;
     deleter.batch_execute("BEGIN").await.unwrap();
     deleter
         .execute("DELETE FROM tenants WHERE id = 'doomed'", &[])
@@ -873,7 +863,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
         }
     });
     // The publish read the tenant (the deletion is not committed) and now waits on its lock.
-    let watcher = admin_client(&schema.url).await;
+    let watcher = schema.client().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = watcher
@@ -925,7 +915,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
 async fn indexed_text_columns_compare_bytewise() {
     let schema = PgSchema::create().await;
     let _store = open(&schema.url).await;
-    let client = admin_client(&schema.url).await;
+    let client = schema.client().await;
     let rows = client
         .query(
             "SELECT c.relname, a.attname, coll.collname
@@ -995,7 +985,8 @@ fn chime_migrate_migrates_a_postgres_schema() {
         assert!(stdout.contains(expected), "{stdout}");
     }
     let tables: i64 = rt.block_on(async {
-        admin_client(&schema.url)
+        schema
+            .client()
             .await
             .query_one(
                 "SELECT count(*) FROM information_schema.tables
