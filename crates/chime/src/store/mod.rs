@@ -3,7 +3,7 @@
 //! `Store` is implemented by `sqlite::SqliteStore` (the embedded default, one process) and
 //! `postgres::PostgresStore` (several nodes sharing one database). Only modules under
 //! `store/` contain SQL. Its behaviour is specified by the conformance suite in
-//! `tests/store_conformance.rs`, which every backend must pass.
+//! `tests/it/store_conformance.rs`, which every backend must pass.
 //!
 //! Times are `Millis`. Ids are prefixed strings (`evt_…`). Lists are cursor-paginated on an
 //! internal monotonic sequence, newest first.

@@ -1,9 +1,7 @@
 //! The REST API's contract: auth and tenant isolation, every error status, idempotency,
 //! pagination, and that rejected input changes nothing stored.
 
-mod common;
-
-use common::{ADMIN, Opts, Receiver, TestServer};
+use crate::support::{ADMIN, Fixture, Opts, Receiver, TestServer, on_both_backends};
 use serde_json::json;
 
 async fn server() -> (tempfile::TempDir, TestServer) {
@@ -136,20 +134,12 @@ async fn auth_and_tenant_isolation() {
 }
 
 async fn each_error_status_has_the_documented_shape() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        dir.path(),
-        Opts {
-            max_body_bytes: 4096,
-            ..Opts::default()
-        },
-    )
-    .await;
-    server.create_tenant("acme").await;
-    let rx = Receiver::start().await;
-    let (ep, _) = server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
+    let opts = Opts {
+        max_body_bytes: 4096,
+        ..Opts::default()
+    };
+    let fx = Fixture::start(opts, "/h").await;
+    let (server, ep) = (&fx.server, &fx.endpoint);
 
     let raw = |method: &str, path: &str, body: &str| {
         server
@@ -349,16 +339,12 @@ async fn each_error_status_has_the_documented_shape() {
     // Rejected events store nothing.
     let (_, events) = server.admin("GET", "/v1/tenants/acme/events", None).await;
     assert!(events["data"].as_array().unwrap().is_empty(), "{events}");
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn idempotency_key_returns_the_first_result_and_stores_nothing_new() {
-    let (_dir, server) = server().await;
-    let rx = Receiver::start().await;
-    server.create_tenant("acme").await;
-    server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
+    let fx = Fixture::start(Opts::default(), "/h").await;
+    let (server, rx) = (&fx.server, &fx.rx);
     let send = |body: serde_json::Value| {
         server
             .http
@@ -395,7 +381,7 @@ async fn idempotency_key_returns_the_first_result_and_stores_nothing_new() {
         .admin("GET", "/v1/tenants/acme/deliveries", None)
         .await;
     assert_eq!(deliveries["data"].as_array().unwrap().len(), 1);
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn lists_paginate_newest_first_and_filter() {

@@ -2,9 +2,7 @@
 //! JSON of the body itself. Each is refused with `{code, detail}` when its cost cannot be
 //! bounded, and a refused request stores nothing.
 
-mod common;
-
-use common::{ADMIN, Opts, Receiver, TestServer};
+use crate::support::{ADMIN, Opts, Receiver, TestServer, on_both_backends};
 use serde_json::{Value, json};
 
 async fn server() -> (tempfile::TempDir, TestServer) {
@@ -12,7 +10,7 @@ async fn server() -> (tempfile::TempDir, TestServer) {
 }
 
 async fn server_with(opts: Opts) -> (tempfile::TempDir, TestServer) {
-    common::cap_this_process_memory();
+    crate::support::cap_this_process_memory();
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), opts).await;
     (dir, server)

@@ -9,19 +9,18 @@
 //! Synchronisation is on conditions with deadlines (published counts, database state), never
 //! on fixed sleeps.
 
-mod common;
-
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::command;
+use crate::support::postgres::{PgDatabase, PgSchema};
+use crate::support::process::{ChildProcess, served_at};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use chime::store::{Admin, EventLog, Lease, NewEvent, Queue, Tenant};
-use common::pg::{PgDatabase, PgSchema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -40,17 +39,16 @@ const LEASE: &str = "10s";
 // ---------------------------------------------------------------------------------------
 // chime serve processes
 
-/// A `chime serve` child process on the shared database; killed on drop.
+/// A `chime serve` process on the shared database, with its log and data directory.
 struct Node {
-    name: String,
-    child: Child,
+    process: ChildProcess,
     base: String,
     log: PathBuf,
     _data: tempfile::TempDir,
 }
 
 impl Node {
-    fn start(name: &str, database_url: &str, logs: &Path) -> Self {
+    async fn start(name: &str, database_url: &str, logs: &Path) -> Self {
         let data = tempfile::tempdir().unwrap();
         let log = logs.join(format!("{name}.log"));
         let stderr = std::fs::OpenOptions::new()
@@ -58,8 +56,8 @@ impl Node {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut child = common::cap_memory(&mut Command::new(env!("CARGO_BIN_EXE_chime")))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        let mut cmd = command();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--database-url", database_url])
             .args(["--allow-targets", "127.0.0.0/8"])
             .args(["--retry-schedule", RETRY_SCHEDULE])
@@ -75,56 +73,22 @@ impl Node {
             .arg(data.path())
             .env("CHIME_ADMIN_TOKEN", TOKEN)
             .env("CHIME_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn chime serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Drain stdout for the process's whole life: a closed pipe would fail its next print.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let first = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{name} did not start: {}", tail(&log)));
-        let base = first.rsplit(' ').next().unwrap().to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+            .stderr(Stdio::from(stderr));
+        let mut process = ChildProcess::spawn(name, cmd);
+        let first = process
+            .try_next_line(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{name} did not start: {}", tail(&log)));
         Self {
-            name: name.to_owned(),
-            child,
-            base,
+            base: served_at(&first),
+            process,
             log,
             _data: data,
         }
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill {sig} {}", self.name);
-    }
-
-    fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
-        let until = Instant::now() + deadline;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < until, "{} did not exit", self.name);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn name(&self) -> &str {
+        self.process.name()
     }
 }
 
@@ -366,7 +330,7 @@ async fn settled(
         if Instant::now() >= end {
             let logs: Vec<String> = nodes
                 .iter()
-                .map(|n| format!("--- {}:\n{}", n.name, tail(&n.log)))
+                .map(|n| format!("--- {}:\n{}", n.name(), tail(&n.log)))
                 .collect();
             panic!(
                 "not settled: {total} of {expected} deliveries, {pending} pending\n{}",
@@ -549,9 +513,10 @@ async fn three_nodes_survive_a_sigkill_and_a_restart() {
         .map(PathBuf::from)
         .unwrap_or_else(|| logs.path().to_path_buf());
     let receiver = FaultReceiver::start(0x5eed, 20, 2).await;
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| Node::start(&format!("node{i}"), &db.url, &logs_path))
-        .collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(Node::start(&format!("node{i}"), &db.url, &logs_path).await);
+    }
     let paths = set_up(&nodes[0].base, &receiver, FAULT_ENDPOINTS).await;
     let live: Live = Arc::new(Mutex::new(nodes.iter().map(|n| n.base.clone()).collect()));
     let published = Arc::new(AtomicUsize::new(0));
@@ -567,23 +532,23 @@ async fn three_nodes_survive_a_sigkill_and_a_restart() {
     })
     .await;
     live.lock().unwrap().retain(|b| *b != nodes[0].base);
-    nodes[0].signal("-KILL");
-    nodes[0].wait_exit(Duration::from_secs(10));
+    nodes[0].process.signal("-KILL");
+    nodes[0].process.wait_exit(Duration::from_secs(10)).await;
 
     until(Duration::from_secs(180), "two thirds published", || {
         published.load(Ordering::Relaxed) >= 2 * FAULT_EVENTS / 3
     })
     .await;
     live.lock().unwrap().retain(|b| *b != nodes[1].base);
-    nodes[1].signal("-TERM");
-    let status = nodes[1].wait_exit(Duration::from_secs(20));
+    nodes[1].process.signal("-TERM");
+    let status = nodes[1].process.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "graceful stop: {status}");
     // KNOWN ISSUE (see the issue-5 note): in about one run in four, one delivery whose
     // request reached the receiver around this graceful stop is sent again after its lease
     // expires, its first attempt never recorded. Until that is found and fixed, duplicates are
     // tolerated for requests sent before this node finished stopping, as for the killed one.
     let stopped_at = Instant::now();
-    nodes[1] = Node::start("node1-again", &db.url, &logs_path);
+    nodes[1] = Node::start("node1-again", &db.url, &logs_path).await;
     live.lock().unwrap().push(nodes[1].base.clone());
 
     publisher.await.unwrap();
@@ -621,9 +586,10 @@ async fn nodes_recover_when_their_database_connections_are_cut() {
     let db = PgDatabase::create().await;
     let logs = tempfile::tempdir().unwrap();
     let receiver = FaultReceiver::start(0xc07, 0, 0).await;
-    let nodes: Vec<Node> = (0..2)
-        .map(|i| Node::start(&format!("node{i}"), &db.url, logs.path()))
-        .collect();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        nodes.push(Node::start(&format!("node{i}"), &db.url, logs.path()).await);
+    }
     let paths = set_up(&nodes[0].base, &receiver, ENDPOINTS).await;
     let live: Live = Arc::new(Mutex::new(nodes.iter().map(|n| n.base.clone()).collect()));
     let published = Arc::new(AtomicUsize::new(0));
@@ -652,7 +618,7 @@ async fn nodes_recover_when_their_database_connections_are_cut() {
     let http = http();
     for n in &nodes {
         let resp = http.get(format!("{}/readyz", n.base)).send().await.unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "{} /readyz", n.name);
+        assert_eq!(resp.status().as_u16(), 200, "{} /readyz", n.name());
     }
     // While the database refuses connections the nodes say so, and recover by themselves.
     db.set_allow_connections(false).await;
@@ -669,7 +635,7 @@ async fn nodes_recover_when_their_database_connections_are_cut() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status().as_u16(), 503, "{} publish", n.name);
+        assert_eq!(resp.status().as_u16(), 503, "{} publish", n.name());
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["code"], "unavailable", "{body}");
     }
@@ -761,7 +727,7 @@ async fn lease_expiry_uses_the_database_clock() {
 
     // The lease was set on the database's clock: its end is the server's now plus the
     // duration, whatever this process's clock says.
-    let client = admin_client(&schema.url).await;
+    let client = schema.client().await;
     let left: i64 = client
         .query_one(
             "SELECT leased_until - (extract(epoch from clock_timestamp()) * 1000)::bigint
@@ -816,16 +782,6 @@ async fn lease_expiry_uses_the_database_clock() {
     );
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
 /// Nodes starting at once against an empty database all migrate it without errors, and the
 /// schema is applied exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -837,7 +793,7 @@ async fn concurrent_starts_migrate_once() {
     }))
     .await;
     assert_eq!(opened.len(), 6);
-    let client = admin_client(&schema.url).await;
+    let client = schema.client().await;
     let versions: Vec<i32> = client
         .query("SELECT version FROM chime_migrations ORDER BY version", &[])
         .await
@@ -871,7 +827,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
     // them), and an event is stored for a tenant without endpoints as well.
 
     // The deletion, begun and not yet committed: it holds the tenant row.
-    let deleter = admin_client(&schema.url).await;
+    let deleter = schema.client().await;
     deleter.batch_execute("BEGIN").await.unwrap();
     deleter
         .execute("DELETE FROM tenants WHERE id = 'doomed'", &[])
@@ -907,7 +863,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
         }
     });
     // The publish read the tenant (the deletion is not committed) and now waits on its lock.
-    let watcher = admin_client(&schema.url).await;
+    let watcher = schema.client().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = watcher
@@ -959,7 +915,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
 async fn indexed_text_columns_compare_bytewise() {
     let schema = PgSchema::create().await;
     let _store = open(&schema.url).await;
-    let client = admin_client(&schema.url).await;
+    let client = schema.client().await;
     let rows = client
         .query(
             "SELECT c.relname, a.attname, coll.collname
@@ -1015,7 +971,7 @@ fn chime_migrate_migrates_a_postgres_schema() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let schema = rt.block_on(PgSchema::create());
     for expected in ["created the schema", "already up to date"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_chime"))
+        let out = command()
             .args(["migrate", "--database-url", &schema.url])
             .env("CHIME_LOG", "warn")
             .output()
@@ -1029,7 +985,8 @@ fn chime_migrate_migrates_a_postgres_schema() {
         assert!(stdout.contains(expected), "{stdout}");
     }
     let tables: i64 = rt.block_on(async {
-        admin_client(&schema.url)
+        schema
+            .client()
             .await
             .query_one(
                 "SELECT count(*) FROM information_schema.tables
@@ -1095,8 +1052,8 @@ async fn status_with(http: &reqwest::Client, base: &str, path: &str, token: &str
 async fn a_deleted_tenants_token_dies_on_every_node() {
     let db = PgDatabase::create().await;
     let logs = tempfile::tempdir().unwrap();
-    let one = Node::start("node1", &db.url, logs.path());
-    let two = Node::start("node2", &db.url, logs.path());
+    let one = Node::start("node1", &db.url, logs.path()).await;
+    let two = Node::start("node2", &db.url, logs.path()).await;
     let http = http();
     let post = reqwest::Method::POST;
     let (s, b) = admin(
@@ -1177,6 +1134,6 @@ async fn a_deleted_tenants_token_dies_on_every_node() {
             .send()
             .await
             .unwrap();
-        assert_eq!(sent.status().as_u16(), 401, "{}", node.name);
+        assert_eq!(sent.status().as_u16(), 401, "{}", node.name());
     }
 }

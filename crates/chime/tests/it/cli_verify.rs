@@ -1,11 +1,10 @@
 //! `chime verify` as a user runs it: known-good examples for each scheme, each failure
 //! explained in words, exit statuses and the `--json` shape.
 
-mod cli_support;
-
+use crate::support::cli::chime;
+use crate::support::now;
 use chime_webhooks::providers::{shopify, stripe};
 use chime_webhooks::{Secret, SigningKey, sign};
-use cli_support::chime;
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -25,13 +24,6 @@ fn spec_headers() -> Vec<String> {
         "-H".into(),
         format!("webhook-signature: {SPEC_SIG}"),
     ]
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 #[test]

@@ -2,11 +2,9 @@
 //! user runs them against a real server: `--json` shapes, tables, exit statuses and error
 //! messages.
 
-mod cli_support;
-mod common;
-
-use cli_support::{chime, closed_port};
-use common::{Opts, Receiver, TestServer};
+use crate::support::cli::chime;
+use crate::support::closed_port;
+use crate::support::{Opts, Receiver, TestServer};
 use predicates::prelude::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -42,7 +40,7 @@ impl Env {
     fn chime(&self) -> assert_cmd::Command {
         let mut cmd = chime();
         cmd.env("CHIME_URL", &self.server().base)
-            .env("CHIME_TOKEN", common::ADMIN);
+            .env("CHIME_TOKEN", crate::support::ADMIN);
         cmd
     }
 
@@ -390,7 +388,7 @@ fn errors_are_clear_with_distinct_exit_statuses() {
     chime()
         .env("CHIME_URL", &env.server().base)
         .env_remove("CHIME_TOKEN")
-        .env("CHIME_ADMIN_TOKEN", common::ADMIN)
+        .env("CHIME_ADMIN_TOKEN", crate::support::ADMIN)
         .args(["tenant", "list"])
         .assert()
         .code(0)
@@ -453,7 +451,7 @@ fn errors_are_clear_with_distinct_exit_statuses() {
     std::fs::create_dir(cwd.path().join("chime-data")).unwrap();
     std::fs::write(
         cwd.path().join("chime-data/admin-token"),
-        format!("{}\n", common::ADMIN),
+        format!("{}\n", crate::support::ADMIN),
     )
     .unwrap();
     chime()
@@ -833,10 +831,13 @@ fn ordered_endpoint_head_is_skipped_then_replayed() {
     // `endpoint show` names the failed head, and how to give it up.
     let path = format!("/v1/tenants/acme/endpoints/{ep_id}");
     env.rt
-        .block_on(common::eventually(Duration::from_secs(10), || async {
-            let (_, e) = env.server().admin("GET", &path, None).await;
-            (e["blocked_by"]["id"] == head_id.as_str()).then_some(())
-        }))
+        .block_on(crate::support::eventually(
+            Duration::from_secs(10),
+            || async {
+                let (_, e) = env.server().admin("GET", &path, None).await;
+                (e["blocked_by"]["id"] == head_id.as_str()).then_some(())
+            },
+        ))
         .expect("the failed head is shown as blocking");
     let shown = env.json(&["endpoint", "show", &ep_id, "--tenant", "acme"]);
     assert_eq!(shown["blocked_by"]["id"], head_id.as_str());
@@ -1250,10 +1251,13 @@ fn endpoint_show_says_why_chime_stopped_delivering() {
         let path = format!("/v1/tenants/acme/endpoints/{id}");
         let key = key.to_owned();
         env.rt
-            .block_on(common::eventually(Duration::from_secs(10), || async {
-                let (_, e) = env.server().admin("GET", &path, None).await;
-                e[&key].is_string().then_some(e)
-            }))
+            .block_on(crate::support::eventually(
+                Duration::from_secs(10),
+                || async {
+                    let (_, e) = env.server().admin("GET", &path, None).await;
+                    e[&key].is_string().then_some(e)
+                },
+            ))
             .unwrap_or_else(|| panic!("{id} never had {key}"))
     };
     let e = shown(&gone_id, "disabled_reason");

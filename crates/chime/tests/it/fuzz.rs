@@ -4,25 +4,33 @@
 //! through a real server, where a refusal must be a `{code, detail}` answer.
 //!
 //! CI runs a few thousand cases of each. Run longer with, for example,
-//! `PROPTEST_CASES=200000 cargo test -p chime --test fuzz --release` (the cases count of each
+//! `PROPTEST_CASES=200000 cargo test -p chime --test it --release fuzz::` (the cases count of each
 //! property then becomes that number), and under a memory cap to turn an unbounded allocation
 //! into a failure: `prlimit --as=2000000000 cargo test …`.
-
-mod common;
 
 use chime::filter::{MAX_FANOUT, Verdicts};
 use chime::json_rules::MAX_DEPTH;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Value, json};
 
 /// Cases per property, unless `PROPTEST_CASES` says otherwise.
+///
+/// Failures persist beside this file, in `fuzz.proptest-regressions`. Proptest's default
+/// (`SourceParallel`) would use `tests/proptest-regressions/fuzz.txt` instead, because this
+/// file's directory has a `main.rs`, and the seeds already kept would no longer be replayed.
 fn cases(default: u32) -> ProptestConfig {
-    common::cap_this_process_memory();
+    crate::support::cap_this_process_memory();
     let n = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
-    ProptestConfig::with_cases(n)
+    ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::with_cases(n)
+    }
 }
 
 /// Random JSON values, nested up to `depth`.
@@ -253,7 +261,7 @@ proptest! {
 /// A real server (tenant `acme`) that properties POST to from synchronous proptest code.
 struct LiveServer {
     rt: tokio::runtime::Runtime,
-    server: Option<common::TestServer>,
+    server: Option<crate::support::TestServer>,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -267,7 +275,9 @@ impl LiveServer {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let server = rt.block_on(async {
-            let server = common::TestServer::start(dir.path(), common::Opts::default()).await;
+            let server =
+                crate::support::TestServer::start(dir.path(), crate::support::Opts::default())
+                    .await;
             server.create_tenant("acme").await;
             server
         });
@@ -286,7 +296,7 @@ impl LiveServer {
             let resp = self
                 .client
                 .post(url)
-                .bearer_auth(common::ADMIN)
+                .bearer_auth(crate::support::ADMIN)
                 .header("content-type", "application/json")
                 .body(body)
                 .send()

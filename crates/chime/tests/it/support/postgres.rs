@@ -108,6 +108,13 @@ impl PgSchema {
     }
 }
 
+impl PgSchema {
+    /// A client whose search path is this schema (for checks and fault injection).
+    pub async fn client(&self) -> tokio_postgres::Client {
+        admin(&self.url).await
+    }
+}
+
 impl Drop for PgSchema {
     fn drop(&mut self) {
         run_detached(

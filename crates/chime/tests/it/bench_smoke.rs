@@ -2,15 +2,15 @@
 //! servers, receiver and load generator, and reports what it measured. A correctness test of
 //! the harness, not a timed assertion: no number is compared with a target here.
 
-use std::process::Command;
-
 use serde_json::Value;
+
+use crate::support::cli::command;
 
 #[test]
 fn bench_runs_two_scenarios_and_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_chime"))
+    let out = command()
         .args([
             "bench",
             "--quick",
@@ -25,7 +25,6 @@ fn bench_runs_two_scenarios_and_writes_its_report() {
         .arg(dir.path())
         .arg("--json")
         .arg(&json)
-        .env_remove("CHIME_LOG")
         .output()
         .expect("run chime bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -110,7 +109,7 @@ fn bench_runs_two_scenarios_and_writes_its_report() {
 
 #[test]
 fn bench_rejects_bad_sizes_as_usage_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_chime"))
+    let out = command()
         .args(["bench", "--concurrency", "0", "throughput"])
         .output()
         .expect("run chime bench");

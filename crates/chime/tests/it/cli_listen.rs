@@ -2,26 +2,17 @@
 //! process, which forwards to a test app. Also de-duplication, signature explanations,
 //! `--reject-invalid`, `--events`, and `--record` followed by `chime replay`.
 
-mod cli_support;
-mod common;
-
+use crate::support::cli::{chime, command};
+use crate::support::process::ChildProcess;
+use crate::support::{Opts, Receiver, TestServer, closed_port, now};
 use chime_webhooks::{Secret, sign};
-use cli_support::{ChildGuard, chime, closed_port};
-use common::{Opts, Receiver, TestServer};
 use serde_json::{Value, json};
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// Starts `chime listen --port 0 --json ARGS…` and returns it with its URL.
-async fn listen(args: &[&str]) -> (ChildGuard, String) {
-    let mut all = vec!["listen", "--port", "0", "--json"];
-    all.extend_from_slice(args);
-    let mut child = ChildGuard::spawn(&all);
+async fn listen(args: &[&str]) -> (ChildProcess, String) {
+    let mut cmd = command();
+    cmd.args(["listen", "--port", "0", "--json"]).args(args);
+    let mut child = ChildProcess::spawn("chime listen", cmd);
     let first = child.next_json().await;
     let url = first["listening"]
         .as_str()
@@ -51,7 +42,7 @@ async fn publish_raw(server: &TestServer, tenant: &str, body: &'static str) -> V
     let resp = server
         .http
         .post(server.url(&format!("/v1/tenants/{tenant}/events")))
-        .bearer_auth(common::ADMIN)
+        .bearer_auth(crate::support::ADMIN)
         .header("content-type", "application/json")
         .body(body)
         .send()

@@ -1,8 +1,6 @@
 //! The outbound pipeline end to end: real server, real SQLite, real HTTP to a test receiver.
 
-mod common;
-
-use common::{Opts, Receiver, TestServer};
+use crate::support::{Fixture, Opts, Receiver, TestServer, on_both_backends};
 use serde_json::json;
 
 fn tempdir() -> tempfile::TempDir {
@@ -79,14 +77,9 @@ async fn fan_out_respects_event_filters_and_signs_verifiably() {
 }
 
 async fn failure_then_success_keeps_webhook_id_and_records_both_attempts() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(Opts::default(), "/hook").await;
+    let (server, rx) = (&fx.server, &fx.rx);
     rx.script(&[500]);
-    server.create_tenant("acme").await;
-    server
-        .create_endpoint("acme", &rx.url("/hook"), json!(["*"]))
-        .await;
     let ev = server
         .publish("acme", "order.created", json!({"n": 1}))
         .await;
@@ -106,18 +99,13 @@ async fn failure_then_success_keeps_webhook_id_and_records_both_attempts() {
     assert_eq!(attempts[1]["status_code"], 500);
     assert_eq!(attempts[1]["error_kind"], "status");
     assert_eq!(attempts[1]["response"], "receiver says hi");
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn exhausted_delivery_fails_and_manual_retry_delivers_it() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(Opts::default(), "/hook").await;
+    let (server, rx) = (&fx.server, &fx.rx);
     rx.set_default(503);
-    server.create_tenant("acme").await;
-    server
-        .create_endpoint("acme", &rx.url("/hook"), json!(["*"]))
-        .await;
     let ev = server.publish("acme", "ping", json!(null)).await;
     let id = ev["deliveries"][0]["id"].as_str().unwrap();
 
@@ -148,7 +136,7 @@ async fn exhausted_delivery_fails_and_manual_retry_delivers_it() {
         got.iter()
             .all(|r| r.header("webhook-id") == ev["id"].as_str().unwrap())
     );
-    server.stop().await;
+    fx.stop().await;
 }
 
 /// Saving an endpoint at `url` is refused 422 with `code`.
@@ -236,14 +224,9 @@ async fn internal_targets_are_refused_unless_allowed() {
 }
 
 async fn redirects_are_failures_and_not_followed() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(Opts::default(), "/hook").await;
+    let (server, rx) = (&fx.server, &fx.rx);
     rx.set_default(307);
-    server.create_tenant("acme").await;
-    server
-        .create_endpoint("acme", &rx.url("/hook"), json!(["*"]))
-        .await;
     let ev = server.publish("acme", "ping", json!({})).await;
     let id = ev["deliveries"][0]["id"].as_str().unwrap();
     server.wait_status("acme", id, "failed").await;
@@ -255,18 +238,13 @@ async fn redirects_are_failures_and_not_followed() {
             .all(|a| a["status_code"] == 307 && a["error_kind"] == "status")
     );
     assert_eq!(rx.received().len(), 3);
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn unreachable_receiver_is_a_connect_failure() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), Opts::default()).await;
-    // A port that was just free: bind, note, drop.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::closed_port();
     server.create_tenant("acme").await;
     server
         .create_endpoint("acme", &format!("http://127.0.0.1:{port}/"), json!(["*"]))
@@ -279,25 +257,20 @@ async fn unreachable_receiver_is_a_connect_failure() {
 }
 
 async fn slow_receiver_times_out() {
-    let dir = tempdir();
     let opts = Opts {
         request_timeout: "300ms",
         retry_schedule: "",
         ..Opts::default()
     };
-    let server = TestServer::start(dir.path(), opts).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(opts, "/slow").await;
+    let (server, rx) = (&fx.server, &fx.rx);
     rx.hold();
-    server.create_tenant("acme").await;
-    server
-        .create_endpoint("acme", &rx.url("/slow"), json!(["*"]))
-        .await;
     let ev = server.publish("acme", "ping", json!({})).await;
     let id = ev["deliveries"][0]["id"].as_str().unwrap();
     let d = server.wait_status("acme", id, "failed").await;
     assert_eq!(d["last_error_kind"], "timeout");
     rx.release();
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn stopped_server_resumes_every_pending_delivery_after_restart() {
@@ -350,13 +323,8 @@ async fn stopped_server_resumes_every_pending_delivery_after_restart() {
 }
 
 async fn disabled_endpoint_records_skipped_deliveries_that_replay_after_enabling() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
-    server.create_tenant("acme").await;
-    let (ep, _) = server
-        .create_endpoint("acme", &rx.url("/hook"), json!(["*"]))
-        .await;
+    let fx = Fixture::start(Opts::default(), "/hook").await;
+    let (server, rx, ep) = (&fx.server, &fx.rx, &fx.endpoint);
     let (s, b) = server
         .admin(
             "PATCH",
@@ -409,23 +377,18 @@ async fn disabled_endpoint_records_skipped_deliveries_that_replay_after_enabling
     server.wait_status("acme", &skipped_id, "succeeded").await;
     let got = rx.wait_count(2).await;
     assert_eq!(got[1].header("webhook-id"), skipped["id"].as_str().unwrap());
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn delivered_body_is_the_published_data_byte_for_byte() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
-    server.create_tenant("acme").await;
-    let (_, secret) = server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
+    let fx = Fixture::start(Opts::default(), "/h").await;
+    let (server, rx, secret) = (&fx.server, &fx.rx, &fx.secret);
     // Key order, spacing and number spelling are the producer's and must survive.
     let raw = r#"{ "event": "order_created", "data": {"order_id": 1234,  "amount": 50.10, "z": [1, 2] } }"#;
     let resp = server
         .http
         .post(server.url("/v1/tenants/acme/events"))
-        .bearer_auth(common::ADMIN)
+        .bearer_auth(crate::support::ADMIN)
         .body(raw)
         .send()
         .await
@@ -436,24 +399,18 @@ async fn delivered_body_is_the_published_data_byte_for_byte() {
         std::str::from_utf8(&got[0].body).unwrap(),
         r#"{"event":"order_created","data":{"order_id": 1234,  "amount": 50.10, "z": [1, 2] }}"#
     );
-    standardwebhooks::Webhook::new(&secret)
+    standardwebhooks::Webhook::new(secret)
         .unwrap()
         .verify(&got[0].body, &got[0].headers)
         .unwrap();
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
-    server.create_tenant("acme").await;
-    let (ep, old) = server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
+    let fx = Fixture::start(Opts::default(), "/h").await;
+    let (server, rx, ep, old) = (&fx.server, &fx.rx, &fx.endpoint, fx.secret.clone());
     let rotate = |grace: u64| {
         let path = format!("/v1/tenants/acme/endpoints/{ep}/secret/rotate");
-        let server = &server;
         async move {
             let (s, b) = server
                 .admin(
@@ -466,7 +423,7 @@ async fn rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
             b
         }
     };
-    let verifies = |secret: &str, r: &common::Received| {
+    let verifies = |secret: &str, r: &crate::support::Received| {
         standardwebhooks::Webhook::new(secret)
             .unwrap()
             .verify(&r.body, &r.headers)
@@ -498,7 +455,7 @@ async fn rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
         )
         .await;
     assert_eq!(s, 422, "{b}");
-    server.stop().await;
+    fx.stop().await;
 }
 
 // Every test above runs twice: on SQLite (`sqlite::…`) and on PostgreSQL (`postgres::…`).

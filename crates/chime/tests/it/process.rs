@@ -2,29 +2,14 @@
 //! (file mode 0600), SIGTERM stops gracefully, SIGKILL loses nothing, and a restart on the same
 //! data directory completes every pending delivery.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
-use common::Receiver;
+use crate::support::Receiver;
+use crate::support::cli::{command, without_chime_env};
+use crate::support::memory::cap_memory;
+use crate::support::process::{ChildProcess, served_at};
 use serde_json::{Value, json};
-
-/// A `chime serve` child process, killed on drop so a failing test leaves nothing behind.
-struct Serve {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    base: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The `chime serve` arguments of these tests.
 fn serve_args(cmd: &mut Command, data_dir: &std::path::Path) {
@@ -42,64 +27,24 @@ fn serve_args(cmd: &mut Command, data_dir: &std::path::Path) {
     .env("CHIME_LOG", "warn");
 }
 
-impl Serve {
-    fn start(data_dir: &std::path::Path) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chime"));
-        serve_args(&mut cmd, data_dir);
-        Self::spawn(cmd)
-    }
+/// `chime serve` on `data_dir`, and the base URL it serves on.
+async fn serve_on(data_dir: &std::path::Path) -> (ChildProcess, String) {
+    let mut cmd = command();
+    serve_args(&mut cmd, data_dir);
+    start(cmd).await
+}
 
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = common::cap_memory(&mut cmd)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn chime serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("chime serve printed its address");
-        let base = first.rsplit(' ').next().unwrap().to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "{first}");
-        Self { child, lines, base }
-    }
+/// Starts `cmd`, a `chime serve` (perhaps wrapped), and reads the base URL it prints first.
+async fn start(cmd: Command) -> (ChildProcess, String) {
+    let mut serve = ChildProcess::spawn("chime serve", cmd);
+    let first = serve.next_line(Duration::from_secs(20)).await;
+    let base = served_at(&first);
+    (serve, base)
+}
 
-    fn next_line(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("another line of output")
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for the process to exit, with a deadline.
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "chime serve did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// The next line `chime serve` prints.
+async fn next_line(serve: &mut ChildProcess) -> String {
+    serve.next_line(Duration::from_secs(10)).await
 }
 
 async fn call(
@@ -145,9 +90,9 @@ async fn admin_token_signals_and_restarts() {
     rx.hold();
 
     // First start: the token is printed once and written to a private file.
-    let mut serve = Serve::start(&data);
-    assert!(serve.next_line().contains("data:"));
-    let token_line = serve.next_line();
+    let (mut serve, base) = serve_on(&data).await;
+    assert!(next_line(&mut serve).await.contains("data:"));
+    let token_line = next_line(&mut serve).await;
     let token = token_line
         .trim()
         .strip_prefix("admin token: ")
@@ -164,7 +109,6 @@ async fn admin_token_signals_and_restarts() {
         );
     }
 
-    let base = serve.base.clone();
     let (s, _) = call(
         &base,
         &token,
@@ -200,27 +144,26 @@ async fn admin_token_signals_and_restarts() {
 
     // SIGTERM: graceful, exit status 0, with attempts still held by the receiver.
     serve.signal("-TERM");
-    assert!(serve.wait_exit().success());
+    assert!(serve.wait_exit(Duration::from_secs(20)).await.success());
     drop(serve);
 
     // Second start: the token is not shown again; SIGKILL it while it delivers.
-    let mut serve = Serve::start(&data);
-    serve.next_line();
-    let line = serve.next_line();
+    let (mut serve, _) = serve_on(&data).await;
+    next_line(&mut serve).await;
+    let line = next_line(&mut serve).await;
     assert!(
         line.contains("admin-token") && !line.contains(&token),
         "{line}"
     );
     rx.wait_count(2).await;
     serve.signal("-KILL");
-    serve.wait_exit();
+    serve.wait_exit(Duration::from_secs(20)).await;
     drop(serve);
 
     // Third start: everything still pending is delivered.
     rx.release();
-    let serve = Serve::start(&data);
-    let base = serve.base.clone();
-    let done = common::eventually(Duration::from_secs(20), || async {
+    let (serve, base) = serve_on(&data).await;
+    let done = crate::support::eventually(Duration::from_secs(20), || async {
         all_succeeded(&base, &token, &ids).await.then_some(())
     })
     .await;
@@ -239,17 +182,14 @@ async fn admin_token_signals_and_restarts() {
 
 #[test]
 fn bad_configuration_exits_with_status_2_and_says_why() {
-    let out = Command::new(env!("CARGO_BIN_EXE_chime"))
+    let out = command()
         .args(["serve", "--retry-schedule", "5 parsecs"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("retry_schedule"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_chime"))
-        .arg("default-config")
-        .output()
-        .unwrap();
+    let out = command().arg("default-config").output().unwrap();
     assert!(out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stdout)
@@ -263,7 +203,7 @@ fn bad_configuration_exits_with_status_2_and_says_why() {
 fn chime_migrate_says_whether_it_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let migrate = |json: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chime"));
+        let mut cmd = command();
         cmd.arg("migrate")
             .arg("--data-dir")
             .arg(dir.path())
@@ -302,7 +242,10 @@ async fn a_full_disk_is_reported_as_unavailable_and_recovers() {
     let script = r#"mount -t tmpfs -o size=4m tmpfs "$1" \
         && dd if=/dev/zero of="$1/ballast" bs=1024 count=3072 status=none \
         && shift && exec "$@""#;
+    // The wrapper gets the environment and memory cap every chime process gets.
     let mut cmd = Command::new("unshare");
+    without_chime_env(&mut cmd);
+    cap_memory(&mut cmd);
     cmd.args([
         "--user",
         "--map-root-user",
@@ -316,9 +259,8 @@ async fn a_full_disk_is_reported_as_unavailable_and_recovers() {
     .arg(env!("CARGO_BIN_EXE_chime"));
     serve_args(&mut cmd, &data);
     cmd.env("CHIME_ADMIN_TOKEN", "full-disk-admin-token-0123456789");
-    let serve = Serve::spawn(cmd);
+    let (serve, base) = start(cmd).await;
     let token = "full-disk-admin-token-0123456789";
-    let base = serve.base.clone();
     let (s, _) = call(
         &base,
         token,
@@ -364,7 +306,7 @@ async fn a_full_disk_is_reported_as_unavailable_and_recovers() {
     );
 
     // Free the space, seen from inside the server's mount namespace.
-    let ballast = format!("/proc/{}/root{}/ballast", serve.child.id(), data.display());
+    let ballast = format!("/proc/{}/root{}/ballast", serve.id(), data.display());
     std::fs::remove_file(&ballast).unwrap();
     let until = std::time::Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("{base}/readyz"))

@@ -2,11 +2,9 @@
 //! the circuit breaker and auto-disable, rate limits, ordered endpoints, Ed25519 signatures,
 //! custom headers, payload filters, isolation, operational events and replay.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Opts, Receiver, TestServer, eventually};
+use crate::support::{Fixture, Opts, Receiver, TestServer, eventually, on_both_backends};
 use serde_json::{Value, json};
 
 fn tempdir() -> tempfile::TempDir {
@@ -49,15 +47,10 @@ async fn system_events(server: &TestServer, name: &str) -> Vec<Value> {
 }
 
 async fn retry_after_on_429_delays_the_next_attempt() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(Opts::default(), "/h").await;
+    let (server, rx) = (&fx.server, &fx.rx);
     rx.script(&[429]);
     rx.set_retry_after(Some("1"));
-    server.create_tenant("acme").await;
-    server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
     let ev = server.publish("acme", "ping", json!({})).await;
     let id = ev["deliveries"][0]["id"].as_str().unwrap();
     server.wait_status("acme", id, "succeeded").await;
@@ -69,20 +62,15 @@ async fn retry_after_on_429_delays_the_next_attempt() {
         gap >= Duration::from_millis(900),
         "second attempt after {gap:?}"
     );
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn gone_410_disables_the_endpoint_and_says_so() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(Opts::default(), "/h").await;
+    let (server, rx, ep) = (&fx.server, &fx.rx, &fx.endpoint);
     rx.set_default(410);
-    server.create_tenant("acme").await;
-    let (ep, _) = server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
     server.publish("acme", "ping", json!(1)).await;
-    let disabled = wait_disabled(&server, "acme", &ep).await;
+    let disabled = wait_disabled(server, "acme", ep).await;
     assert!(
         disabled["disabled_reason"]
             .as_str()
@@ -96,18 +84,17 @@ async fn gone_410_disables_the_endpoint_and_says_so() {
     assert_eq!(ev["deliveries"][0]["status"], "skipped");
     // And the operator's system tenant has the event.
     let events = eventually(Duration::from_secs(10), || async {
-        let e = system_events(&server, "chime.endpoint.disabled").await;
+        let e = system_events(server, "chime.endpoint.disabled").await;
         (!e.is_empty()).then_some(e)
     })
     .await
     .expect("an endpoint.disabled event");
     assert_eq!(events[0]["data"]["endpoint_id"], ep.as_str());
     assert_eq!(events[0]["data"]["tenant_id"], "acme");
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn failing_endpoint_is_probed_and_its_deliveries_keep_their_retries() {
-    let dir = tempdir();
     let opts = Opts {
         retry_schedule: "10ms,10ms,10ms",
         failure_threshold: 3,
@@ -115,17 +102,13 @@ async fn failing_endpoint_is_probed_and_its_deliveries_keep_their_retries() {
         endpoint_concurrency: 1,
         ..Opts::default()
     };
-    let server = TestServer::start(dir.path(), opts).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(opts, "/h").await;
+    let (server, rx) = (&fx.server, &fx.rx);
     rx.set_default(500);
-    server.create_tenant("acme").await;
     // The operator listens to the system tenant with an endpoint of their own.
     let ops = Receiver::start().await;
     server
         .create_endpoint("_chime", &ops.url("/ops"), json!(["chime.endpoint.*"]))
-        .await;
-    server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
         .await;
     let mut ids = Vec::new();
     for i in 0..10 {
@@ -166,11 +149,10 @@ async fn failing_endpoint_is_probed_and_its_deliveries_keep_their_retries() {
         let body = std::str::from_utf8(&r.body).unwrap();
         assert!(body.starts_with(r#"{"event":"chime.endpoint."#), "{body}");
     }
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn endpoint_failing_too_long_is_disabled() {
-    let dir = tempdir();
     let opts = Opts {
         retry_schedule: "10ms,10ms,10ms,10ms,10ms,10ms",
         failure_threshold: 2,
@@ -178,15 +160,11 @@ async fn endpoint_failing_too_long_is_disabled() {
         auto_disable_after: "300ms",
         ..Opts::default()
     };
-    let server = TestServer::start(dir.path(), opts).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(opts, "/h").await;
+    let (server, rx, ep) = (&fx.server, &fx.rx, &fx.endpoint);
     rx.set_default(503);
-    server.create_tenant("acme").await;
-    let (ep, _) = server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
     server.publish("acme", "ping", json!(1)).await;
-    let e = wait_disabled(&server, "acme", &ep).await;
+    let e = wait_disabled(server, "acme", ep).await;
     assert!(
         e["disabled_reason"]
             .as_str()
@@ -194,7 +172,7 @@ async fn endpoint_failing_too_long_is_disabled() {
             .contains("failing since"),
         "{e}"
     );
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn rate_limit_spaces_attempts() {
@@ -539,21 +517,16 @@ async fn timeouts_open_the_circuit_after_three() {
 }
 
 async fn exhausted_deliveries_are_announced_and_replayed_with_the_same_webhook_id() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
+    let fx = Fixture::start(Opts::default(), "/h").await;
+    let (server, rx, ep) = (&fx.server, &fx.rx, &fx.endpoint);
     rx.set_default(500);
-    server.create_tenant("acme").await;
-    let (ep, _) = server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
     let ev = server
         .publish("acme", "order.created", json!({"n": 1}))
         .await;
     let id = ev["deliveries"][0]["id"].as_str().unwrap();
     server.wait_status("acme", id, "failed").await;
     let exhausted = eventually(Duration::from_secs(10), || async {
-        let e = system_events(&server, "chime.delivery.exhausted").await;
+        let e = system_events(server, "chime.delivery.exhausted").await;
         (!e.is_empty()).then_some(e)
     })
     .await
@@ -584,7 +557,7 @@ async fn exhausted_deliveries_are_announced_and_replayed_with_the_same_webhook_i
         )
         .await;
     assert_eq!(s, 422, "{b}");
-    server.stop().await;
+    fx.stop().await;
 }
 
 async fn event_type_schemas_validate_published_data() {
@@ -660,19 +633,15 @@ async fn event_type_schemas_validate_published_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_purges_old_payloads_and_says_so() {
-    let dir = tempdir();
-    let server = TestServer::start(dir.path(), Opts::default()).await;
-    let rx = Receiver::start().await;
-    server.create_tenant("acme").await;
-    server
-        .create_endpoint("acme", &rx.url("/h"), json!(["*"]))
-        .await;
-    let ev = server
+    let fx = Fixture::start(Opts::default(), "/h").await;
+    let ev = fx
+        .server
         .publish("acme", "ping", json!({"secret": "data"}))
         .await;
     let id = ev["deliveries"][0]["id"].as_str().unwrap();
-    server.wait_status("acme", id, "succeeded").await;
-    server.stop().await;
+    fx.server.wait_status("acme", id, "succeeded").await;
+    fx.server.stop().await;
+    let dir = fx.dir;
 
     // The store as the retention task sees it, with "old" meaning "before now".
     let store = chime::store::sqlite::SqliteStore::open(&dir.path().join("chime.db")).unwrap();

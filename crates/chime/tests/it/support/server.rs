@@ -1,22 +1,17 @@
-//! Test harness: the real server on 127.0.0.1:0 (in-process, through `chime::run`) and a
-//! programmable test receiver. Tests synchronise on received requests and on conditions with
-//! a deadline, never on sleeps.
+//! The real server on 127.0.0.1:0, in-process (through `chime::run`), on SQLite in a data
+//! directory or, under `on_postgres`, on a PostgreSQL schema of its own; and `Fixture`, the
+//! start most delivery tests share.
 
-#![allow(dead_code)]
-
-pub mod pg;
-
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+
+use super::{Receiver, eventually, postgres};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
@@ -68,7 +63,6 @@ pub struct TestServer {
     pub base: String,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
-    pub data_dir: PathBuf,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -107,7 +101,7 @@ tokio::task_local! {
     /// Set while a test runs on PostgreSQL: the schema of each data directory, so a server
     /// restarted on the same directory finds the same data. Dropped (schemas and all) when
     /// the test ends.
-    static POSTGRES: Mutex<std::collections::HashMap<PathBuf, pg::PgSchema>>;
+    static POSTGRES: Mutex<std::collections::HashMap<PathBuf, postgres::PgSchema>>;
 }
 
 /// Runs a test with every `TestServer` on PostgreSQL (one schema per data directory).
@@ -129,14 +123,13 @@ async fn database_url(data_dir: &Path, opts: &Opts) -> Option<String> {
     if known.is_some() {
         return known;
     }
-    let schema = pg::PgSchema::create().await;
+    let schema = postgres::PgSchema::create().await;
     let url = schema.url.clone();
     POSTGRES.with(|m| m.lock().unwrap().insert(data_dir.to_path_buf(), schema));
     Some(url)
 }
 
 /// Instantiates each listed `async fn name()` test twice: `sqlite::name` and `postgres::name`.
-#[macro_export]
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -151,12 +144,13 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    $crate::common::on_postgres(super::$case()).await
+                    $crate::support::server::on_postgres(super::$case()).await
                 }
             )*
         }
     };
 }
+pub(crate) use on_both_backends;
 
 impl TestServer {
     pub async fn start(data_dir: &Path, mut opts: Opts) -> Self {
@@ -174,7 +168,6 @@ impl TestServer {
             base: format!("http://{addr}"),
             addr,
             http: reqwest::Client::new(),
-            data_dir: data_dir.to_path_buf(),
             shutdown,
             task: Some(task),
         }
@@ -301,211 +294,39 @@ impl TestServer {
     }
 }
 
-/// Re-evaluates `check` until it yields a value or the deadline passes. For state that only
-/// the API can show (the store's), this is the condition-with-deadline the tests wait on.
-pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= until {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Where most delivery tests start: a server on a data directory of its own, tenant `acme`,
+/// a test receiver, and one endpoint of `acme` on it for every event (`*`).
+pub struct Fixture {
+    /// The data directory, for tests that restart the server or open its store.
+    pub dir: tempfile::TempDir,
+    pub server: TestServer,
+    pub rx: Receiver,
+    /// The endpoint's id and signing secret.
+    pub endpoint: String,
+    pub secret: String,
 }
 
-/// One request as the receiver saw it.
-#[derive(Clone, Debug)]
-pub struct Received {
-    /// When it arrived.
-    pub at: std::time::Instant,
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-/// A webhook receiver on 127.0.0.1:0 that records every request. It answers from a script of
-/// statuses (then `default_status`), and can hold requests until released.
-#[derive(Clone)]
-pub struct Receiver {
-    pub addr: SocketAddr,
-    inner: Arc<ReceiverInner>,
-}
-
-struct ReceiverInner {
-    received: Mutex<Vec<Received>>,
-    script: Mutex<VecDeque<u16>>,
-    default_status: Mutex<u16>,
-    /// Sent as `Retry-After` with 429 and 503 answers, when set.
-    retry_after: Mutex<Option<String>>,
-    arrived: Notify,
-    /// While false, requests wait before answering.
-    open: watch::Sender<bool>,
-}
-
-impl Receiver {
-    pub async fn start() -> Self {
-        let (open, _) = watch::channel(true);
-        let inner = Arc::new(ReceiverInner {
-            received: Mutex::new(Vec::new()),
-            script: Mutex::new(VecDeque::new()),
-            default_status: Mutex::new(200),
-            retry_after: Mutex::new(None),
-            arrived: Notify::new(),
-            open,
-        });
-        let state = inner.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-                let state = state.clone();
-                async move {
-                    let status = {
-                        let mut received = state.received.lock().unwrap();
-                        received.push(Received {
-                            at: std::time::Instant::now(),
-                            path: uri.path().to_owned(),
-                            headers,
-                            body,
-                        });
-                        state
-                            .script
-                            .lock()
-                            .unwrap()
-                            .pop_front()
-                            .unwrap_or(*state.default_status.lock().unwrap())
-                    };
-                    state.arrived.notify_waiters();
-                    let mut open = state.open.subscribe();
-                    let _ = open.wait_for(|o| *o).await;
-                    let mut headers = HeaderMap::new();
-                    if matches!(status, 429 | 503)
-                        && let Some(ra) = state.retry_after.lock().unwrap().clone()
-                    {
-                        headers.insert("retry-after", ra.parse().unwrap());
-                    }
-                    (
-                        StatusCode::from_u16(status).unwrap(),
-                        headers,
-                        "receiver says hi",
-                    )
-                }
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, inner }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Answers these statuses to the next requests, in order.
-    pub fn script(&self, statuses: &[u16]) {
-        self.inner.script.lock().unwrap().extend(statuses);
-    }
-
-    /// `Retry-After` value sent with 429 and 503 answers.
-    pub fn set_retry_after(&self, value: Option<&str>) {
-        *self.inner.retry_after.lock().unwrap() = value.map(str::to_owned);
-    }
-
-    pub fn set_default(&self, status: u16) {
-        *self.inner.default_status.lock().unwrap() = status;
-    }
-
-    /// Requests wait (unanswered) until `release`.
-    pub fn hold(&self) {
-        self.inner.open.send_replace(false);
-    }
-
-    pub fn release(&self) {
-        self.inner.open.send_replace(true);
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.inner.received.lock().unwrap().clone()
-    }
-
-    /// Waits until `pred` holds over the requests received so far (re-checked at each arrival).
-    pub async fn wait_for(
-        &self,
-        deadline: Duration,
-        pred: impl Fn(&[Received]) -> bool,
-    ) -> Vec<Received> {
-        let until = tokio::time::Instant::now() + deadline;
-        loop {
-            let notified = self.inner.arrived.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let got = self.inner.received.lock().unwrap();
-                if pred(&got) {
-                    return got.clone();
-                }
-            }
-            if tokio::time::timeout_at(until, notified).await.is_err() {
-                let got = self.received();
-                panic!(
-                    "receiver condition not met before the deadline; got {} requests",
-                    got.len()
-                );
-            }
+impl Fixture {
+    /// A server with `opts`; the endpoint's URL is the receiver's `path`.
+    pub async fn start(opts: Opts, path: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start(dir.path(), opts).await;
+        server.create_tenant("acme").await;
+        let rx = Receiver::start().await;
+        let (endpoint, secret) = server
+            .create_endpoint("acme", &rx.url(path), json!(["*"]))
+            .await;
+        Self {
+            dir,
+            server,
+            rx,
+            endpoint,
+            secret,
         }
     }
 
-    pub async fn wait_count(&self, n: usize) -> Vec<Received> {
-        self.wait_for(Duration::from_secs(20), |r| r.len() >= n)
-            .await
+    /// Stops the server gracefully; the data directory goes after it.
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
-}
-
-/// Most memory (RLIMIT_DATA: heap and private mappings) a chime process started by a fault
-/// test may use, and that a test process running servers in-process may use. chime needs
-/// about 100 MB; an unbounded allocation (the kind a hostile filter or schema once caused)
-/// then fails the test with an allocation error instead of exhausting the machine.
-pub const CHILD_MEMORY_CAP: u64 = 1 << 30;
-pub const TEST_MEMORY_CAP: u64 = 3 << 30;
-
-fn set_data_limit(bytes: u64) -> std::io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
-    };
-    // SAFETY: setrlimit reads the struct and changes only this process's limits.
-    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Caps the memory of a process about to be spawned by `cmd` at `CHILD_MEMORY_CAP`.
-pub fn cap_memory(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the child between fork and exec and only calls setrlimit,
-    // which is async-signal-safe, and allocates nothing.
-    unsafe { cmd.pre_exec(|| set_data_limit(CHILD_MEMORY_CAP)) }
-}
-
-/// Caps this test process's memory at `TEST_MEMORY_CAP` (once; later calls do nothing).
-pub fn cap_this_process_memory() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| set_data_limit(TEST_MEMORY_CAP).expect("setrlimit(RLIMIT_DATA)"));
 }

@@ -3,8 +3,6 @@
 //! Each case is a function over `Arc<dyn Store>`; `conformance!` instantiates all of them for a
 //! backend. A new backend passes when its instantiation does.
 
-mod common;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -1139,8 +1137,8 @@ conformance!(sqlite_backend, sqlite);
 
 /// A fresh schema per case on the test server (`CHIME_TEST_DATABASE_URL`, or the local
 /// default); the guard drops it. Never skipped: an unreachable server fails the case.
-async fn postgres() -> (Arc<dyn Store>, common::pg::PgSchema) {
-    let schema = common::pg::PgSchema::create().await;
+async fn postgres() -> (Arc<dyn Store>, crate::support::postgres::PgSchema) {
+    let schema = crate::support::postgres::PgSchema::create().await;
     let store = chime::store::postgres::PostgresStore::connect(&schema.url, 4)
         .await
         .unwrap_or_else(|e| panic!("opening the PostgreSQL store: {e:#}"));
