@@ -301,7 +301,10 @@ mod tests {
         let dup = format!("{{{},\"k7\":0}}", many.join(","));
         assert_eq!(check(&dup), Err(Refused::DuplicateName("k7".into())));
         // Found by the fuzz test: a name left open at the very end of the input.
-        assert_eq!(check(r#"{"a":1,"a"#), Err(Refused::DuplicateName("a".into())));
+        assert_eq!(
+            check(r#"{"a":1,"a"#),
+            Err(Refused::DuplicateName("a".into()))
+        );
         let _ = check(r#"["a",""#);
         let _ = check("{\"\",\"");
     }
