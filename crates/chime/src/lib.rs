@@ -9,14 +9,12 @@
 //! - `dispatch`: claims due deliveries, POSTs them (signed, SSRF-guarded), records attempts.
 //! - `retry`, `net_policy`, `auth`: pure pieces: retry timing, target ranges, tokens.
 //! - `cli`: the `chime` command line (`serve` and friends).
-//! - `bench`: `chime bench`, the benchmark (a server child process, a receiver, a load generator).
 //!
 //! `run` is the whole service given a bound listener and a shutdown token; the binary and the
 //! tests both go through it.
 
 pub mod api;
 pub mod auth;
-pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod config;

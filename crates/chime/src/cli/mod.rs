@@ -66,8 +66,6 @@ enum Command {
     Deliveries(deliveries::DeliveriesArgs),
     /// Manage the event-type catalog: names, descriptions and JSON Schemas for their data.
     EventTypes(event_types::EventTypesArgs),
-    /// Benchmark chime on this machine: a server, a receiver and a load generator in one run.
-    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -93,7 +91,6 @@ pub fn main_with_args() -> ExitCode {
         Command::Events(args) => events::main(args),
         Command::Deliveries(args) => deliveries::main(args),
         Command::EventTypes(args) => event_types::main(args),
-        Command::Bench(args) => crate::bench::main(*args),
     }
 }
 

@@ -13,7 +13,6 @@
 mod support;
 
 mod api;
-mod bench_smoke;
 mod cli_api;
 mod cli_listen;
 mod cli_verify;

@@ -501,7 +501,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 
 /// The claim query: one endpoint's due, unleased deliveries, oldest due first. Parameters:
 /// ?1 endpoint id, ?2 due time (ms), ?3 limit, ?4 now (ms). Shared with `explain_claim`, so
-/// the plan shown by `chime bench` is the plan of the query that runs.
+/// the plan shown by `chime-bench` is the plan of the query that runs.
 pub const CLAIM_SQL: &str = "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures,
             e.payload
      FROM deliveries d JOIN events e ON e.id = d.event_id
@@ -511,7 +511,12 @@ pub const CLAIM_SQL: &str = "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycl
 
 /// `EXPLAIN QUERY PLAN` of `CLAIM_SQL` against the database at `path`, opened read-only; one
 /// line per plan step, indented by depth. Evidence that claims use an index however large the
-/// backlog (`chime bench`'s backlog scenario prints it).
+/// backlog.
+///
+/// Public for the benchmark (`crates/chime-bench`): its backlog scenario prints this plan,
+/// read from the data directory of the `chime serve` it runs, while the deliveries wait. It is
+/// the one function of this library the benchmark calls; everything else it does through a
+/// `chime serve` process and the HTTP API. Keep it public and its output plain text lines.
 pub fn explain_claim(path: &Path) -> anyhow::Result<Vec<String>> {
     let conn = Connection::open_with_flags(
         path,

@@ -228,7 +228,7 @@ impl Ctx {
             duplicates: tracker.duplicates.load(Relaxed),
             ..Default::default()
         };
-        // Against the ceiling before it for now; `bench::run` adds the one after it.
+        // Against the ceiling before it for now; `run` (main.rs) adds the one after it.
         r.set_ceilings(self.ceiling, None);
         r.error_detail
             .insert("publish_errors".into(), publish.errors);
@@ -599,16 +599,16 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     let published = s.server.usage();
     let claim_plan = match s.server.sqlite_database() {
         Some(db) => {
-            match tokio::task::spawn_blocking(move || crate::store::sqlite::explain_claim(&db))
+            match tokio::task::spawn_blocking(move || chime::store::sqlite::explain_claim(&db))
                 .await
             {
                 Ok(Ok(lines)) => Some(lines),
                 Ok(Err(e)) => {
-                    eprintln!("chime bench: could not explain the claim query: {e:#}");
+                    eprintln!("chime-bench: could not explain the claim query: {e:#}");
                     None
                 }
                 Err(e) => {
-                    eprintln!("chime bench: could not explain the claim query: {e}");
+                    eprintln!("chime-bench: could not explain the claim query: {e}");
                     None
                 }
             }

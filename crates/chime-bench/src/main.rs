@@ -1,4 +1,9 @@
-//! `chime bench`: the project's reproducible benchmark.
+//! `chime-bench`: the project's reproducible benchmark.
+//!
+//! It drives chime only from outside: as a `chime serve` process and through its HTTP API
+//! (the one exception: `chime::store::sqlite::explain_claim`, public for this, reads the
+//! SQLite query plan of the claim query from the server's database file). The server is the
+//! `chime` binary next to this one unless `--server-exe` names another.
 //!
 //! One run starts everything it measures on this machine:
 //! - `server`: a `chime serve` child process per scenario, on a fresh data directory, so its
@@ -14,6 +19,11 @@
 //! instant is taken just before a publish leaves, the receive instant when the sink accepts the
 //! delivery. The sink finds the event by the `seq` the publisher wrote into the body.
 
+// The same allocator as the `chime` binary, which ran this benchmark before it was a
+// binary of its own: the load generator and the ceiling it measures keep their speed.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod load;
 mod report;
 mod scenarios;
@@ -24,7 +34,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 /// A benchmark scenario.
@@ -63,8 +73,10 @@ impl Scenario {
     }
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Parser, Debug, Clone)]
 #[command(
+    name = "chime-bench",
+    version,
     about = "Benchmark chime on this machine: a chime serve, a receiver and a load generator in one run",
     long_about = "Starts a `chime serve` child process per scenario (fresh data directory, default \
 durability: a 202 means the event and its deliveries are on disk), a built-in receiver and a load \
@@ -72,10 +84,12 @@ generator that publishes 500-byte events through the public API. Measures the ce
 load straight to the receiver) first and again after each scenario, so that each scenario is compared \
 with the machine's speed of its own minutes; prints a table; --json writes the same numbers with the \
 machine's description.\n\n\
-Examples:\n  chime bench                       every scenario at full size (several minutes)\n  \
-chime bench --quick               every scenario, shrunk to about a minute\n  \
-chime bench throughput fanout     two scenarios\n  \
-chime bench --quick --json bench.json"
+The server is the `chime` binary next to this one (`cargo build --release` builds both), \
+or the one --server-exe names.\n\n\
+Examples:\n  chime-bench                       every scenario at full size (several minutes)\n  \
+chime-bench --quick               every scenario, shrunk to about a minute\n  \
+chime-bench throughput fanout     two scenarios\n  \
+chime-bench --quick --json bench.json"
 )]
 pub struct BenchArgs {
     /// Scenarios to run, in this order [default: all]: throughput, fanout, latency, backlog, isolation.
@@ -152,8 +166,9 @@ pub struct BenchArgs {
     /// Extra argument for every `chime serve`, repeatable: --server-arg=--endpoint-concurrency=16.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
-    /// The `chime` binary to run as the server [default: this one]; an older build, to
-    /// measure a change before and after with the same load generator.
+    /// The `chime` binary to run as the server [default: the `chime` next to this
+    /// executable]; an older build, to measure a change before and after with the same load
+    /// generator.
     #[arg(long)]
     server_exe: Option<PathBuf>,
     /// Skip the ceiling measurements (no ratios are reported).
@@ -274,29 +289,43 @@ impl Plan {
     }
 }
 
-/// Runs `chime bench`.
-pub fn main(args: BenchArgs) -> ExitCode {
+/// The `chime` binary in this executable's directory (`target/release/chime` beside
+/// `target/release/chime-bench`), or why there is none.
+fn sibling_chime() -> Result<PathBuf, String> {
+    let me = std::env::current_exe()
+        .map_err(|e| format!("cannot find this executable's directory: {e}"))?;
+    let exe = me.with_file_name(format!("chime{}", std::env::consts::EXE_SUFFIX));
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "no chime binary at {}: build it with `cargo build --release` (which builds chime \
+             and chime-bench), or pass --server-exe PATH",
+            exe.display()
+        ))
+    }
+}
+
+/// Runs `chime-bench`.
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
     let plan = match Plan::from_args(&args) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("chime bench: {e}");
+            eprintln!("chime-bench: {e}");
             return ExitCode::from(2);
         }
     };
-    let exe = match args
-        .server_exe
-        .clone()
-        .map_or_else(std::env::current_exe, Ok)
-    {
+    let exe = match args.server_exe.clone().map_or_else(sibling_chime, Ok) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("chime bench: cannot find the chime executable: {e}");
-            return ExitCode::from(1);
+            eprintln!("chime-bench: {e}");
+            return ExitCode::from(2);
         }
     };
     let data_root = args.data_root.clone().unwrap_or_else(std::env::temp_dir);
     if let Err(e) = std::fs::create_dir_all(&data_root) {
-        eprintln!("chime bench: cannot create {}: {e}", data_root.display());
+        eprintln!("chime-bench: cannot create {}: {e}", data_root.display());
         return ExitCode::from(1);
     }
     let server_opts = server::ServerOpts {
@@ -316,7 +345,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("chime bench: cannot start the runtime: {e}");
+            eprintln!("chime-bench: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -324,7 +353,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("chime bench: {e:#}");
+            eprintln!("chime-bench: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -340,7 +369,7 @@ async fn run(
     let machine = report::Machine::detect(&server_opts.data_root);
     if machine.data_fs == "tmpfs" {
         eprintln!(
-            "chime bench: warning: {} is on tmpfs, where fsync costs nothing; pass --data-root on a disk",
+            "chime-bench: warning: {} is on tmpfs, where fsync costs nothing; pass --data-root on a disk",
             server_opts.data_root.display()
         );
     }
@@ -350,7 +379,7 @@ async fn run(
         .is_some_and(|u| u.starts_with("sqlite://"))
     {
         eprintln!(
-            "chime bench: note: a sqlite:// --database-url is shared by every scenario of this \
+            "chime-bench: note: a sqlite:// --database-url is shared by every scenario of this \
              run; start each run on an empty file, or run one scenario per run"
         );
     }
@@ -380,7 +409,7 @@ async fn run(
                 outcome.ceiling = Some(c);
             }
             Err(e) => {
-                eprintln!("chime bench: the ceiling could not be measured: {e:#}");
+                eprintln!("chime-bench: the ceiling could not be measured: {e:#}");
                 outcome.failures.push(format!("ceiling: {e:#}"));
             }
         }
@@ -400,14 +429,14 @@ async fn run(
                             outcome.ceiling_after = Some(c);
                         }
                         Err(e) => {
-                            eprintln!("chime bench: the ceiling could not be measured again: {e:#}")
+                            eprintln!("chime-bench: the ceiling could not be measured again: {e:#}")
                         }
                     }
                 }
                 outcome.scenarios.push(r);
             }
             Err(e) => {
-                eprintln!("chime bench: scenario {} failed: {e:#}", s.name());
+                eprintln!("chime-bench: scenario {} failed: {e:#}", s.name());
                 outcome.failures.push(format!("{}: {e:#}", s.name()));
             }
         }
@@ -418,7 +447,7 @@ async fn run(
         let text = serde_json::to_string_pretty(&outcome)?;
         std::fs::write(&path, text + "\n")
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-        eprintln!("chime bench: wrote {}", path.display());
+        eprintln!("chime-bench: wrote {}", path.display());
     }
     Ok(outcome.failures.is_empty())
 }
