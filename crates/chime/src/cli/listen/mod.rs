@@ -4,15 +4,18 @@
 //! printing, recording and forwarding happen elsewhere, so neither a slow terminal, a slow
 //! disk nor a slow or stopped local app can delay the sender's 2xx:
 //!
-//! - a sink thread owns stdout and the record file (`SinkMsg`);
-//! - a forwarder task drains a bounded queue, a few forwards at a time, with retries.
+//! - a sink thread owns stdout and the record file (`SinkMsg`, `sink.rs`);
+//! - a forwarder task drains a bounded queue, a few forwards at a time, with retries
+//!   (`forward.rs`).
+//!
+//! This file: the options, the server, the request path (`receive`) and what it reads from a
+//! webhook (`describe`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,9 +28,14 @@ use serde_json::{Value, json};
 
 use super::check::{Checker, Scheme, Verdict, parse_tolerance};
 use super::client::{self, CliError, root_cause};
-use super::output::{self, Style, clock_time, minify, truncate};
-use super::record::{HOP_HEADERS, RecordOut};
+use super::output::{self, Style, minify};
 use crate::model::{Subscription, format_time, now_millis};
+
+mod forward;
+mod sink;
+
+use forward::{ForwardReport, forwarder};
+use sink::{Sink, Stats};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -172,23 +180,6 @@ enum ForwardPlan {
     Skipped(&'static str),
     /// Queued; a `SinkMsg::Forwarded` follows.
     Queued,
-}
-
-/// The result of forwarding one webhook, as printed.
-#[derive(Serialize)]
-struct ForwardReport {
-    url: String,
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status_code: Option<u16>,
-    attempts: u32,
-    /// Duration of the last attempt.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    skipped: Option<&'static str>,
 }
 
 enum SinkMsg {
@@ -588,341 +579,6 @@ fn webhook_id(headers: &HeaderMap, parsed: Option<&Value>) -> Option<String> {
         return parsed.and_then(|v| v["id"].as_str()).map(str::to_owned);
     }
     None
-}
-
-async fn forwarder(
-    mut rx: tokio::sync::mpsc::Receiver<Arc<Webhook>>,
-    target: reqwest::Url,
-    http: reqwest::Client,
-    retries: u32,
-    timeout: Duration,
-    sink: std::sync::mpsc::Sender<SinkMsg>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(FORWARD_CONCURRENCY));
-    while let Some(hook) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let (target, http, sink) = (target.clone(), http.clone(), sink.clone());
-        tokio::spawn(async move {
-            let report = forward_one(&http, &target, &hook, retries, timeout).await;
-            let _ = sink.send(SinkMsg::Forwarded(hook, report));
-            drop(permit);
-        });
-    }
-    // Wait for the forwards in flight.
-    let _ = slots.acquire_many(FORWARD_CONCURRENCY as u32).await;
-}
-
-async fn forward_one(
-    http: &reqwest::Client,
-    target: &reqwest::Url,
-    hook: &Webhook,
-    retries: u32,
-    timeout: Duration,
-) -> ForwardReport {
-    let mut headers = hook.header_map.clone();
-    for name in HOP_HEADERS {
-        headers.remove(name);
-    }
-    let mut report = ForwardReport {
-        url: target.to_string(),
-        ok: false,
-        status_code: None,
-        attempts: 0,
-        duration_ms: None,
-        error: None,
-        skipped: None,
-    };
-    for attempt in 0..=retries {
-        if attempt > 0 {
-            let wait = FORWARD_BACKOFF[(attempt as usize - 1).min(FORWARD_BACKOFF.len() - 1)];
-            tokio::time::sleep(wait).await;
-        }
-        report.attempts = attempt + 1;
-        let started = Instant::now();
-        let result = http
-            .post(target.clone())
-            .headers(headers.clone())
-            .body(hook.body.clone())
-            .send()
-            .await;
-        report.duration_ms = Some(started.elapsed().as_millis() as u64);
-        match result {
-            Ok(resp) => {
-                let status = resp.status();
-                // Read the answer so the connection can be reused.
-                let _ = resp.bytes().await;
-                report.status_code = Some(status.as_u16());
-                report.ok = status.is_success();
-                report.error = None;
-                let retryable = status.is_server_error()
-                    || status == StatusCode::TOO_MANY_REQUESTS
-                    || status == StatusCode::REQUEST_TIMEOUT;
-                if !retryable {
-                    return report;
-                }
-            }
-            Err(e) => {
-                report.status_code = None;
-                report.error = Some(if e.is_timeout() {
-                    format!("no answer within {}", humantime::format_duration(timeout))
-                } else {
-                    root_cause(&e)
-                });
-            }
-        }
-    }
-    report
-}
-
-#[derive(Default)]
-struct Stats {
-    received: u64,
-    invalid: u64,
-    repeats: u64,
-    forwarded: u64,
-    forward_failed: u64,
-}
-
-/// Owns stdout and the record file.
-struct Sink {
-    json: bool,
-    style: Style,
-    record: Option<std::io::BufWriter<std::fs::File>>,
-    record_failed: bool,
-    stats: Stats,
-}
-
-impl Sink {
-    fn run(mut self, rx: std::sync::mpsc::Receiver<SinkMsg>) {
-        // A forward can finish before the handler's own message is read; its result then
-        // waits here until the webhook itself has been shown (keyed by pointer identity).
-        let mut early: Vec<(Arc<Webhook>, ForwardReport)> = Vec::new();
-        let mut queued: Vec<Arc<Webhook>> = Vec::new();
-        for msg in rx {
-            match msg {
-                SinkMsg::Notice(text) => eprintln!("{}", self.style.dim(&text)),
-                SinkMsg::Webhook(hook, plan) => {
-                    self.record(&hook);
-                    self.count(&hook);
-                    if !hook.shown {
-                        continue;
-                    }
-                    let queued_now = matches!(plan, ForwardPlan::Queued);
-                    self.show(&hook, &plan);
-                    if queued_now {
-                        if let Some(i) = early.iter().position(|(h, _)| Arc::ptr_eq(h, &hook)) {
-                            let (h, report) = early.swap_remove(i);
-                            self.forwarded(&h, &report);
-                        } else {
-                            queued.push(hook);
-                        }
-                    }
-                }
-                SinkMsg::Forwarded(hook, report) => {
-                    if let Some(i) = queued.iter().position(|h| Arc::ptr_eq(h, &hook)) {
-                        queued.swap_remove(i);
-                        self.forwarded(&hook, &report);
-                    } else {
-                        early.push((hook, report));
-                    }
-                }
-            }
-        }
-        if !self.json {
-            let s = &self.stats;
-            eprintln!(
-                "\nstopped: {} webhook{} received ({} invalid, {} repeats; {} forwarded, {} \
-                 forwards failed)",
-                s.received,
-                if s.received == 1 { "" } else { "s" },
-                s.invalid,
-                s.repeats,
-                s.forwarded,
-                s.forward_failed
-            );
-        }
-    }
-
-    fn count(&mut self, hook: &Webhook) {
-        self.stats.received += 1;
-        if hook.verdict.is_invalid() {
-            self.stats.invalid += 1;
-        }
-        if hook.repeat {
-            self.stats.repeats += 1;
-        }
-    }
-
-    fn record(&mut self, hook: &Webhook) {
-        let Some(file) = self.record.as_mut() else {
-            return;
-        };
-        let line = RecordOut {
-            received_at: &hook.received_at,
-            method: &hook.method,
-            path: &hook.path,
-            headers: &hook.headers,
-            body: None,
-            body_base64: None,
-            webhook_id: hook.webhook_id.as_deref(),
-            event: hook.event.as_deref(),
-            signature: &hook.verdict,
-            repeat: hook.repeat,
-            rejected: hook.rejected,
-        }
-        .with_body(&hook.body);
-        let written = serde_json::to_writer(&mut *file, &line)
-            .map_err(std::io::Error::from)
-            .and_then(|()| file.write_all(b"\n"))
-            // Flushed per line: a killed listener must not lose what it already answered.
-            .and_then(|()| file.flush());
-        if let Err(e) = written
-            && !self.record_failed
-        {
-            self.record_failed = true;
-            eprintln!("warning: writing the record file failed: {e}");
-        }
-    }
-
-    /// Prints a webhook on arrival: a block on a terminal; in JSON mode one line, unless a
-    /// forward is queued, whose result completes the line later.
-    fn show(&mut self, hook: &Webhook, plan: &ForwardPlan) {
-        if self.json {
-            let forward = match plan {
-                ForwardPlan::Off => None,
-                ForwardPlan::Queued => return,
-                ForwardPlan::Skipped(why) => Some(ForwardReport {
-                    url: String::new(),
-                    ok: false,
-                    status_code: None,
-                    attempts: 0,
-                    duration_ms: None,
-                    error: None,
-                    skipped: Some(why),
-                }),
-            };
-            self.json_line(hook, forward.as_ref());
-            return;
-        }
-        let s = self.style;
-        let mut out = String::new();
-        let title = match &hook.event {
-            Some(name) => format!("Received event: {}", s.bold(&s.cyan(name))),
-            None => s.bold("Received webhook"),
-        };
-        let repeat = if hook.repeat {
-            format!(" {}", s.yellow("(repeat)"))
-        } else {
-            String::new()
-        };
-        out.push_str(&format!(
-            "\n{title}{repeat}  {}\n",
-            s.dim(&clock_time(hook.received_at_ms))
-        ));
-        out.push_str(&format!("Data: {}\n", truncate(hook.data.text(), 1000)));
-        let signature = match hook.verdict.status {
-            "valid" => s.green("✓ valid"),
-            "invalid" => s.red(&format!(
-                "✗ invalid: {}",
-                hook.verdict.reason.as_deref().unwrap_or("")
-            )),
-            _ => s.dim("not checked (no --secret)"),
-        };
-        out.push_str(&format!(
-            "  id: {}   signature: {signature}\n",
-            hook.webhook_id.as_deref().unwrap_or("-")
-        ));
-        if let Some(hint) = hook.verdict.hint.filter(|_| hook.verdict.is_invalid()) {
-            out.push_str(&format!("  {}\n", s.dim(&format!("hint: {hint}"))));
-        }
-        if hook.rejected {
-            out.push_str(&format!("  {}\n", s.red("answered 401 (--reject-invalid)")));
-        }
-        if let ForwardPlan::Skipped(why) = plan {
-            out.push_str(&format!(
-                "  {}\n",
-                s.yellow(&format!("not forwarded: {why}"))
-            ));
-        } else if hook.repeat {
-            out.push_str(&format!(
-                "  {}\n",
-                s.yellow("repeat of an earlier webhook with this id")
-            ));
-        }
-        output::println_safe(out.trim_end_matches('\n'));
-    }
-
-    fn forwarded(&mut self, hook: &Webhook, report: &ForwardReport) {
-        if report.ok {
-            self.stats.forwarded += 1;
-        } else {
-            self.stats.forward_failed += 1;
-        }
-        if self.json {
-            self.json_line(hook, Some(report));
-            return;
-        }
-        let s = self.style;
-        let id = hook.webhook_id.as_deref().unwrap_or("webhook");
-        let tries = if report.attempts > 1 {
-            format!(" (after {} attempts)", report.attempts)
-        } else {
-            String::new()
-        };
-        let line = match (report.status_code, &report.error) {
-            (Some(code), _) => {
-                let status = StatusCode::from_u16(code)
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|_| code.to_string());
-                let status = if report.ok {
-                    s.green(&status)
-                } else {
-                    s.red(&status)
-                };
-                format!(
-                    "  → forwarded {id} to {}: {status} in {} ms{tries}",
-                    report.url,
-                    report.duration_ms.unwrap_or(0)
-                )
-            }
-            (None, error) => s.red(&format!(
-                "  → forward of {id} to {} failed after {} attempt{}: {}",
-                report.url,
-                report.attempts,
-                if report.attempts == 1 { "" } else { "s" },
-                error.as_deref().unwrap_or("unknown error")
-            )),
-        };
-        output::println_safe(&line);
-    }
-
-    fn json_line(&self, hook: &Webhook, forward: Option<&ForwardReport>) {
-        // A struct, not `json!`: a `Value` would re-sort the data's keys.
-        #[derive(Serialize)]
-        struct Line<'a> {
-            received_at: &'a str,
-            webhook_id: Option<&'a str>,
-            event: Option<&'a str>,
-            data: &'a Data,
-            signature: &'a Verdict,
-            repeat: bool,
-            rejected: bool,
-            forward: Option<&'a ForwardReport>,
-        }
-        let line = Line {
-            received_at: &hook.received_at,
-            webhook_id: hook.webhook_id.as_deref(),
-            event: hook.event.as_deref(),
-            data: &hook.data,
-            signature: &hook.verdict,
-            repeat: hook.repeat,
-            rejected: hook.rejected,
-            forward,
-        };
-        output::println_safe(&serde_json::to_string(&line).unwrap_or_default());
-    }
 }
 
 #[cfg(test)]
