@@ -346,6 +346,36 @@ pub struct NewEvent {
     pub filters: crate::filter::Verdicts,
 }
 
+impl NewEvent {
+    /// The event as stored by a publish (not purged).
+    pub fn into_stored(self) -> Event {
+        Event {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name,
+            payload: self.payload,
+            idempotency_key: self.idempotency_key,
+            created_at: self.created_at,
+            purged_at: None,
+        }
+    }
+}
+
+impl Published {
+    /// The answer to a publish whose idempotency key was seen before: what was stored then,
+    /// and nothing new to deliver.
+    pub fn repeat(event: Event, deliveries: Vec<PublishedDelivery>) -> Self {
+        Self {
+            event,
+            deliveries,
+            jobs: vec![],
+            endpoints: vec![],
+            due_endpoints: vec![],
+            repeated: true,
+        }
+    }
+}
+
 /// The endpoints among `endpoints` that receive the event: subscribed to its name, and whose
 /// filter (if any) selected something. Both backends match with this, inside their publish
 /// transaction; an endpoint whose filter has no verdict in `event.filters` makes it answer

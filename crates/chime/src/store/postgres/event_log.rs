@@ -72,15 +72,7 @@ impl EventLog for PostgresStore {
             published.push(d);
         }
         Ok(Published {
-            event: Event {
-                id: ev.id,
-                tenant_id: ev.tenant_id,
-                name: ev.name,
-                payload: ev.payload,
-                idempotency_key: ev.idempotency_key,
-                created_at: ev.created_at,
-                purged_at: None,
-            },
+            event: ev.into_stored(),
             deliveries: published,
             jobs,
             endpoints: leased_endpoints,

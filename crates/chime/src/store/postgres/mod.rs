@@ -723,14 +723,7 @@ impl PostgresStore {
                 status: status_of(r.try_get(2)?),
             })
         })?;
-        Ok(Published {
-            event,
-            deliveries,
-            jobs: vec![],
-            endpoints: vec![],
-            due_endpoints: vec![],
-            repeated: true,
-        })
+        Ok(Published::repeat(event, deliveries))
     }
 }
 

@@ -397,14 +397,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
                     })
                 },
             )?;
-            return Ok(Published {
-                event,
-                deliveries,
-                jobs: vec![],
-                endpoints: vec![],
-                due_endpoints: vec![],
-                repeated: true,
-            });
+            return Ok(Published::repeat(event, deliveries));
         }
     }
     let Some(all) = tenant_endpoints(conn, &ev.tenant_id)? else {
@@ -482,15 +475,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
         }
     }
     Ok(Published {
-        event: Event {
-            id: ev.id,
-            tenant_id: ev.tenant_id,
-            name: ev.name,
-            payload: ev.payload,
-            idempotency_key: ev.idempotency_key,
-            created_at: ev.created_at,
-            purged_at: None,
-        },
+        event: ev.into_stored(),
         deliveries,
         jobs,
         endpoints: leased_endpoints,
