@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batch;
 pub mod catalog;
 pub mod cli;
 pub mod config;

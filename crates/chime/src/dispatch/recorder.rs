@@ -48,15 +48,8 @@ pub(super) fn spawn(
 ) -> mpsc::UnboundedSender<RecordRequest> {
     let (requests, mut rx) = mpsc::unbounded_channel::<RecordRequest>();
     tokio::spawn(async move {
-        let mut batch = Vec::new();
         while let Some(first) = rx.recv().await {
-            batch.push(first);
-            while batch.len() < 512 {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
+            let mut batch = crate::batch::gather(first, 512, |_| 1, || rx.try_recv().ok());
             let (outcomes, rest): (Vec<_>, Vec<_>) =
                 batch.drain(..).map(|(o, a, d, p)| (o, (a, d, p))).unzip();
             let applied = record_with_retries(store.as_ref(), outcomes).await;

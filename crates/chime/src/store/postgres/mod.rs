@@ -462,17 +462,8 @@ async fn run_batches<T, A, F, Fut>(
     Fut: Future<Output = Result<Vec<A>>>,
 {
     while let Some(first) = requests.recv().await {
-        let mut batch = vec![first];
-        let mut count = batch[0].0.len();
-        while count < max {
-            match requests.try_recv() {
-                Ok(more) => {
-                    count += more.0.len();
-                    batch.push(more);
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = crate::batch::gather(first, max, |r| r.0.len(), || requests.try_recv().ok());
+        let count = batch.iter().map(|r| r.0.len()).sum();
         let mut sizes = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(count);
         let mut replies = Vec::with_capacity(batch.len());

@@ -131,17 +131,8 @@ pub(super) async fn run_publisher(
         let Ok(permit) = writers.clone().acquire_owned().await else {
             return;
         };
-        let mut batch = vec![first];
-        let mut events = 1;
-        while events < MAX_BATCH_EVENTS {
-            match requests.try_recv() {
-                Ok(more) => {
-                    batch.push(more);
-                    events += 1;
-                }
-                Err(_) => break,
-            }
-        }
+        let batch =
+            crate::batch::gather(first, MAX_BATCH_EVENTS, |_| 1, || requests.try_recv().ok());
         let pool = pool.clone();
         let cache = cache.clone();
         tokio::spawn(async move {
