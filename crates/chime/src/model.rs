@@ -164,9 +164,24 @@ impl EventPattern {
     }
 }
 
-/// What an endpoint subscribes to: any of its patterns matching is enough.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an endpoint subscribes to: any of its patterns matching is enough. Stored and shown
+/// as the list of its patterns' texts; the default (a stored list that no longer parses)
+/// matches nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subscription(Vec<EventPattern>);
+
+impl serde::Serialize for Subscription {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(EventPattern::as_text))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Subscription {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        Subscription::parse(&texts).map_err(serde::de::Error::custom)
+    }
+}
 
 impl Subscription {
     pub const MAX_PATTERNS: usize = 100;
@@ -194,32 +209,6 @@ impl Subscription {
 
     pub fn matches(&self, name: &str) -> bool {
         self.0.iter().any(|p| p.matches(name))
-    }
-
-    /// `Subscription::parse(patterns).is_ok_and(|s| s.matches(name))`, without building the
-    /// subscription: publishing asks it for every endpoint of every event, and building one
-    /// allocated a vector and a string per pattern each time.
-    pub fn text_matches(patterns: &[String], name: &str) -> bool {
-        if patterns.is_empty() || patterns.len() > Self::MAX_PATTERNS {
-            return false;
-        }
-        let mut matched = false;
-        for p in patterns {
-            let this = if p == "*" {
-                true
-            } else {
-                match p.strip_suffix('*') {
-                    Some(prefix) if !prefix.contains('*') && check_event_name(prefix).is_ok() => {
-                        name.starts_with(prefix)
-                    }
-                    Some(_) => return false,
-                    None if check_event_name(p).is_ok() => p == name,
-                    None => return false,
-                }
-            };
-            matched |= this;
-        }
-        matched
     }
 
     pub fn to_texts(&self) -> Vec<String> {

@@ -120,7 +120,7 @@ impl EndpointOut {
             id: e.id,
             tenant_id: e.tenant_id,
             url: e.url,
-            events: e.events,
+            events: e.events.to_texts(),
             description: e.description,
             enabled: e.enabled,
             max_in_flight: e.settings.max_in_flight,
@@ -148,12 +148,11 @@ fn checked_url(state: &AppState, url: &str) -> ApiResult<String> {
     }
 }
 
-fn checked_events(events: Option<Vec<String>>) -> ApiResult<Vec<String>> {
-    let sub = match events {
-        Some(list) => Subscription::parse(&list)?,
-        None => Subscription::all(),
-    };
-    Ok(sub.to_texts())
+fn checked_events(events: Option<Vec<String>>) -> ApiResult<Subscription> {
+    match events {
+        Some(list) => Ok(Subscription::parse(&list)?),
+        None => Ok(Subscription::all()),
+    }
 }
 
 /// An RFC 9110 token, the grammar of a header name.

@@ -81,8 +81,9 @@ pub struct Endpoint {
     pub id: String,
     pub tenant_id: String,
     pub url: String,
-    /// Subscription patterns as text (`*`, `order.*`, `user_created`).
-    pub events: Vec<String>,
+    /// The event names it subscribes to (`*`, `order.*`, `user_created`), parsed once when
+    /// the row is read.
+    pub events: crate::model::Subscription,
     pub description: String,
     pub enabled: bool,
     /// `whsec_…`.
@@ -386,7 +387,7 @@ pub fn subscribers<'a>(
 ) -> Result<Vec<&'a Arc<Endpoint>>> {
     let mut out = Vec::new();
     for ep in endpoints {
-        if !crate::model::Subscription::text_matches(&ep.events, &event.name) {
+        if !ep.events.matches(&event.name) {
             continue;
         }
         let verdict = match ep.settings.filter.as_deref() {

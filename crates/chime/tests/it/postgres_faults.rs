@@ -689,7 +689,7 @@ async fn lease_expiry_uses_the_database_clock() {
         id: chime::model::new_id("ep"),
         tenant_id: "a".into(),
         url: "https://example.com/hook".into(),
-        events: vec!["*".into()],
+        events: chime::model::Subscription::all(),
         description: String::new(),
         enabled: true,
         secret: chime_webhooks::Secret::generate().to_whsec(),

@@ -22,7 +22,10 @@ fn endpoint(tenant_id: &str, events: &[&str], enabled: bool) -> Endpoint {
         id: new_id("ep"),
         tenant_id: tenant_id.into(),
         url: "https://example.com/hook".into(),
-        events: events.iter().map(|s| s.to_string()).collect(),
+        events: chime::model::Subscription::parse(
+            &events.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap(),
         description: String::new(),
         enabled,
         secret: chime_webhooks::Secret::generate().to_whsec(),
