@@ -5,10 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::Receiver;
 use crate::support::cli::{command, without_chime_env};
 use crate::support::memory::cap_memory;
 use crate::support::process::{ChildProcess, served_at};
+use crate::support::{Receiver, eventually};
 use serde_json::{Value, json};
 
 /// The `chime serve` arguments of these tests.
@@ -308,16 +308,15 @@ async fn a_full_disk_is_reported_as_unavailable_and_recovers() {
     // Free the space, seen from inside the server's mount namespace.
     let ballast = format!("/proc/{}/root{}/ballast", serve.id(), data.display());
     std::fs::remove_file(&ballast).unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/readyz"))
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
-        assert!(std::time::Instant::now() < until, "never ready again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ready = eventually(Duration::from_secs(30), || async {
+        let status = reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status();
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "never ready again");
     let (s, b) = call(
         &base,
         token,
