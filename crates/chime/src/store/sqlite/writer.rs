@@ -36,7 +36,16 @@ use crate::store::{Result, StoreError};
 /// the batch failed.
 type Reply = Box<dyn FnOnce(std::result::Result<(), &StoreError>) + Send>;
 /// Runs one write; says whether it failed after changing rows (which poisons the batch).
-type WriteJob = Box<dyn FnOnce(&Connection) -> (Reply, bool) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> Applied + Send>;
+
+/// What applying one write did.
+struct Applied {
+    reply: Reply,
+    /// It failed after changing rows, which poisons the batch.
+    poisoned: bool,
+    /// It failed for lack of disk space.
+    full: bool,
+}
 
 /// Most writes applied in one transaction; bounds commit latency under load.
 const MAX_BATCH: usize = 1024;
@@ -90,13 +99,10 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let space = self.out_of_space.clone();
         let job: WriteJob = Box::new(move |conn| {
             let before = (conn.total_changes(), super::leases::changes());
             let result = f(conn);
-            if matches!(result, Err(StoreError::Full(_))) {
-                space.store(true, Ordering::Relaxed);
-            }
+            let full = matches!(result, Err(StoreError::Full(_)));
             // Lease changes count as changes: they are part of the transaction too.
             let poisoned =
                 result.is_err() && (conn.total_changes(), super::leases::changes()) != before;
@@ -107,7 +113,11 @@ impl Writer {
                 };
                 let _ = reply_tx.send(result);
             });
-            (reply, poisoned)
+            Applied {
+                reply,
+                poisoned,
+                full,
+            }
         });
         self.tx
             .send(job)
@@ -138,16 +148,23 @@ fn run(
             // Without a transaction nothing can be applied safely: refuse what is queued.
             tracing::error!(error = %e, "could not begin a write transaction");
             let failure = StoreError::from(e);
-            let (reply, _) = job_without_connection(first, &conn);
+            let reply = job_without_connection(first, &conn).reply;
             reply(Err(&failure));
             while let Ok(job) = rx.try_recv() {
-                let (reply, _) = job_without_connection(job, &conn);
+                let reply = job_without_connection(job, &conn).reply;
                 reply(Err(&failure));
             }
             continue;
         }
         let apply = |job: WriteJob, replies: &mut Vec<Reply>| {
-            let (reply, bad) = job(&conn);
+            let Applied {
+                reply,
+                poisoned: bad,
+                full,
+            } = job(&conn);
+            if full {
+                out_of_space.store(true, Ordering::Relaxed);
+            }
             replies.push(reply);
             bad
         };
@@ -253,7 +270,7 @@ fn sync(wal: File, rx: std_mpsc::Receiver<Vec<Reply>>, flushed_tx: std_mpsc::Syn
 
 /// Answers a job that cannot run: it still has to be called to get its reply, so it runs
 /// inside a transaction that is rolled back at once.
-fn job_without_connection(job: WriteJob, conn: &Connection) -> (Reply, bool) {
+fn job_without_connection(job: WriteJob, conn: &Connection) -> Applied {
     let _ = conn.execute_batch("SAVEPOINT refused");
     let out = job(conn);
     let _ = conn.execute_batch("ROLLBACK TO refused; RELEASE refused");
