@@ -7,7 +7,8 @@
 //!   with SQL).
 //! - `api`: the REST API v1 (axum), thin handlers over the store and the dispatcher.
 //! - `dispatch`: claims due deliveries, POSTs them (signed, SSRF-guarded), records attempts.
-//! - `retry`, `net_policy`, `auth`: pure pieces: retry timing, target ranges, tokens.
+//! - `retry`, `net_policy`: pure pieces: retry timing, which hosts deliveries may reach.
+//! - `auth`: tokens, their hashes and a short-lived lookup cache over the store.
 //! - `cli`: the `chime` command line (`serve` and friends).
 //!
 //! `run` is the whole service given a bound listener and a shutdown token; the binary and the
@@ -92,13 +93,14 @@ fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// File descriptors kept for everything but API connections: the database, delivery
-/// connections (up to max_in_flight of them are counted separately), logs.
+/// File descriptors kept for everything but API and delivery connections: the database
+/// files or connections, the listener, logs.
 const SPARE_FILES: u64 = 256;
 
-/// Raises the open-file limit so `max_connections` API connections fit beside the delivery
-/// connections, and returns the connection cap that does fit when the hard limit is lower.
-fn fit_open_files(max_connections: usize) -> usize {
+/// Raises the open-file limit so `max_connections` API connections fit beside
+/// `delivery_connections` (one per attempt in flight), and returns the connection cap that
+/// does fit when the hard limit is lower.
+fn fit_open_files(max_connections: usize, delivery_connections: usize) -> usize {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {
@@ -109,7 +111,8 @@ fn fit_open_files(max_connections: usize) -> usize {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
             return max_connections;
         }
-        let wanted = max_connections as u64 + SPARE_FILES + 1024;
+        let reserved = SPARE_FILES + delivery_connections as u64;
+        let wanted = max_connections as u64 + reserved;
         if lim.rlim_cur < wanted {
             let raised = libc::rlimit {
                 rlim_cur: wanted.min(lim.rlim_max),
@@ -119,7 +122,7 @@ fn fit_open_files(max_connections: usize) -> usize {
                 lim.rlim_cur = raised.rlim_cur;
             }
         }
-        let fits = lim.rlim_cur.saturating_sub(SPARE_FILES + 1024).max(64) as usize;
+        let fits = lim.rlim_cur.saturating_sub(reserved).max(64) as usize;
         if fits < max_connections {
             tracing::warn!(
                 max_connections,
@@ -241,7 +244,7 @@ pub async fn run(
     });
 
     let limits = http_server::Limits {
-        max_connections: fit_open_files(config.http.max_connections),
+        max_connections: fit_open_files(config.http.max_connections, config.dispatch.max_in_flight),
         header_timeout: config.http.header_timeout,
     };
     let served = http_server::serve(listener, app, limits, shutdown.clone()).await;
