@@ -128,10 +128,7 @@ pub fn classify_host(host: &str) -> Result<Host, String> {
 
 /// A label `inet_aton` would read as a number: decimal, octal (leading 0) or hex (0x).
 fn numeric_label(label: &str) -> bool {
-    match label
-        .strip_prefix("0x")
-        .or_else(|| label.strip_prefix("0X"))
-    {
+    match hex_digits(label) {
         Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
         None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
     }
@@ -155,11 +152,15 @@ fn inet_aton(s: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(high | last))
 }
 
-fn aton_number(label: &str) -> Option<u32> {
-    if let Some(hex) = label
+/// The digits of a hexadecimal label (`0x…` or `0X…`).
+fn hex_digits(label: &str) -> Option<&str> {
+    label
         .strip_prefix("0x")
         .or_else(|| label.strip_prefix("0X"))
-    {
+}
+
+fn aton_number(label: &str) -> Option<u32> {
+    if let Some(hex) = hex_digits(label) {
         return if hex.is_empty() {
             Some(0)
         } else {
