@@ -4,10 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PageParams, Principal, Query};
+use super::types::{AttemptOut, DeliveryListParams, DeliveryOut, ReplayIn, ReplayOut};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{format_time, now_millis};
 use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, StoreError};
@@ -31,22 +31,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/replay", post(replay))
 }
 
-#[derive(Serialize)]
-pub struct DeliveryOut {
-    id: String,
-    event_id: String,
-    event: String,
-    endpoint_id: String,
-    status: &'static str,
-    attempts: u32,
-    next_attempt_at: Option<String>,
-    last_attempt_at: Option<String>,
-    last_status_code: Option<u16>,
-    last_error_kind: Option<String>,
-    created_at: String,
-    updated_at: String,
-}
-
 impl From<Delivery> for DeliveryOut {
     fn from(d: Delivery) -> Self {
         Self {
@@ -54,7 +38,7 @@ impl From<Delivery> for DeliveryOut {
             event_id: d.event_id,
             event: d.event_name,
             endpoint_id: d.endpoint_id,
-            status: d.status.as_str(),
+            status: d.status,
             attempts: d.attempts,
             next_attempt_at: d
                 .next_attempt_at
@@ -67,19 +51,6 @@ impl From<Delivery> for DeliveryOut {
             updated_at: format_time(d.updated_at),
         }
     }
-}
-
-#[derive(Serialize)]
-struct AttemptOut {
-    id: String,
-    delivery_id: String,
-    started_at: String,
-    duration_ms: u32,
-    succeeded: bool,
-    status_code: Option<u16>,
-    error_kind: Option<String>,
-    error: Option<String>,
-    response: Option<String>,
 }
 
 impl From<Attempt> for AttemptOut {
@@ -96,19 +67,6 @@ impl From<Attempt> for AttemptOut {
             response: a.response,
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeliveryListParams {
-    limit: Option<u32>,
-    cursor: Option<String>,
-    status: Option<String>,
-    endpoint: Option<String>,
-    /// An event id (`evt_…`).
-    event_id: Option<String>,
-    /// An event name, as everywhere else in the API.
-    event: Option<String>,
 }
 
 async fn list(
@@ -237,30 +195,6 @@ async fn skip(
 
 /// Most deliveries one replay call re-queues; call again for the rest.
 const REPLAY_LIMIT: u32 = 10_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplayIn {
-    /// Which deliveries: `failed` (default: the dead letters), `skipped`, `succeeded`.
-    status: Option<Vec<String>>,
-    endpoint_id: Option<String>,
-    event: Option<String>,
-    /// RFC 3339; deliveries created at or after.
-    since: Option<String>,
-    /// RFC 3339; deliveries created before.
-    until: Option<String>,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-#[derive(Serialize)]
-struct ReplayOut {
-    dry_run: bool,
-    /// Deliveries that match (dry run) or were re-queued.
-    count: u64,
-    /// True when the limit per call was reached and more deliveries may match.
-    more: bool,
-}
 
 fn parse_time(field: &str, text: &str) -> ApiResult<crate::model::Millis> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)

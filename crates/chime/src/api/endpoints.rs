@@ -6,10 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult, Code};
-use super::extract::{JsonBody, PageParams, Principal, Query, checked_description, nullable};
+use super::extract::{JsonBody, PageParams, Principal, Query, checked_description};
+use super::types::{
+    EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, RotateIn, RotatedOut, SecretOut,
+    SignatureScheme,
+};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{Subscription, format_time, new_id, now_millis, parse_endpoint_url};
 use crate::net_policy::Refusal;
@@ -36,70 +39,6 @@ const MAX_HEADERS: usize = 20;
 const MAX_HEADER_VALUE: usize = 1024;
 const MAX_HEADER_NAME: usize = 128;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EndpointIn {
-    url: String,
-    events: Option<Vec<String>>,
-    description: Option<String>,
-    enabled: Option<bool>,
-    /// A secret of the user's own: `whsec_…` (HMAC) or `whsk_…` (Ed25519); generated if absent.
-    secret: Option<String>,
-    /// `hmac` (default) or `ed25519`, for a generated secret.
-    signature: Option<String>,
-    max_in_flight: Option<u32>,
-    rate_limit_per_s: Option<u32>,
-    ordered: Option<bool>,
-    headers: Option<BTreeMap<String, String>>,
-    filter: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EndpointPatch {
-    url: Option<String>,
-    events: Option<Vec<String>>,
-    description: Option<String>,
-    enabled: Option<bool>,
-    #[serde(default, deserialize_with = "nullable")]
-    max_in_flight: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "nullable")]
-    rate_limit_per_s: Option<Option<u32>>,
-    ordered: Option<bool>,
-    headers: Option<BTreeMap<String, String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    filter: Option<Option<String>>,
-}
-
-#[derive(Serialize)]
-struct EndpointOut {
-    id: String,
-    tenant_id: String,
-    url: String,
-    events: Vec<String>,
-    description: String,
-    enabled: bool,
-    /// `hmac` (`v1` signatures) or `ed25519` (`v1a`).
-    signature: &'static str,
-    /// The Ed25519 public key receivers verify with (`whpk_…`); not a secret.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    public_key: Option<String>,
-    max_in_flight: Option<u32>,
-    rate_limit_per_s: Option<u32>,
-    ordered: bool,
-    headers: BTreeMap<String, String>,
-    filter: Option<String>,
-    /// Why chime disabled it (a 410 answer, or failing too long).
-    disabled_reason: Option<String>,
-    /// Since when it has been failing (probed only), if it is.
-    failing_since: Option<String>,
-    created_at: String,
-    updated_at: String,
-    /// Shown on creation only; afterwards via `GET …/secret`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
-}
-
 fn public_key_of(secret: &str) -> Option<String> {
     chime_webhooks::SigningKey::parse(secret)
         .ok()
@@ -111,11 +50,7 @@ impl EndpointOut {
         let public_key = public_key_of(&e.secret);
         Self {
             secret: with_secret.then(|| e.secret.clone()),
-            signature: if public_key.is_some() {
-                "ed25519"
-            } else {
-                "hmac"
-            },
+            signature: scheme_of(public_key.as_deref()),
             public_key,
             id: e.id,
             tenant_id: e.tenant_id,
@@ -238,13 +173,18 @@ fn checked_settings(s: EndpointSettings) -> ApiResult<EndpointSettings> {
 }
 
 /// A new secret of the scheme asked for (`hmac` unless said otherwise).
-fn generate_secret(scheme: Option<&str>) -> ApiResult<String> {
-    match scheme.unwrap_or("hmac") {
-        "hmac" => Ok(chime_webhooks::Secret::generate().to_whsec()),
-        "ed25519" => Ok(chime_webhooks::SigningKey::generate().to_whsk()),
-        other => Err(ApiError::invalid(format!(
-            "signature must be hmac or ed25519, not {other:?}"
-        ))),
+/// An endpoint signs with Ed25519 exactly when its secret has a public key.
+fn scheme_of(public_key: Option<&str>) -> SignatureScheme {
+    match public_key {
+        Some(_) => SignatureScheme::Ed25519,
+        None => SignatureScheme::Hmac,
+    }
+}
+
+fn generate_secret(scheme: Option<SignatureScheme>) -> String {
+    match scheme.unwrap_or(SignatureScheme::Hmac) {
+        SignatureScheme::Hmac => chime_webhooks::Secret::generate().to_whsec(),
+        SignatureScheme::Ed25519 => chime_webhooks::SigningKey::generate().to_whsk(),
     }
 }
 
@@ -264,7 +204,7 @@ async fn create(
         Some(s) => chime_webhooks::Secret::parse_strict(&s)
             .map_err(|e| ApiError::invalid(format!("secret: {e}")))?
             .to_whsec(),
-        None => generate_secret(body.signature.as_deref())?,
+        None => generate_secret(body.signature),
     };
     let settings = checked_settings(EndpointSettings {
         max_in_flight: body.max_in_flight,
@@ -324,17 +264,6 @@ async fn load(
         .ok_or_else(|| ApiError::not_found("endpoint"))
 }
 
-/// An endpoint, and for an ordered one, the delivery at the head of its queue when that head
-/// has failed attempts: the one blocking everything behind it (skip it with
-/// `POST …/deliveries/{id}/skip`).
-#[derive(Serialize)]
-struct EndpointDetailOut {
-    #[serde(flatten)]
-    endpoint: EndpointOut,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    blocked_by: Option<super::deliveries::DeliveryOut>,
-}
-
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -357,13 +286,6 @@ async fn show(
     }))
 }
 
-#[derive(Serialize)]
-struct SecretOut {
-    secret: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    public_key: Option<String>,
-}
-
 async fn secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -380,21 +302,6 @@ async fn secret(
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateIn {
-    /// How long the old secret keeps signing beside the new one; 0 stops it at once.
-    grace_period_seconds: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct RotatedOut {
-    secret: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    public_key: Option<String>,
-    previous_secret_expires_at: Option<String>,
-}
-
 async fn rotate_secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -410,12 +317,8 @@ async fn rotate_secret(
     let mut e = load(&state, &principal, &tenant_id, &id).await?;
     let now = now_millis();
     // A rotation keeps the scheme: an Ed25519 endpoint gets a new key pair.
-    let scheme = if public_key_of(&e.secret).is_some() {
-        "ed25519"
-    } else {
-        "hmac"
-    };
-    let old = std::mem::replace(&mut e.secret, generate_secret(Some(scheme))?);
+    let scheme = scheme_of(public_key_of(&e.secret).as_deref());
+    let old = std::mem::replace(&mut e.secret, generate_secret(Some(scheme)));
     if grace == 0 {
         e.previous_secret = None;
         e.previous_secret_expires_at = None;

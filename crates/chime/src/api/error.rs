@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::store::StoreError;
 
@@ -75,12 +74,6 @@ pub struct ApiError {
     pub detail: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    detail: &'a str,
-}
-
 impl ApiError {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
         Self {
@@ -146,15 +139,15 @@ impl ApiError {
         serde_json::to_string(&self.body()).expect("two strings serialise")
     }
 
-    fn body(&self) -> Body<'_> {
+    fn body(&self) -> super::types::ErrorOut {
         let detail = if self.code == Code::Internal {
             "internal error"
         } else {
             &self.detail
         };
-        Body {
-            code: self.code.as_str(),
-            detail,
+        super::types::ErrorOut {
+            code: self.code.as_str().to_owned(),
+            detail: detail.to_owned(),
         }
     }
 }

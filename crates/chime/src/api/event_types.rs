@@ -5,10 +5,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonBody, PageParams, Principal, Query, checked_description, nullable};
+use super::extract::{JsonBody, PageParams, Principal, Query, checked_description};
+use super::types::{EventTypeIn, EventTypeOut, EventTypePatch};
 use super::{AppState, ListOut};
 use crate::model::{format_time, now_millis, parse_event_name};
 use crate::store::{EventType, StoreError};
@@ -23,31 +23,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 const MAX_SCHEMA_BYTES: usize = 64 * 1024;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventTypeIn {
-    name: String,
-    description: Option<String>,
-    schema: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventTypePatch {
-    description: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    schema: Option<Option<serde_json::Value>>,
-}
-
-#[derive(Serialize)]
-struct EventTypeOut {
-    name: String,
-    description: String,
-    schema: Option<serde_json::Value>,
-    created_at: String,
-    updated_at: String,
-}
 
 impl From<EventType> for EventTypeOut {
     fn from(t: EventType) -> Self {

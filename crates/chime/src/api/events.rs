@@ -5,11 +5,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+
 use serde_json::value::RawValue;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PageParams, Principal, Query, parse_json, read_body};
+use super::types::{
+    DeliveryOut, EventIn, EventListParams, EventOut, PublishedDeliveryOut, PublishedOut,
+};
 use super::{AppState, ListOut};
 use crate::model::{format_time, new_id, now_millis, parse_event_name};
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
@@ -18,31 +21,6 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/events", get(list).post(publish))
         .route("/v1/tenants/{tenant}/events/{event}", get(show))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventIn<'a> {
-    #[serde(borrow)]
-    event: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    data: &'a RawValue,
-}
-
-#[derive(Serialize)]
-struct PublishedDeliveryOut {
-    id: String,
-    endpoint_id: String,
-    /// `pending`, or `skipped` for a disabled endpoint (replayable later).
-    status: &'static str,
-}
-
-#[derive(Serialize)]
-struct PublishedOut {
-    id: String,
-    event: String,
-    timestamp: String,
-    deliveries: Vec<PublishedDeliveryOut>,
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -116,8 +94,8 @@ async fn publish(
                 // A repeat answers what the first call answered: deliveries start pending (or
                 // skipped), whatever became of them since.
                 status: match d.status {
-                    DeliveryStatus::Skipped => "skipped",
-                    _ => "pending",
+                    DeliveryStatus::Skipped => DeliveryStatus::Skipped,
+                    _ => DeliveryStatus::Pending,
                 },
             })
             .collect(),
@@ -131,22 +109,7 @@ async fn publish(
     Ok(response)
 }
 
-#[derive(Serialize)]
-pub struct EventOut {
-    id: String,
-    event: String,
-    timestamp: String,
-    idempotency_key: Option<String>,
-    /// `null` once retention purged the payload (see `purged_at`).
-    data: Box<RawValue>,
-    /// When retention removed the payload; the event and its delivery log remain.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    purged_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deliveries: Option<Vec<super::deliveries::DeliveryOut>>,
-}
-
-#[derive(Deserialize)]
+#[derive(serde::Deserialize)]
 struct Envelope {
     data: Box<RawValue>,
 }
@@ -163,21 +126,9 @@ impl EventOut {
             idempotency_key: e.idempotency_key,
             data,
             purged_at: e.purged_at.map(format_time),
-            deliveries: deliveries.map(|ds| {
-                ds.into_iter()
-                    .map(super::deliveries::DeliveryOut::from)
-                    .collect()
-            }),
+            deliveries: deliveries.map(|ds| ds.into_iter().map(DeliveryOut::from).collect()),
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventListParams {
-    limit: Option<u32>,
-    cursor: Option<String>,
-    event: Option<String>,
 }
 
 async fn list(

@@ -185,14 +185,6 @@ impl PageParams {
     }
 }
 
-/// For PATCH bodies: a field present as `null` (clear it) and an absent field (leave it)
-/// differ. Use with `#[serde(default, deserialize_with = "nullable")]` on `Option<Option<T>>`.
-pub fn nullable<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// Longest description of an endpoint or an event type, in characters.
 pub const MAX_DESCRIPTION: usize = 1024;
 

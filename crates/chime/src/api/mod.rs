@@ -11,6 +11,7 @@ mod event_types;
 mod events;
 mod extract;
 mod tenants;
+pub mod types;
 
 use std::sync::Arc;
 
@@ -18,13 +19,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::routing::get;
-use serde::Serialize;
 
 use crate::auth::Authenticator;
 use crate::dispatch::DispatchHandle;
 use crate::net_policy::TargetPolicy;
 use crate::store::{Listed, Store};
 use error::{ApiError, Code};
+pub use types::ListOut;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -100,13 +101,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         Code::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
-}
-
-/// The shape of every list: `{"data": [...], "next_cursor": "..." | null}`.
-#[derive(Serialize)]
-pub struct ListOut<T> {
-    pub data: Vec<T>,
-    pub next_cursor: Option<String>,
 }
 
 impl<T> ListOut<T> {

@@ -4,10 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PageParams, Principal, Query};
+use super::types::{TenantIn, TenantOut, TokenOut};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{format_time, new_id, now_millis, parse_tenant_id};
 use crate::store::{Page, Tenant, TokenScope};
@@ -17,20 +17,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants", post(create).get(list))
         .route("/v1/tenants/{tenant}", get(show).delete(delete))
         .route("/v1/tenants/{tenant}/tokens", post(create_token))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TenantIn {
-    id: Option<String>,
-    name: Option<String>,
-}
-
-#[derive(Serialize)]
-struct TenantOut {
-    id: String,
-    name: Option<String>,
-    created_at: String,
 }
 
 impl From<Tenant> for TenantOut {
@@ -127,12 +113,6 @@ async fn delete(
         state.dispatch.endpoint_changed(&id);
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Serialize)]
-struct TokenOut {
-    token: String,
-    tenant_id: String,
 }
 
 async fn create_token(

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::types::{ErrorOut, ListOut};
 
 use super::output::Style;
 
@@ -102,33 +105,26 @@ where
     }
 }
 
-/// A successful answer: parsed for reading fields, and the text as the server wrote it, so
-/// `--json` shows event data with its keys in the order they were published.
-pub struct Reply {
-    pub value: Value,
+/// A successful answer: parsed into the API's own type (`api::types`), and the text as the
+/// server wrote it, so `--json` shows event data with its keys in the order they were
+/// published.
+pub struct Reply<T> {
+    pub value: T,
     text: String,
 }
 
-impl std::ops::Deref for Reply {
-    type Target = Value;
-    fn deref(&self) -> &Value {
+impl<T> std::ops::Deref for Reply<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
         &self.value
     }
 }
 
-impl serde::Serialize for Reply {
+impl<T> serde::Serialize for Reply<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match serde_json::value::RawValue::from_string(self.text.clone()) {
-            Ok(raw) => raw.serialize(s),
-            Err(_) => self.value.serialize(s),
-        }
-    }
-}
-
-impl Reply {
-    /// The answer's text as the server wrote it.
-    pub fn text(&self) -> &str {
-        &self.text
+        let raw = serde_json::value::RawValue::from_string(self.text.clone())
+            .map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 
@@ -199,44 +195,56 @@ impl Client {
         url
     }
 
-    pub async fn get(
+    /// GET with a query: a struct of `api::types` (`…Params`) or `(name, value)` pairs.
+    pub async fn get<T: DeserializeOwned>(
         &self,
         segments: &[&str],
-        query: &[(&str, String)],
-    ) -> Result<Reply, CliError> {
-        let mut url = self.url(segments);
-        if !query.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        self.send(self.http.get(url)).await
-    }
-
-    pub async fn post(&self, segments: &[&str], body: Option<&Value>) -> Result<Reply, CliError> {
-        let mut req = self.http.post(self.url(segments));
-        if let Some(body) = body {
-            req = req.json(body);
-        }
+        query: &(impl Serialize + ?Sized),
+    ) -> Result<Reply<T>, CliError> {
+        let req = self.http.get(self.url(segments)).query(query);
         self.send(req).await
     }
 
-    pub async fn patch(&self, segments: &[&str], body: &Value) -> Result<Reply, CliError> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &impl Serialize,
+    ) -> Result<Reply<T>, CliError> {
+        self.send(self.http.post(self.url(segments)).json(body))
+            .await
+    }
+
+    /// POST without a body.
+    pub async fn post_empty<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<Reply<T>, CliError> {
+        self.send(self.http.post(self.url(segments))).await
+    }
+
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &impl Serialize,
+    ) -> Result<Reply<T>, CliError> {
         self.send(self.http.patch(self.url(segments)).json(body))
             .await
     }
 
-    /// DELETE; the server answers 204 with no body (a `Reply` of `null`).
-    pub async fn delete(&self, segments: &[&str]) -> Result<Reply, CliError> {
-        self.send(self.http.delete(self.url(segments))).await
+    /// DELETE; the server answers 204 with no body.
+    pub async fn delete(&self, segments: &[&str]) -> Result<(), CliError> {
+        self.send::<()>(self.http.delete(self.url(segments)))
+            .await
+            .map(drop)
     }
 
     /// POSTs raw JSON bytes (event data is sent exactly as the user wrote it).
-    pub async fn post_raw(
+    pub async fn post_raw<T: DeserializeOwned>(
         &self,
         segments: &[&str],
         body: Vec<u8>,
         headers: &[(&str, &str)],
-    ) -> Result<Reply, CliError> {
+    ) -> Result<Reply<T>, CliError> {
         let mut req = self
             .http
             .post(self.url(segments))
@@ -248,40 +256,35 @@ impl Client {
         self.send(req).await
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply, CliError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Reply<T>, CliError> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| self.transport_error(e))?;
-        let value: Option<Value> = if text.trim().is_empty() {
-            Some(Value::Null)
-        } else {
-            serde_json::from_str(&text).ok()
-        };
+        let mut text = resp.text().await.map_err(|e| self.transport_error(e))?;
         if status.is_success() {
-            return match value {
-                Some(value) if text.trim().is_empty() => Ok(Reply {
-                    value,
-                    text: "null".into(),
-                }),
-                Some(value) => Ok(Reply { value, text }),
-                None => Err(CliError::Failed(format!(
-                    "the server answered {status} with a body that is not JSON: {}",
+            if text.trim().is_empty() {
+                text = "null".into();
+            }
+            return match serde_json::from_str(&text) {
+                Ok(value) => Ok(Reply { value, text }),
+                Err(e) => Err(CliError::Failed(format!(
+                    "the server answered {status} with a body this chime does not understand \
+                     ({e}): {}",
                     super::output::truncate(&text, 200)
                 ))),
             };
         }
         // The API's errors are {"code","detail"}; anything else (a proxy's HTML page, say) is
         // shown as the status and the start of the body.
-        let (code, detail) = match &value {
-            Some(v) if v["code"].is_string() => (
-                v["code"].as_str().unwrap_or_default().to_owned(),
-                v["detail"].as_str().unwrap_or_default().to_owned(),
-            ),
-            _ => (
+        let (code, detail) = match serde_json::from_str::<ErrorOut>(&text) {
+            Ok(e) => (e.code, e.detail),
+            Err(_) => (
                 format!("http_{}", status.as_u16()),
                 format!(
                     "{status} from {}: {}",
@@ -355,26 +358,14 @@ pub fn page_query(page: &PageArgs) -> Vec<(&'static str, String)> {
 }
 
 /// Tells a terminal user how to get the next page of a list.
-pub fn print_next_cursor(list: &Value) {
-    if let Some(c) = list["next_cursor"].as_str() {
+pub fn print_next_cursor<T>(list: &ListOut<T>) {
+    if let Some(c) = &list.next_cursor {
         let style = Style::stderr();
         eprintln!("{}", style.dim(&format!("more: add --cursor {c}")));
     }
 }
 
-/// A string field of a JSON object, or "" (for table cells).
-pub fn field(v: &Value, name: &str) -> String {
-    match &v[name] {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The `data` array of a list answer.
-pub fn rows(list: &Value) -> Result<&[Value], CliError> {
-    list["data"]
-        .as_array()
-        .map(Vec::as_slice)
-        .ok_or_else(|| CliError::Failed("the server's list answer has no data array".into()))
+/// An optional value as a table cell: empty when absent.
+pub fn cell(v: Option<impl ToString>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
 }

@@ -3,11 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
-use serde_json::{Value, json};
-
-use super::client::{self, ApiArgs, CliError, Client, PageArgs, TenantArg, field};
+use super::client::{self, ApiArgs, CliError, Client, PageArgs, TenantArg};
 use super::output::{Style, Table, print_json, truncate};
+use crate::api::types::{
+    AttemptOut, DeliveryListParams, DeliveryOut, ListOut, ReplayIn, ReplayOut,
+};
+use clap::{Args, Subcommand};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -146,29 +147,29 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
             event,
             page,
         } => {
-            let mut query = client::page_query(&page);
-            if failed {
-                query.push(("status", "failed".into()));
-            } else if let Some(s) = status {
-                query.push(("status", s));
-            }
-            if let Some(e) = endpoint {
-                query.push(("endpoint", e));
-            }
-            if let Some(e) = event_id {
-                query.push(("event_id", e));
-            }
-            if let Some(e) = event {
-                query.push(("event", e));
-            }
+            let query = DeliveryListParams {
+                limit: page.limit,
+                cursor: page.cursor,
+                status: if failed {
+                    Some("failed".into())
+                } else {
+                    status
+                },
+                endpoint,
+                event_id,
+                event,
+            };
             let list = api
-                .get(&["v1", "tenants", &tenant.tenant, "deliveries"], &query)
+                .get::<ListOut<DeliveryOut>>(
+                    &["v1", "tenants", &tenant.tenant, "deliveries"],
+                    &query,
+                )
                 .await?;
             if json {
                 print_json(&list);
                 return Ok(());
             }
-            let rows = client::rows(&list)?;
+            let rows = &list.data;
             if rows.is_empty() {
                 println!(
                     "{}",
@@ -185,9 +186,9 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
         }
         DeliveriesCommand::Show { id, tenant } => {
             let path = ["v1", "tenants", &tenant.tenant, "deliveries", &id];
-            let d = api.get(&path, &[]).await?;
+            let d = api.get::<DeliveryOut>(&path, &()).await?;
             let attempts = api
-                .get(
+                .get::<ListOut<AttemptOut>>(
                     &[
                         "v1",
                         "tenants",
@@ -196,57 +197,52 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
                         &id,
                         "attempts",
                     ],
-                    &[("limit", "250".into())],
+                    &[("limit", "250")],
                 )
                 .await?;
             if json {
-                let mut d = d.value;
-                d["attempts"] = attempts["data"].clone();
-                print_json(&d);
+                /// The delivery with its attempts, as `--json` shows it.
+                #[derive(serde::Serialize)]
+                struct Shown {
+                    #[serde(flatten)]
+                    delivery: DeliveryOut,
+                    attempts: Vec<AttemptOut>,
+                }
+                print_json(&Shown {
+                    delivery: d.value,
+                    attempts: attempts.value.data,
+                });
                 return Ok(());
             }
-            print_delivery(&d, client::rows(&attempts)?, out);
+            print_delivery(&d, &attempts.data, out);
         }
         DeliveriesCommand::Retry { id, tenant } => {
-            let d = api
-                .post(
-                    &["v1", "tenants", &tenant.tenant, "deliveries", &id, "retry"],
-                    None,
-                )
-                .await?;
+            let d = act(api, &tenant.tenant, &id, "retry").await?;
             if json {
                 print_json(&d);
             } else {
                 println!(
                     "Retrying {id} now (status {}, {} attempts so far).",
-                    field(&d, "status"),
-                    field(&d, "attempts")
+                    d.status.as_str(),
+                    d.attempts
                 );
             }
         }
         DeliveriesCommand::Skip { id, tenant } => {
-            let d = api
-                .post(
-                    &["v1", "tenants", &tenant.tenant, "deliveries", &id, "skip"],
-                    None,
-                )
-                .await?;
+            let d = act(api, &tenant.tenant, &id, "skip").await?;
             if json {
                 print_json(&d);
             } else {
                 println!(
                     "Skipped {id} ({} to {}, after {} attempts): it will not be delivered.",
-                    field(&d, "event"),
-                    field(&d, "endpoint_id"),
-                    field(&d, "attempts")
+                    d.event, d.endpoint_id, d.attempts
                 );
                 println!(
                     "{}",
                     out.dim(&format!(
                         "  send it later with: chime deliveries replay --status skipped \
                          --endpoint {} --tenant {}",
-                        field(&d, "endpoint_id"),
-                        tenant.tenant
+                        d.endpoint_id, tenant.tenant
                     ))
                 );
             }
@@ -260,33 +256,25 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
             until,
             dry_run,
         } => {
-            let mut body = json!({ "dry_run": dry_run });
-            if !status.is_empty() {
-                body["status"] = json!(status);
-            }
-            if let Some(e) = endpoint {
-                body["endpoint_id"] = json!(e);
-            }
-            if let Some(e) = event {
-                body["event"] = json!(e);
-            }
-            if let Some(t) = since {
-                body["since"] = json!(t);
-            }
-            if let Some(t) = until {
-                body["until"] = json!(t);
-            }
+            let body = ReplayIn {
+                status: (!status.is_empty()).then_some(status),
+                endpoint_id: endpoint,
+                event,
+                since,
+                until,
+                dry_run,
+            };
             let r = api
-                .post(&["v1", "tenants", &tenant.tenant, "replay"], Some(&body))
+                .post::<ReplayOut>(&["v1", "tenants", &tenant.tenant, "replay"], &body)
                 .await?;
             if json {
                 print_json(&r);
                 return Ok(());
             }
-            let count = deliveries_count(r["count"].as_u64().unwrap_or(0));
+            let count = deliveries_count(r.count);
             if dry_run {
                 println!("Would replay {count}.");
-            } else if r["more"].as_bool().unwrap_or(false) {
+            } else if r.more {
                 println!("Replayed {count} (more remain: run again).");
             } else {
                 println!("Replayed {count}.");
@@ -294,6 +282,17 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// `POST …/deliveries/{id}/{action}` (`retry`, `skip`), answered with the delivery.
+async fn act(
+    api: &Client,
+    tenant: &str,
+    id: &str,
+    action: &str,
+) -> Result<client::Reply<DeliveryOut>, CliError> {
+    api.post_empty(&["v1", "tenants", tenant, "deliveries", id, action])
+        .await
 }
 
 /// Deliveries as a table, the STATUS column coloured.
@@ -312,7 +311,7 @@ impl DeliveriesTable {
     }
 }
 
-pub fn deliveries_table(rows: &[Value]) -> DeliveriesTable {
+pub fn deliveries_table(rows: &[DeliveryOut]) -> DeliveriesTable {
     let mut table = Table::new(&[
         "ID",
         "EVENT",
@@ -323,29 +322,31 @@ pub fn deliveries_table(rows: &[Value]) -> DeliveriesTable {
         "NEXT/UPDATED",
     ]);
     for d in rows {
-        let last = match (
-            d["last_status_code"].as_u64(),
-            d["last_error_kind"].as_str(),
-        ) {
-            (Some(code), _) => code.to_string(),
-            (None, Some(kind)) => kind.to_owned(),
-            (None, None) => "-".to_owned(),
-        };
-        let when = d["next_attempt_at"]
-            .as_str()
+        let when = d
+            .next_attempt_at
+            .as_ref()
             .map(|t| format!("next {t}"))
-            .unwrap_or_else(|| field(d, "updated_at"));
+            .unwrap_or_else(|| d.updated_at.clone());
         table.row(vec![
-            field(d, "id"),
-            field(d, "event"),
-            field(d, "endpoint_id"),
-            field(d, "status"),
-            field(d, "attempts"),
-            last,
+            d.id.clone(),
+            d.event.clone(),
+            d.endpoint_id.clone(),
+            d.status.as_str().to_owned(),
+            d.attempts.to_string(),
+            result_cell(d.last_status_code, d.last_error_kind.as_deref()),
             when,
         ]);
     }
     DeliveriesTable(table)
+}
+
+/// An attempt's result: its HTTP status, else why it failed.
+pub fn result_cell(status_code: Option<u16>, error_kind: Option<&str>) -> String {
+    match (status_code, error_kind) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(kind)) => kind.to_owned(),
+        (None, None) => "-".to_owned(),
+    }
 }
 
 fn paint_status(out: Style, cell: &str) -> String {
@@ -356,16 +357,11 @@ fn paint_status(out: Style, cell: &str) -> String {
     }
 }
 
-fn print_delivery(d: &Value, attempts: &[Value], out: Style) {
-    println!(
-        "{} {} → {}",
-        out.bold(&field(d, "id")),
-        field(d, "event"),
-        field(d, "endpoint_id")
-    );
-    println!("  event id: {}", field(d, "event_id"));
-    println!("  status:   {}", paint_status(out, &field(d, "status")));
-    if let Some(next) = d["next_attempt_at"].as_str() {
+fn print_delivery(d: &DeliveryOut, attempts: &[AttemptOut], out: Style) {
+    println!("{} {} → {}", out.bold(&d.id), d.event, d.endpoint_id);
+    println!("  event id: {}", d.event_id);
+    println!("  status:   {}", paint_status(out, d.status.as_str()));
+    if let Some(next) = &d.next_attempt_at {
         println!("  next try: {next}");
     }
     if attempts.is_empty() {
@@ -375,27 +371,20 @@ fn print_delivery(d: &Value, attempts: &[Value], out: Style) {
     println!();
     let mut table = Table::new(&["STARTED", "DURATION", "RESULT", "DETAIL"]);
     for a in attempts {
-        let result = match (a["status_code"].as_u64(), a["error_kind"].as_str()) {
-            (Some(code), _) => code.to_string(),
-            (None, Some(kind)) => kind.to_owned(),
-            (None, None) => "-".into(),
-        };
-        let detail = a["error"]
-            .as_str()
-            .or(a["response"].as_str())
+        let detail = a
+            .error
+            .as_deref()
+            .or(a.response.as_deref())
             .map(|t| truncate(&t.replace(['\n', '\r'], " "), 60))
             .unwrap_or_default();
         table.row(vec![
-            field(a, "started_at"),
-            format!("{} ms", field(a, "duration_ms")),
-            result,
+            a.started_at.clone(),
+            format!("{} ms", a.duration_ms),
+            result_cell(a.status_code, a.error_kind.as_deref()),
             detail,
         ]);
     }
-    let ok: Vec<bool> = attempts
-        .iter()
-        .map(|a| a["succeeded"].as_bool().unwrap_or(false))
-        .collect();
+    let ok: Vec<bool> = attempts.iter().map(|a| a.succeeded).collect();
     // Colour each RESULT cell by whether that attempt succeeded.
     print!(
         "{}",

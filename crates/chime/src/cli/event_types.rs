@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::client::{self, ApiArgs, CliError, Client, PageArgs, field};
+use super::client::{self, ApiArgs, CliError, Client, PageArgs};
 use super::output::{Style, Table, pretty, print_json, truncate};
+use crate::api::types::{EventTypeIn, EventTypeOut, EventTypePatch, ListOut};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -94,19 +95,19 @@ async fn run(api: &Client, json: bool, command: EventTypesCommand) -> Result<(),
     match command {
         EventTypesCommand::List { page } => {
             let list = api
-                .get(&["v1", "event-types"], &client::page_query(&page))
+                .get::<ListOut<EventTypeOut>>(&["v1", "event-types"], &client::page_query(&page))
                 .await?;
             if json {
                 print_json(&list);
                 return Ok(());
             }
             let mut table = Table::new(&["NAME", "SCHEMA", "DESCRIPTION", "UPDATED"]);
-            for t in client::rows(&list)? {
+            for t in &list.data {
                 table.row(vec![
-                    field(t, "name"),
-                    if t["schema"].is_null() { "-" } else { "yes" }.to_owned(),
-                    truncate(&field(t, "description"), 60),
-                    field(t, "updated_at"),
+                    t.name.clone(),
+                    if t.schema.is_none() { "-" } else { "yes" }.to_owned(),
+                    truncate(&t.description, 60),
+                    t.updated_at.clone(),
                 ]);
             }
             if table.is_empty() {
@@ -120,7 +121,9 @@ async fn run(api: &Client, json: bool, command: EventTypesCommand) -> Result<(),
             client::print_next_cursor(&list);
         }
         EventTypesCommand::Show { name } => {
-            let t = api.get(&["v1", "event-types", &name], &[]).await?;
+            let t = api
+                .get::<EventTypeOut>(&["v1", "event-types", &name], &())
+                .await?;
             if json {
                 print_json(&t);
             } else {
@@ -132,17 +135,17 @@ async fn run(api: &Client, json: bool, command: EventTypesCommand) -> Result<(),
             description,
             schema,
         } => {
-            let mut body = json!({ "name": name });
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
-            if let Some(path) = schema {
-                body["schema"] = read_schema(&path)?;
-            }
-            let t = api.post(&["v1", "event-types"], Some(&body)).await?;
+            let body = EventTypeIn {
+                name: name.clone(),
+                description,
+                schema: schema.as_deref().map(read_schema).transpose()?,
+            };
+            let t = api
+                .post::<EventTypeOut>(&["v1", "event-types"], &body)
+                .await?;
             if json {
                 print_json(&t);
-            } else if t["schema"].is_null() {
+            } else if t.schema.is_none() {
                 println!("Created event type {} (no schema).", out.bold(&name));
             } else {
                 println!(
@@ -157,23 +160,21 @@ async fn run(api: &Client, json: bool, command: EventTypesCommand) -> Result<(),
             schema,
             clear_schema,
         } => {
-            let mut body = json!({});
-            if let Some(d) = description {
-                body["description"] = json!(d);
-            }
-            if let Some(path) = schema {
-                body["schema"] = read_schema(&path)?;
-            }
-            if clear_schema {
-                // `null` removes the schema; an absent member leaves it as it is.
-                body["schema"] = Value::Null;
-            }
-            if body.as_object().is_some_and(|b| b.is_empty()) {
+            let body = EventTypePatch {
+                description,
+                schema: super::endpoint::set_or_clear(
+                    schema.as_deref().map(read_schema).transpose()?,
+                    clear_schema,
+                ),
+            };
+            if body.description.is_none() && body.schema.is_none() {
                 return Err(CliError::usage(
                     "nothing to change: give --description, --schema or --clear-schema",
                 ));
             }
-            let t = api.patch(&["v1", "event-types", &name], &body).await?;
+            let t = api
+                .patch::<EventTypeOut>(&["v1", "event-types", &name], &body)
+                .await?;
             if json {
                 print_json(&t);
             } else {
@@ -185,7 +186,7 @@ async fn run(api: &Client, json: bool, command: EventTypesCommand) -> Result<(),
             api.delete(&["v1", "event-types", &name]).await?;
             if json {
                 // The server answers 204 with no body; say what was deleted.
-                print_json(&json!({ "name": name, "deleted": true }));
+                print_json(&serde_json::json!({ "name": name, "deleted": true }));
             } else {
                 println!("Deleted event type {name}.");
             }
@@ -210,19 +211,18 @@ fn read_schema(path: &Path) -> Result<Value, CliError> {
     serde_json::from_str(&text).map_err(|e| CliError::usage(format!("{what} is not JSON: {e}")))
 }
 
-fn print_event_type(t: &Value, out: Style) {
-    println!("{}", out.bold(&field(t, "name")));
-    if !field(t, "description").is_empty() {
-        println!("  description: {}", field(t, "description"));
+fn print_event_type(t: &EventTypeOut, out: Style) {
+    println!("{}", out.bold(&t.name));
+    if !t.description.is_empty() {
+        println!("  description: {}", t.description);
     }
-    println!("  created:     {}", field(t, "created_at"));
-    println!("  updated:     {}", field(t, "updated_at"));
-    if t["schema"].is_null() {
-        println!("  schema:      none (any data is accepted)");
-    } else {
-        println!(
+    println!("  created:     {}", t.created_at);
+    println!("  updated:     {}", t.updated_at);
+    match &t.schema {
+        None => println!("  schema:      none (any data is accepted)"),
+        Some(schema) => println!(
             "  schema:      {}",
-            pretty(&t["schema"].to_string()).replace('\n', "\n  ")
-        );
+            pretty(&schema.to_string()).replace('\n', "\n  ")
+        ),
     }
 }

@@ -2,14 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
-use serde::Deserialize;
-use serde_json::Value;
-use serde_json::value::RawValue;
-
-use super::client::{self, ApiArgs, CliError, Client, PageArgs, TenantArg, field};
+use super::client::{self, ApiArgs, Client, PageArgs, TenantArg};
 use super::deliveries::deliveries_table;
 use super::output::{Style, Table, minify, pretty, print_json, truncate};
+use crate::api::types::{EventListParams, EventOut, ListOut};
+use clap::{Args, Subcommand};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -58,29 +55,25 @@ pub fn main(args: EventsArgs) -> ExitCode {
                 event,
                 page,
             } => {
-                let mut query = client::page_query(&page);
-                if let Some(e) = event {
-                    query.push(("event", e));
-                }
+                let query = EventListParams {
+                    limit: page.limit,
+                    cursor: page.cursor,
+                    event,
+                };
                 let list = api
-                    .get(&["v1", "tenants", &tenant.tenant, "events"], &query)
+                    .get::<ListOut<EventOut>>(&["v1", "tenants", &tenant.tenant, "events"], &query)
                     .await?;
                 if json {
                     print_json(&list);
                     return Ok(());
                 }
-                let data = raw_data_of_rows(list.text());
                 let mut table = Table::new(&["ID", "EVENT", "TIMESTAMP", "DATA"]);
-                for (i, e) in client::rows(&list)?.iter().enumerate() {
-                    let text = data
-                        .get(i)
-                        .cloned()
-                        .unwrap_or_else(|| e["data"].to_string());
+                for e in &list.data {
                     table.row(vec![
-                        field(e, "id"),
-                        field(e, "event"),
-                        field(e, "timestamp"),
-                        truncate(&text, 60),
+                        e.id.clone(),
+                        e.event.clone(),
+                        e.timestamp.clone(),
+                        truncate(&minify(e.data.get()), 60),
                     ]);
                 }
                 if table.is_empty() {
@@ -92,12 +85,12 @@ pub fn main(args: EventsArgs) -> ExitCode {
             }
             EventsCommand::Show { id, tenant } => {
                 let e = api
-                    .get(&["v1", "tenants", &tenant.tenant, "events", &id], &[])
+                    .get::<EventOut>(&["v1", "tenants", &tenant.tenant, "events", &id], &())
                     .await?;
                 if json {
                     print_json(&e);
                 } else {
-                    print_event(&e, &raw_data(e.text()), out)?;
+                    print_event(&e, out);
                 }
             }
         }
@@ -105,48 +98,18 @@ pub fn main(args: EventsArgs) -> ExitCode {
     })
 }
 
-/// The `data` member of each listed event, as published (key order kept).
-fn raw_data_of_rows(text: &str) -> Vec<String> {
-    #[derive(Deserialize)]
-    struct Row<'a> {
-        #[serde(borrow)]
-        data: &'a RawValue,
-    }
-    #[derive(Deserialize)]
-    struct List<'a> {
-        #[serde(borrow)]
-        data: Vec<Row<'a>>,
-    }
-    serde_json::from_str::<List>(text)
-        .map(|l| l.data.iter().map(|r| minify(r.data.get())).collect())
-        .unwrap_or_default()
-}
-
-/// The `data` member of one event, as published.
-fn raw_data(text: &str) -> String {
-    #[derive(Deserialize)]
-    struct One<'a> {
-        #[serde(borrow)]
-        data: &'a RawValue,
-    }
-    serde_json::from_str::<One>(text)
-        .map(|o| o.data.get().to_owned())
-        .unwrap_or_else(|_| "null".into())
-}
-
-fn print_event(e: &Value, data: &str, out: Style) -> Result<(), CliError> {
-    println!("{} {}", out.bold(&field(e, "event")), field(e, "id"));
-    println!("  timestamp:       {}", field(e, "timestamp"));
-    if let Some(k) = e["idempotency_key"].as_str() {
+fn print_event(e: &EventOut, out: Style) {
+    println!("{} {}", out.bold(&e.event), e.id);
+    println!("  timestamp:       {}", e.timestamp);
+    if let Some(k) = &e.idempotency_key {
         println!("  idempotency key: {k}");
     }
-    println!("  data: {}", pretty(data).replace('\n', "\n  "));
-    let deliveries = e["deliveries"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    println!("  data: {}", pretty(e.data.get()).replace('\n', "\n  "));
+    let deliveries = e.deliveries.as_deref().unwrap_or(&[]);
     if deliveries.is_empty() {
         println!("  no deliveries: no enabled endpoint subscribed to it when it was published");
     } else {
         println!();
         deliveries_table(deliveries).print_status(out);
     }
-    Ok(())
 }

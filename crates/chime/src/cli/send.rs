@@ -11,8 +11,9 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::client::{self, ApiArgs, CliError, Client, TenantArg, field};
+use super::client::{self, ApiArgs, CliError, Client, TenantArg};
 use super::output::{Style, print_json, progress_bar};
+use crate::api::types::{DeliveryStatus, PublishedOut};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -53,10 +54,10 @@ pub fn main(args: SendArgs) -> ExitCode {
     })
 }
 
-/// `{"event": name, "data": raw}` with the data bytes kept as given.
+/// `{"event": name, "data": raw}` with the data bytes kept as given: the envelope the
+/// server stores and sends.
 fn envelope(event: &str, data: &RawValue) -> Vec<u8> {
-    let name = serde_json::to_string(event).unwrap_or_else(|_| "\"\"".into());
-    format!("{{\"event\":{name},\"data\":{}}}", data.get()).into_bytes()
+    crate::model::envelope(event, data).to_vec()
 }
 
 async fn single(api: &Client, args: &SendArgs) -> Result<(), CliError> {
@@ -82,7 +83,7 @@ async fn single(api: &Client, args: &SendArgs) -> Result<(), CliError> {
         headers.push(("idempotency-key", k.as_str()));
     }
     let out = api
-        .post_raw(
+        .post_raw::<PublishedOut>(
             &["v1", "tenants", &args.tenant.tenant, "events"],
             envelope(event, data),
             &headers,
@@ -93,15 +94,8 @@ async fn single(api: &Client, args: &SendArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let style = Style::stdout();
-    println!(
-        "Published {} ({})",
-        style.bold(&field(&out, "id")),
-        field(&out, "event")
-    );
-    let deliveries = out["deliveries"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    println!("Published {} ({})", style.bold(&out.id), out.event);
+    let deliveries = &out.deliveries;
     if deliveries.is_empty() {
         println!(
             "  no deliveries: no enabled endpoint of {} subscribes to {event}",
@@ -110,16 +104,12 @@ async fn single(api: &Client, args: &SendArgs) -> Result<(), CliError> {
     }
     for d in deliveries {
         // A disabled endpoint's delivery is recorded as skipped, not sent: say so.
-        let note = if d["status"] == "skipped" {
+        let note = if d.status == DeliveryStatus::Skipped {
             style.yellow(" (skipped: the endpoint is disabled; replay it once enabled)")
         } else {
             String::new()
         };
-        println!(
-            "  → delivery {} to endpoint {}{note}",
-            field(d, "id"),
-            field(d, "endpoint_id")
-        );
+        println!("  → delivery {} to endpoint {}{note}", d.id, d.endpoint_id);
     }
     Ok(())
 }
@@ -240,9 +230,9 @@ async fn bulk(api: &Client, args: &SendArgs, path: &PathBuf) -> Result<(), CliEr
                 .map(|k| vec![("idempotency-key", k)])
                 .unwrap_or_default();
             let r = api
-                .post_raw(&["v1", "tenants", &tenant, "events"], body, &headers)
+                .post_raw::<PublishedOut>(&["v1", "tenants", &tenant, "events"], body, &headers)
                 .await
-                .map(|_| ());
+                .map(drop);
             (line_no, r)
         });
     }

@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
-use serde_json::{Value, json};
-
-use super::client::{self, ApiArgs, CliError, Client, PageArgs, field};
+use super::client::{self, ApiArgs, CliError, Client, PageArgs, cell};
 use super::output::{Style, Table, print_json};
+use crate::api::types::{ListOut, TenantIn, TenantOut, TokenOut};
+use clap::{Args, Subcommand};
 
 #[derive(Args)]
 #[command(
@@ -52,23 +51,18 @@ pub fn main(args: TenantArgs) -> ExitCode {
         let json = args.api.json;
         match args.command {
             TenantCommand::Create { id, name } => {
-                let mut body = json!({});
-                if let Some(id) = id {
-                    body["id"] = json!(id);
-                }
-                if let Some(name) = name {
-                    body["name"] = json!(name);
-                }
-                let t = api.post(&["v1", "tenants"], Some(&body)).await?;
+                let t = api
+                    .post::<TenantOut>(&["v1", "tenants"], &TenantIn { id, name })
+                    .await?;
                 if json {
                     print_json(&t);
                 } else {
-                    println!("Created tenant {}", Style::stdout().bold(&field(&t, "id")));
+                    println!("Created tenant {}", Style::stdout().bold(&t.id));
                 }
             }
             TenantCommand::List { page } => {
                 let list = api
-                    .get(&["v1", "tenants"], &client::page_query(&page))
+                    .get::<ListOut<TenantOut>>(&["v1", "tenants"], &client::page_query(&page))
                     .await?;
                 if json {
                     print_json(&list);
@@ -77,11 +71,13 @@ pub fn main(args: TenantArgs) -> ExitCode {
                 }
             }
             TenantCommand::Token { id } => {
-                let t = api.post(&["v1", "tenants", &id, "tokens"], None).await?;
+                let t = api
+                    .post_empty::<TokenOut>(&["v1", "tenants", &id, "tokens"])
+                    .await?;
                 if json {
                     print_json(&t);
                 } else {
-                    println!("{}", field(&t, "token"));
+                    println!("{}", t.token);
                     eprintln!(
                         "{}",
                         Style::stderr().dim(&format!(
@@ -95,13 +91,13 @@ pub fn main(args: TenantArgs) -> ExitCode {
     })
 }
 
-fn print_tenants(list: &Value) -> Result<(), CliError> {
+fn print_tenants(list: &ListOut<TenantOut>) -> Result<(), CliError> {
     let mut table = Table::new(&["ID", "NAME", "CREATED"]);
-    for t in client::rows(list)? {
+    for t in &list.data {
         table.row(vec![
-            field(t, "id"),
-            field(t, "name"),
-            field(t, "created_at"),
+            t.id.clone(),
+            cell(t.name.as_ref()),
+            t.created_at.clone(),
         ]);
     }
     if table.is_empty() {

@@ -4,13 +4,15 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
-
 mod print;
 
-use super::client::{self, ApiArgs, CliError, Client, PageArgs, TenantArg, field};
+use super::client::{self, ApiArgs, CliError, Client, PageArgs, TenantArg};
 use super::output::{Style, Table, print_json};
-use print::{join, print_endpoint, settings_lines, yes_no};
+use crate::api::types::{
+    EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, ListOut, RotateIn, RotatedOut,
+    SecretOut, SignatureScheme,
+};
+use print::{print_endpoint, settings_lines, yes_no};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -51,8 +53,8 @@ enum EndpointCommand {
         secret: Option<String>,
         /// The signature scheme of the generated secret: `hmac` (v1, a shared whsec_ secret)
         /// or `ed25519` (v1a; receivers verify with a whpk_ public key) [default: hmac].
-        #[arg(long, value_parser = ["hmac", "ed25519"])]
-        signature: Option<String>,
+        #[arg(long, value_enum)]
+        signature: Option<SignatureScheme>,
         /// Deliver strictly in the order events were accepted, one at a time; a failing
         /// delivery holds back the ones behind it until it succeeds or is skipped.
         #[arg(long)]
@@ -189,28 +191,9 @@ struct SettingsArgs {
 }
 
 impl SettingsArgs {
-    /// Adds the settings that were given to a request body.
-    fn apply(self, body: &mut Value) {
-        if let Some(d) = self.description {
-            body["description"] = json!(d);
-        }
-        if let Some(n) = self.max_in_flight {
-            body["max_in_flight"] = json!(n);
-        }
-        if let Some(n) = self.rate_limit {
-            body["rate_limit_per_s"] = json!(n);
-        }
-        if !self.headers.is_empty() {
-            let map: serde_json::Map<String, Value> = self
-                .headers
-                .into_iter()
-                .map(|(name, value)| (name, Value::String(value)))
-                .collect();
-            body["headers"] = Value::Object(map);
-        }
-        if let Some(f) = self.filter {
-            body["filter"] = json!(f);
-        }
+    /// The headers given, if any (`None`: leave them as they are).
+    fn headers(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        (!self.headers.is_empty()).then(|| self.headers.iter().cloned().collect())
     }
 }
 
@@ -264,43 +247,36 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             settings,
             disabled,
         } => {
-            let mut body = json!({ "url": target });
-            if !events.is_empty() {
-                body["events"] = json!(events);
-            }
-            if let Some(s) = secret {
-                body["secret"] = json!(s);
-            }
-            if let Some(s) = signature {
-                body["signature"] = json!(s);
-            }
-            if ordered {
-                body["ordered"] = json!(true);
-            }
-            settings.apply(&mut body);
-            if disabled {
-                body["enabled"] = json!(false);
-            }
+            let body = EndpointIn {
+                url: target,
+                events: (!events.is_empty()).then_some(events),
+                secret,
+                signature,
+                ordered: ordered.then_some(true),
+                enabled: disabled.then_some(false),
+                headers: settings.headers(),
+                description: settings.description,
+                max_in_flight: settings.max_in_flight,
+                rate_limit_per_s: settings.rate_limit,
+                filter: settings.filter,
+            };
             let e = api
-                .post(&["v1", "tenants", &tenant.tenant, "endpoints"], Some(&body))
+                .post::<EndpointOut>(&["v1", "tenants", &tenant.tenant, "endpoints"], &body)
                 .await?;
             if json {
                 print_json(&e);
             } else {
-                println!(
-                    "Added endpoint {} → {}",
-                    out.bold(&field(&e, "id")),
-                    field(&e, "url")
-                );
-                println!("  events: {}", join(&e["events"]));
-                println!("  secret: {}", field(&e, "secret"));
+                let secret = e.secret.clone().unwrap_or_default();
+                println!("Added endpoint {} → {}", out.bold(&e.id), e.url);
+                println!("  events: {}", e.events.join(","));
+                println!("  secret: {secret}");
                 // An Ed25519 endpoint's receivers verify with the public key, not the secret.
-                let verify_with = match e["public_key"].as_str() {
+                let verify_with = match &e.public_key {
                     Some(public) => {
                         println!("  public key: {public}");
-                        public.to_owned()
+                        public.clone()
                     }
-                    None => field(&e, "secret"),
+                    None => secret,
                 };
                 for (label, value) in settings_lines(&e, false) {
                     if label.is_empty() {
@@ -310,10 +286,10 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                         println!("  {label}: {value}");
                     }
                 }
-                if e["enabled"] == false {
+                if !e.enabled {
                     println!(
                         "  disabled: nothing is delivered until `chime endpoint enable {}`",
-                        field(&e, "id")
+                        e.id
                     );
                 }
                 println!(
@@ -326,7 +302,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
         }
         EndpointCommand::List { tenant, page } => {
             let list = api
-                .get(
+                .get::<ListOut<EndpointOut>>(
                     &["v1", "tenants", &tenant.tenant, "endpoints"],
                     &client::page_query(&page),
                 )
@@ -336,13 +312,13 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 return Ok(());
             }
             let mut table = Table::new(&["ID", "URL", "EVENTS", "ENABLED", "DESCRIPTION"]);
-            for e in client::rows(&list)? {
+            for e in &list.data {
                 table.row(vec![
-                    field(e, "id"),
-                    field(e, "url"),
-                    join(&e["events"]),
-                    yes_no(&e["enabled"]),
-                    field(e, "description"),
+                    e.id.clone(),
+                    e.url.clone(),
+                    e.events.join(","),
+                    yes_no(e.enabled),
+                    e.description.clone(),
                 ]);
             }
             if table.is_empty() {
@@ -357,15 +333,15 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
         }
         EndpointCommand::Show { id, tenant, secret } => {
             let path = ["v1", "tenants", &tenant.tenant, "endpoints", &id];
-            let mut e = api.get(&path, &[]).await?.value;
+            let mut e = api.get::<EndpointDetailOut>(&path, &()).await?.value;
             if secret {
                 let s = api
-                    .get(
+                    .get::<SecretOut>(
                         &["v1", "tenants", &tenant.tenant, "endpoints", &id, "secret"],
-                        &[],
+                        &(),
                     )
                     .await?;
-                e["secret"] = s["secret"].clone();
+                e.endpoint.secret = Some(s.value.secret);
             }
             if json {
                 print_json(&e);
@@ -395,40 +371,29 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                      set CHIME_URL or put --url before `update`)",
                 ));
             }
-            let mut body = json!({});
-            if let Some(url) = target {
-                body["url"] = json!(url);
-            }
-            if !events.is_empty() {
-                body["events"] = json!(events);
-            }
-            if ordered || unordered {
-                body["ordered"] = json!(ordered);
-            }
-            settings.apply(&mut body);
-            // `null` clears a setting; an absent member leaves it as it is.
-            if clear_max_in_flight {
-                body["max_in_flight"] = Value::Null;
-            }
-            if clear_rate_limit {
-                body["rate_limit_per_s"] = Value::Null;
-            }
-            if clear_filter {
-                body["filter"] = Value::Null;
-            }
-            if clear_headers {
-                body["headers"] = json!({});
-            }
-            if disabled || enabled {
-                body["enabled"] = json!(enabled);
-            }
-            if body.as_object().is_some_and(|b| b.is_empty()) {
+            let body = EndpointPatch {
+                url: target,
+                events: (!events.is_empty()).then_some(events),
+                ordered: (ordered || unordered).then_some(ordered),
+                enabled: (disabled || enabled).then_some(enabled),
+                headers: settings
+                    .headers()
+                    .or_else(|| clear_headers.then(Default::default)),
+                description: settings.description,
+                max_in_flight: set_or_clear(settings.max_in_flight, clear_max_in_flight),
+                rate_limit_per_s: set_or_clear(settings.rate_limit, clear_rate_limit),
+                filter: set_or_clear(settings.filter, clear_filter),
+            };
+            if serde_json::to_string(&body).is_ok_and(|b| b == "{}") {
                 return Err(CliError::usage(
                     "nothing to change: give at least one setting (see chime endpoint update --help)",
                 ));
             }
             let e = api
-                .patch(&["v1", "tenants", &tenant.tenant, "endpoints", &id], &body)
+                .patch::<EndpointDetailOut>(
+                    &["v1", "tenants", &tenant.tenant, "endpoints", &id],
+                    &body,
+                )
                 .await?;
             if json {
                 print_json(&e);
@@ -442,7 +407,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 .await?;
             if json {
                 // The server answers 204 with no body; say what was deleted.
-                print_json(&json!({ "id": id, "deleted": true }));
+                print_json(&serde_json::json!({ "id": id, "deleted": true }));
             } else {
                 println!("Deleted endpoint {id}, with its deliveries.");
             }
@@ -454,9 +419,11 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             set_enabled(api, json, &tenant.tenant, &id, true).await?;
         }
         EndpointCommand::RotateSecret { id, tenant, grace } => {
-            let body = grace.map(|g| json!({ "grace_period_seconds": g.as_secs() }));
+            let body = RotateIn {
+                grace_period_seconds: grace.map(|g| g.as_secs()),
+            };
             let r = api
-                .post(
+                .post::<RotatedOut>(
                     &[
                         "v1",
                         "tenants",
@@ -466,7 +433,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                         "secret",
                         "rotate",
                     ],
-                    body.as_ref(),
+                    &body,
                 )
                 .await?;
             if json {
@@ -474,14 +441,14 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             } else {
                 // An Ed25519 endpoint's receivers need the new public key; its private key
                 // signs inside chime and is nobody else's business (`--json` has both).
-                match r["public_key"].as_str() {
+                match &r.public_key {
                     Some(public) => println!(
                         "New public key (receivers verify with it): {}",
                         out.bold(public)
                     ),
-                    None => println!("New secret: {}", out.bold(&field(&r, "secret"))),
+                    None => println!("New secret: {}", out.bold(&r.secret)),
                 }
-                match r["previous_secret_expires_at"].as_str() {
+                match &r.previous_secret_expires_at {
                     Some(t) => println!(
                         "The previous key keeps signing too until {t}: update your \
                          receiver before then."
@@ -494,6 +461,15 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
     Ok(())
 }
 
+/// A PATCH field: the new value, or `Some(None)` (sent as `null`) to clear the setting, or
+/// `None` to leave it as it is.
+pub(super) fn set_or_clear<T>(value: Option<T>, clear: bool) -> Option<Option<T>> {
+    match value {
+        Some(v) => Some(Some(v)),
+        None => clear.then_some(None),
+    }
+}
+
 async fn set_enabled(
     api: &Client,
     json: bool,
@@ -501,11 +477,12 @@ async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<(), CliError> {
+    let body = EndpointPatch {
+        enabled: Some(enabled),
+        ..Default::default()
+    };
     let e = api
-        .patch(
-            &["v1", "tenants", tenant, "endpoints", id],
-            &json!({ "enabled": enabled }),
-        )
+        .patch::<EndpointOut>(&["v1", "tenants", tenant, "endpoints", id], &body)
         .await?;
     if json {
         print_json(&e);

@@ -1,9 +1,8 @@
 //! How `chime endpoint` shows an endpoint on a terminal: aligned `label: value` lines.
 
-use serde_json::Value;
-
-use super::super::client::field;
+use super::super::deliveries::result_cell;
 use super::super::output::Style;
+use crate::api::types::{EndpointDetailOut, EndpointOut, SignatureScheme};
 
 /// One `label: value` line of `endpoint show`, values aligned.
 /// An empty label continues the line above (the second header, say).
@@ -16,18 +15,18 @@ fn show_line(label: &str, value: &str) {
     println!("  {label:<15}{value}");
 }
 
-pub(super) fn print_endpoint(e: &Value, tenant: &str, out: Style) {
-    let enabled = e["enabled"].as_bool().unwrap_or(false);
-    println!("{}", out.bold(&field(e, "id")));
-    show_line("url", &field(e, "url"));
-    show_line("events", &join(&e["events"]));
-    let state = match (enabled, e["disabled_reason"].as_str()) {
+pub(super) fn print_endpoint(detail: &EndpointDetailOut, tenant: &str, out: Style) {
+    let e = &detail.endpoint;
+    println!("{}", out.bold(&e.id));
+    show_line("url", &e.url);
+    show_line("events", &e.events.join(","));
+    let state = match (e.enabled, &e.disabled_reason) {
         (true, _) => out.green("yes"),
         (false, Some(reason)) => out.yellow(&format!("no (disabled by chime: {reason})")),
         (false, None) => out.yellow("no (paused)"),
     };
     show_line("enabled", &state);
-    if let Some(since) = e["failing_since"].as_str() {
+    if let Some(since) = &e.failing_since {
         show_line(
             "failing since",
             &out.red(&format!(
@@ -35,38 +34,29 @@ pub(super) fn print_endpoint(e: &Value, tenant: &str, out: Style) {
             )),
         );
     }
-    if !field(e, "description").is_empty() {
-        show_line("description", &field(e, "description"));
+    if !e.description.is_empty() {
+        show_line("description", &e.description);
     }
     for (label, value) in settings_lines(e, true) {
         show_line(label, &value);
     }
-    show_line("created", &field(e, "created_at"));
-    show_line("updated", &field(e, "updated_at"));
-    if e["secret"].is_string() {
-        show_line("secret", &field(e, "secret"));
+    show_line("created", &e.created_at);
+    show_line("updated", &e.updated_at);
+    if let Some(secret) = &e.secret {
+        show_line("secret", secret);
     }
-    let head = &e["blocked_by"];
-    if head.is_object() {
-        let last = match (
-            head["last_status_code"].as_u64(),
-            head["last_error_kind"].as_str(),
-        ) {
-            (Some(code), _) => code.to_string(),
-            (None, Some(kind)) => kind.to_owned(),
-            (None, None) => "-".to_owned(),
-        };
-        let next = head["next_attempt_at"]
-            .as_str()
+    if let Some(head) = &detail.blocked_by {
+        let last = result_cell(head.last_status_code, head.last_error_kind.as_deref());
+        let next = head
+            .next_attempt_at
+            .as_ref()
             .map(|t| format!(", next try {t}"))
             .unwrap_or_default();
         show_line(
             "blocked by",
             &out.red(&format!(
                 "{} ({}, {} attempts, last {last}{next})",
-                field(head, "id"),
-                field(head, "event"),
-                field(head, "attempts"),
+                head.id, head.event, head.attempts,
             )),
         );
         println!(
@@ -74,7 +64,7 @@ pub(super) fn print_endpoint(e: &Value, tenant: &str, out: Style) {
             out.dim(&format!(
                 "  the deliveries behind it wait; give it up with: chime deliveries skip {} \
                  --tenant {tenant}",
-                field(head, "id")
+                head.id
             ))
         );
     }
@@ -82,70 +72,57 @@ pub(super) fn print_endpoint(e: &Value, tenant: &str, out: Style) {
 
 /// The delivery settings as `(label, value)` lines: all of them (`show`), or only those
 /// that differ from the defaults (after `add`). Header lines after the first have no label.
-pub(super) fn settings_lines(e: &Value, all: bool) -> Vec<(&'static str, String)> {
+pub(super) fn settings_lines(e: &EndpointOut, all: bool) -> Vec<(&'static str, String)> {
     let mut lines = Vec::new();
     if all {
-        lines.push(("signature", field(e, "signature")));
-        if let Some(public) = e["public_key"].as_str() {
-            lines.push(("public key", public.to_owned()));
+        let scheme = match e.signature {
+            SignatureScheme::Hmac => "hmac",
+            SignatureScheme::Ed25519 => "ed25519",
+        };
+        lines.push(("signature", scheme.to_owned()));
+        if let Some(public) = &e.public_key {
+            lines.push(("public key", public.clone()));
         }
     }
-    let ordered = e["ordered"].as_bool().unwrap_or(false);
-    if all || ordered {
+    if all || e.ordered {
         lines.push((
             "ordered",
-            if ordered {
+            if e.ordered {
                 "yes (one at a time, in acceptance order)".into()
             } else {
                 "no".into()
             },
         ));
     }
-    match e["max_in_flight"].as_u64() {
+    match e.max_in_flight {
         Some(n) => lines.push(("max in flight", n.to_string())),
-        None if all && ordered => lines.push(("max in flight", "1 (ordered)".into())),
+        None if all && e.ordered => lines.push(("max in flight", "1 (ordered)".into())),
         None if all => lines.push(("max in flight", "server default".into())),
         None => {}
     }
-    match e["rate_limit_per_s"].as_u64() {
+    match e.rate_limit_per_s {
         Some(n) => lines.push(("rate limit", format!("{n}/s"))),
         None if all => lines.push(("rate limit", "none".into())),
         None => {}
     }
-    let headers = e["headers"].as_object().filter(|h| !h.is_empty());
-    match headers {
-        Some(h) => {
-            for (i, (name, value)) in h.iter().enumerate() {
-                let value = format!("{name}: {}", value.as_str().unwrap_or_default());
-                lines.push((if i == 0 { "headers" } else { "" }, value));
-            }
+    if !e.headers.is_empty() {
+        for (i, (name, value)) in e.headers.iter().enumerate() {
+            lines.push((
+                if i == 0 { "headers" } else { "" },
+                format!("{name}: {value}"),
+            ));
         }
-        None if all => lines.push(("headers", "none".into())),
-        None => {}
+    } else if all {
+        lines.push(("headers", "none".into()));
     }
-    match e["filter"].as_str() {
-        Some(f) => lines.push(("filter", f.to_owned())),
+    match &e.filter {
+        Some(f) => lines.push(("filter", f.clone())),
         None if all => lines.push(("filter", "none (every subscribed event)".into())),
         None => {}
     }
     lines
 }
 
-pub(super) fn join(list: &Value) -> String {
-    list.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
-}
-
-pub(super) fn yes_no(v: &Value) -> String {
-    if v.as_bool().unwrap_or(false) {
-        "yes".into()
-    } else {
-        "no".into()
-    }
+pub(super) fn yes_no(v: bool) -> String {
+    if v { "yes" } else { "no" }.into()
 }

@@ -1,0 +1,368 @@
+//! The API's request and response bodies: one set of types, read and written by the server's
+//! handlers (`api/*.rs`) and by the CLI's client (`cli/*.rs`), so the two cannot disagree on
+//! a field's name or type.
+//!
+//! Requests skip absent fields when serialized (the CLI sends only what the user gave);
+//! PATCH bodies tell "absent" (leave it) from `null` (clear it) with `Option<Option<T>>`.
+//! Times are RFC 3339 text, as the API shows them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+pub use crate::store::DeliveryStatus;
+
+/// The shape of every list: `{"data": [...], "next_cursor": "..." | null}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListOut<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// For PATCH bodies: a field present as `null` (clear it) and an absent field (leave it)
+/// differ. Use with `#[serde(default, deserialize_with = "nullable")]` on `Option<Option<T>>`.
+pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+// --- tenants -------------------------------------------------------------------------------
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantIn {
+    /// A slug of the caller's choice (e.g. their own customer id); generated if absent.
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantOut {
+    pub id: String,
+    pub name: Option<String>,
+    pub created_at: String,
+}
+
+/// A tenant's API token, shown once, when created.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenOut {
+    pub token: String,
+    pub tenant_id: String,
+}
+
+// --- endpoints -----------------------------------------------------------------------------
+
+/// How an endpoint signs: `hmac` (`v1` signatures, `whsec_…` secrets) or `ed25519` (`v1a`,
+/// `whsk_…` private keys whose `whpk_…` public key receivers verify with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureScheme {
+    Hmac,
+    Ed25519,
+}
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointIn {
+    pub url: String,
+    pub events: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    /// A secret of the user's own: `whsec_…` (HMAC) or `whsk_…` (Ed25519); generated if absent.
+    pub secret: Option<String>,
+    /// The scheme of a generated secret (default `hmac`).
+    pub signature: Option<SignatureScheme>,
+    pub max_in_flight: Option<u32>,
+    pub rate_limit_per_s: Option<u32>,
+    pub ordered: Option<bool>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub filter: Option<String>,
+}
+
+/// `PATCH …/endpoints/{id}`: absent fields are left as they are; `null` clears a setting.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_in_flight: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub rate_limit_per_s: Option<Option<u32>>,
+    pub ordered: Option<bool>,
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub filter: Option<Option<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EndpointOut {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    pub signature: SignatureScheme,
+    /// The Ed25519 public key receivers verify with (`whpk_…`); not a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    pub max_in_flight: Option<u32>,
+    pub rate_limit_per_s: Option<u32>,
+    pub ordered: bool,
+    pub headers: BTreeMap<String, String>,
+    pub filter: Option<String>,
+    /// Why chime disabled it (a 410 answer, or failing too long).
+    pub disabled_reason: Option<String>,
+    /// Since when it has been failing (probed only), if it is.
+    pub failing_since: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Shown on creation only; afterwards via `GET …/secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// An endpoint, and for an ordered one, the delivery at the head of its queue when that head
+/// has failed attempts: the one blocking everything behind it (skip it with
+/// `POST …/deliveries/{id}/skip`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EndpointDetailOut {
+    #[serde(flatten)]
+    pub endpoint: EndpointOut,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<DeliveryOut>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SecretOut {
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    /// How long the old secret keeps signing beside the new one; 0 stops it at once.
+    pub grace_period_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RotatedOut {
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    pub previous_secret_expires_at: Option<String>,
+}
+
+// --- events --------------------------------------------------------------------------------
+
+/// `POST …/events`. `data` stays raw JSON: it is stored and sent with its bytes as given.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn<'a> {
+    #[serde(borrow)]
+    pub event: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublishedDeliveryOut {
+    pub id: String,
+    pub endpoint_id: String,
+    /// `pending`, or `skipped` for a disabled endpoint (replayable later).
+    pub status: DeliveryStatus,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublishedOut {
+    pub id: String,
+    pub event: String,
+    pub timestamp: String,
+    pub deliveries: Vec<PublishedDeliveryOut>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventOut {
+    pub id: String,
+    pub event: String,
+    pub timestamp: String,
+    pub idempotency_key: Option<String>,
+    /// `null` once retention purged the payload (see `purged_at`).
+    pub data: Box<RawValue>,
+    /// When retention removed the payload; the event and its delivery log remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<Vec<DeliveryOut>>,
+}
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventListParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// An event name.
+    pub event: Option<String>,
+}
+
+// --- deliveries ----------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeliveryOut {
+    pub id: String,
+    pub event_id: String,
+    /// The event's name.
+    pub event: String,
+    pub endpoint_id: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub last_status_code: Option<u16>,
+    pub last_error_kind: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttemptOut {
+    pub id: String,
+    pub delivery_id: String,
+    pub started_at: String,
+    pub duration_ms: u32,
+    pub succeeded: bool,
+    pub status_code: Option<u16>,
+    /// Stable machine reason of a failure (`timeout`, `connect`, `status`, …).
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    /// The first bytes of the response body, as text.
+    pub response: Option<String>,
+}
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryListParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub status: Option<String>,
+    pub endpoint: Option<String>,
+    /// An event id (`evt_…`).
+    pub event_id: Option<String>,
+    /// An event name, as everywhere else in the API.
+    pub event: Option<String>,
+}
+
+/// `POST …/replay`: which deliveries to send again.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayIn {
+    /// Which deliveries: `failed` (default: the dead letters), `skipped`, `succeeded`.
+    pub status: Option<Vec<String>>,
+    pub endpoint_id: Option<String>,
+    /// An event name.
+    pub event: Option<String>,
+    /// RFC 3339; deliveries created at or after.
+    pub since: Option<String>,
+    /// RFC 3339; deliveries created before.
+    pub until: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplayOut {
+    pub dry_run: bool,
+    /// Deliveries that match (dry run) or were re-queued.
+    pub count: u64,
+    /// True when the limit per call was reached and more deliveries may match.
+    pub more: bool,
+}
+
+// --- event types ---------------------------------------------------------------------------
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTypeIn {
+    pub name: String,
+    pub description: Option<String>,
+    /// A JSON Schema that published `data` must satisfy.
+    pub schema: Option<serde_json::Value>,
+}
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTypePatch {
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub schema: Option<Option<serde_json::Value>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventTypeOut {
+    pub name: String,
+    pub description: String,
+    pub schema: Option<serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Every error: `{"code": "invalid_request", "detail": "…"}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorOut {
+    pub code: String,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the CLI sends is what the handler reads: absent stays absent, a cleared setting
+    /// travels as `null`.
+    #[test]
+    fn patch_bodies_keep_absent_apart_from_null() {
+        let patch = EndpointPatch {
+            filter: Some(None),
+            max_in_flight: Some(Some(4)),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&patch).unwrap();
+        assert_eq!(text, r#"{"max_in_flight":4,"filter":null}"#);
+        let back: EndpointPatch = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.filter, Some(None));
+        assert_eq!(back.max_in_flight, Some(Some(4)));
+        assert_eq!(back.rate_limit_per_s, None);
+        assert_eq!(back.url, None);
+    }
+
+    #[test]
+    fn event_data_keeps_its_bytes() {
+        let text = r#"{"id":"evt_1","event":"a","timestamp":"t","idempotency_key":null,"data":{"z":1,"a":[ 2 ]}}"#;
+        let e: EventOut = serde_json::from_str(text).unwrap();
+        assert_eq!(e.data.get(), r#"{"z":1,"a":[ 2 ]}"#);
+    }
+
+    #[test]
+    fn unknown_request_fields_are_refused_and_unknown_answer_fields_ignored() {
+        assert!(serde_json::from_str::<TenantIn>(r#"{"nmae":"x"}"#).is_err());
+        let t: TenantOut =
+            serde_json::from_str(r#"{"id":"a","name":null,"created_at":"t","new":1}"#).unwrap();
+        assert_eq!(t.id, "a");
+    }
+}
