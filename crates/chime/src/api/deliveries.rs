@@ -1,34 +1,26 @@
 //! `/v1/tenants/{tenant}/deliveries`: the delivery log, attempts, and manual retry.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PageParams, Principal, Query};
-use super::types::{AttemptOut, DeliveryListParams, DeliveryOut, ReplayIn, ReplayOut};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::types::{AttemptOut, DeliveryListParams, DeliveryOut, ErrorOut, ReplayIn, ReplayOut};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{format_time, now_millis};
 use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, StoreError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{tenant}/deliveries", get(list))
-        .route("/v1/tenants/{tenant}/deliveries/{delivery}", get(show))
-        .route(
-            "/v1/tenants/{tenant}/deliveries/{delivery}/attempts",
-            get(attempts),
-        )
-        .route(
-            "/v1/tenants/{tenant}/deliveries/{delivery}/retry",
-            post(retry),
-        )
-        .route(
-            "/v1/tenants/{tenant}/deliveries/{delivery}/skip",
-            post(skip),
-        )
-        .route("/v1/tenants/{tenant}/replay", post(replay))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(attempts))
+        .routes(routes!(retry))
+        .routes(routes!(skip))
+        .routes(routes!(replay))
 }
 
 impl From<Delivery> for DeliveryOut {
@@ -69,6 +61,14 @@ impl From<Attempt> for AttemptOut {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/deliveries",
+    tag = "deliveries",
+    summary = "List deliveries, newest first",
+    params(("tenant" = String, Path, description = "Tenant id"), DeliveryListParams),
+    responses((status = 200, description = "A page of deliveries", body = ListOut<DeliveryOut>))
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -131,6 +131,14 @@ async fn load(
         .ok_or_else(|| ApiError::not_found("delivery"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/deliveries/{delivery}",
+    tag = "deliveries",
+    summary = "Show a delivery",
+    params(("tenant" = String, Path, description = "Tenant id"), ("delivery" = String, Path, description = "Delivery id (`dlv_…`)")),
+    responses((status = 200, description = "The delivery", body = DeliveryOut))
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -141,6 +149,14 @@ async fn show(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/deliveries/{delivery}/attempts",
+    tag = "deliveries",
+    summary = "List a delivery's attempts",
+    params(("tenant" = String, Path, description = "Tenant id"), ("delivery" = String, Path, description = "Delivery id (`dlv_…`)"), PageParams),
+    responses((status = 200, description = "A page of attempts", body = ListOut<AttemptOut>))
+)]
 async fn attempts(
     State(state): State<AppState>,
     principal: Principal,
@@ -152,6 +168,14 @@ async fn attempts(
     Ok(Json(ListOut::from_listed(listed, AttemptOut::from)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/deliveries/{delivery}/retry",
+    tag = "deliveries",
+    summary = "Attempt a delivery again now",
+    params(("tenant" = String, Path, description = "Tenant id"), ("delivery" = String, Path, description = "Delivery id (`dlv_…`)")),
+    responses((status = 202, description = "Queued", body = DeliveryOut), (status = 409, description = "It cannot be retried (in flight, or its payload was purged)", body = ErrorOut))
+)]
 async fn retry(
     State(state): State<AppState>,
     principal: Principal,
@@ -173,6 +197,14 @@ async fn retry(
 
 /// Gives up on a pending delivery without attempting it (e.g. the failed head that blocks an
 /// ordered endpoint). It becomes `skipped` and can be replayed later.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/deliveries/{delivery}/skip",
+    tag = "deliveries",
+    summary = "Give up a pending delivery without attempting it",
+    params(("tenant" = String, Path, description = "Tenant id"), ("delivery" = String, Path, description = "Delivery id (`dlv_…`)")),
+    responses((status = 200, description = "Skipped", body = DeliveryOut), (status = 409, description = "It is not pending", body = ErrorOut))
+)]
 async fn skip(
     State(state): State<AppState>,
     principal: Principal,
@@ -204,6 +236,15 @@ fn parse_time(field: &str, text: &str) -> ApiResult<crate::model::Millis> {
 
 /// Re-delivers the deliveries matching a filter, with their original `webhook-id` and a fresh
 /// retry schedule; `dry_run` only counts them.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/replay",
+    tag = "deliveries",
+    summary = "Deliver again what a filter matches (by default the failed deliveries)",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    request_body = ReplayIn,
+    responses((status = 200, description = "Counted or re-queued", body = ReplayOut))
+)]
 async fn replay(
     State(state): State<AppState>,
     principal: Principal,

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{JsonBody, PageParams, Principal, Query, checked_description};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use super::types::{
     EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, RotateIn, RotatedOut, SecretOut,
     SignatureScheme,
@@ -18,21 +19,12 @@ use crate::model::{Subscription, format_time, new_id, now_millis, parse_endpoint
 use crate::net_policy::Refusal;
 use crate::store::{DeliveryStatus, Endpoint, EndpointSettings};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{tenant}/endpoints", get(list).post(create))
-        .route(
-            "/v1/tenants/{tenant}/endpoints/{endpoint}",
-            get(show).patch(update).delete(delete),
-        )
-        .route(
-            "/v1/tenants/{tenant}/endpoints/{endpoint}/secret",
-            get(secret),
-        )
-        .route(
-            "/v1/tenants/{tenant}/endpoints/{endpoint}/secret/rotate",
-            post(rotate_secret),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, delete))
+        .routes(routes!(secret))
+        .routes(routes!(rotate_secret))
 }
 
 const MAX_HEADERS: usize = 20;
@@ -188,6 +180,15 @@ fn generate_secret(scheme: Option<SignatureScheme>) -> String {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/endpoints",
+    tag = "endpoints",
+    summary = "Add an endpoint; its secret is shown in this answer only",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    request_body = EndpointIn,
+    responses((status = 201, description = "Created", body = EndpointOut))
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -234,6 +235,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(EndpointOut::of(endpoint, true))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/endpoints",
+    tag = "endpoints",
+    summary = "List endpoints",
+    params(("tenant" = String, Path, description = "Tenant id"), PageParams),
+    responses((status = 200, description = "A page of endpoints", body = ListOut<EndpointOut>))
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -264,6 +273,14 @@ async fn load(
         .ok_or_else(|| ApiError::not_found("endpoint"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/endpoints/{endpoint}",
+    tag = "endpoints",
+    summary = "Show an endpoint (and the delivery blocking an ordered one)",
+    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses((status = 200, description = "The endpoint", body = EndpointDetailOut))
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -286,6 +303,14 @@ async fn show(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/endpoints/{endpoint}/secret",
+    tag = "endpoints",
+    summary = "Reveal the signing secret",
+    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses((status = 200, description = "The secret", body = SecretOut))
+)]
 async fn secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -302,6 +327,15 @@ async fn secret(
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/endpoints/{endpoint}/secret/rotate",
+    tag = "endpoints",
+    summary = "Rotate the signing secret; the old one keeps signing for the grace period",
+    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    request_body = RotateIn,
+    responses((status = 200, description = "The new secret", body = RotatedOut))
+)]
 async fn rotate_secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -336,6 +370,15 @@ async fn rotate_secret(
     }))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{tenant}/endpoints/{endpoint}",
+    tag = "endpoints",
+    summary = "Change an endpoint; absent fields stay, null clears",
+    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    request_body = EndpointPatch,
+    responses((status = 200, description = "The endpoint as changed", body = EndpointOut))
+)]
 async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -394,6 +437,14 @@ async fn update(
     Ok(Json(EndpointOut::of(e, false)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{tenant}/endpoints/{endpoint}",
+    tag = "endpoints",
+    summary = "Delete an endpoint with its deliveries",
+    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete(
     State(state): State<AppState>,
     principal: Principal,

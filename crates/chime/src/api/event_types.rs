@@ -1,25 +1,23 @@
 //! `/v1/event-types`: the catalog of event names, with optional JSON Schemas that published
 //! `data` must satisfy. Everyone authenticated may read it; only the admin may change it.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PageParams, Principal, Query, checked_description};
-use super::types::{EventTypeIn, EventTypeOut, EventTypePatch};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::types::{ErrorOut, EventTypeIn, EventTypeOut, EventTypePatch};
 use super::{AppState, ListOut};
 use crate::model::{format_time, now_millis, parse_event_name};
 use crate::store::{EventType, StoreError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/event-types", get(list).post(create))
-        .route(
-            "/v1/event-types/{name}",
-            get(show).patch(update).delete(delete),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, delete))
 }
 
 const MAX_SCHEMA_BYTES: usize = 64 * 1024;
@@ -58,6 +56,14 @@ fn not_found(e: StoreError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/event-types",
+    tag = "event-types",
+    summary = "Add an event type to the catalog (admin)",
+    request_body = EventTypeIn,
+    responses((status = 201, description = "Created", body = EventTypeOut), (status = 409, description = "It exists", body = ErrorOut))
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -77,6 +83,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(t.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/event-types",
+    tag = "event-types",
+    summary = "List the event-type catalog",
+    params(PageParams),
+    responses((status = 200, description = "A page of event types", body = ListOut<EventTypeOut>))
+)]
 async fn list(
     State(state): State<AppState>,
     _principal: Principal,
@@ -86,6 +100,14 @@ async fn list(
     Ok(Json(ListOut::from_listed(listed, EventTypeOut::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/event-types/{name}",
+    tag = "event-types",
+    summary = "Show an event type",
+    params(("name" = String, Path, description = "Event name")),
+    responses((status = 200, description = "The event type", body = EventTypeOut))
+)]
 async fn show(
     State(state): State<AppState>,
     _principal: Principal,
@@ -99,6 +121,15 @@ async fn show(
     Ok(Json(t.into()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/event-types/{name}",
+    tag = "event-types",
+    summary = "Change an event type (admin); null removes the schema",
+    params(("name" = String, Path, description = "Event name")),
+    request_body = EventTypePatch,
+    responses((status = 200, description = "The event type as changed", body = EventTypeOut))
+)]
 async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -128,6 +159,14 @@ async fn update(
     Ok(Json(t.into()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/event-types/{name}",
+    tag = "event-types",
+    summary = "Remove an event type from the catalog (admin)",
+    params(("name" = String, Path, description = "Event name")),
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete(
     State(state): State<AppState>,
     principal: Principal,

@@ -1,15 +1,16 @@
 //! `/v1/tenants/{tenant}/events`: publishing (the start of the hot path) and reading events.
 
+use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 
 use serde_json::value::RawValue;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PageParams, Principal, Query, parse_json, read_body};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use super::types::{
     DeliveryOut, EventIn, EventListParams, EventOut, PublishedDeliveryOut, PublishedOut,
 };
@@ -17,10 +18,10 @@ use super::{AppState, ListOut};
 use crate::model::{format_time, new_id, now_millis, parse_event_name};
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{tenant}/events", get(list).post(publish))
-        .route("/v1/tenants/{tenant}/events/{event}", get(show))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, publish))
+        .routes(routes!(show))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -37,6 +38,15 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/events",
+    tag = "events",
+    summary = "Publish an event to every subscribed endpoint",
+    params(("tenant" = String, Path, description = "Tenant id"), ("Idempotency-Key" = Option<String>, Header, description = "Publishing again with the same key stores the event once")),
+    request_body = EventIn,
+    responses((status = 202, description = "Stored durably; deliveries start. A repeated Idempotency-Key answers what was stored the first time, with `Idempotent-Replayed: true`", body = PublishedOut, headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before and nothing new was stored"))))
+)]
 async fn publish(
     State(state): State<AppState>,
     principal: Principal,
@@ -131,6 +141,14 @@ impl EventOut {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/events",
+    tag = "events",
+    summary = "List events, newest first",
+    params(("tenant" = String, Path, description = "Tenant id"), EventListParams),
+    responses((status = 200, description = "A page of events", body = ListOut<EventOut>))
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -153,6 +171,14 @@ async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/events/{event}",
+    tag = "events",
+    summary = "Show an event with its deliveries",
+    params(("tenant" = String, Path, description = "Tenant id"), ("event" = String, Path, description = "Event id (`evt_…`)")),
+    responses((status = 200, description = "The event", body = EventOut))
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,

@@ -156,12 +156,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 250;
 
-/// `?limit=&cursor=`, shared by every list.
-#[derive(Debug, Default, Deserialize)]
-pub struct PageParams {
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
+pub use super::types::PageParams;
 
 impl PageParams {
     pub fn page(&self) -> Result<Page, ApiError> {

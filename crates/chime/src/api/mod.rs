@@ -10,6 +10,7 @@ pub mod error;
 mod event_types;
 mod events;
 mod extract;
+mod openapi;
 mod tenants;
 pub mod types;
 
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::get;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Authenticator;
 use crate::dispatch::DispatchHandle;
@@ -40,36 +41,76 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
 }
 
-pub fn router(state: AppState) -> Router {
-    let limit = state.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+/// The routes of the API with the OpenAPI document their handlers describe: one list, so no
+/// route can be served without being documented.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
         .merge(tenants::routes())
         .merge(endpoints::routes())
         .merge(events::routes())
         .merge(deliveries::routes())
         .merge(event_types::routes())
+}
+
+/// The OpenAPI 3.1 document of this API, as `GET /v1/openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::finish(documented().into_openapi())
+}
+
+/// The document as served: built once, on first request.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "health",
+    summary = "This API's OpenAPI 3.1 document",
+    security(()),
+    responses((status = 200, description = "The document", body = serde_json::Value)))]
+async fn openapi_json() -> impl axum::response::IntoResponse {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = TEXT.get_or_init(|| {
+        openapi_document()
+            .to_pretty_json()
+            .expect("the document serializes")
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text.as_str(),
+    )
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    let router: Router<AppState> = documented().into();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// Liveness: the process answers. No auth.
+#[utoipa::path(get, path = "/healthz", tag = "health", summary = "Liveness",
+    security(()),
+    responses((status = 200, description = "The process is up", body = Status)))]
+async fn healthz() -> axum::Json<Status> {
+    axum::Json(Status { status: "ok" })
 }
 
 /// Ready when the store answers a trivial query within a short deadline; a load balancer
 /// sends no traffic to a node that answers 503 here (e.g. while its database is unreachable),
 /// and the node turns ready again by itself when the database is back. No auth, like
 /// `/healthz`.
+#[utoipa::path(get, path = "/readyz", tag = "health", summary = "Readiness: the store answers",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Not ready: the database is unavailable or full", body = types::ErrorOut)))]
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<Status>, ApiError> {
     let unavailable = |detail: String| ApiError::new(Code::Unavailable, detail);
     match tokio::time::timeout(READY_DEADLINE, state.store.ping()).await {
-        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "status": "ready" }))),
+        Ok(Ok(())) => Ok(axum::Json(Status { status: "ready" })),
         Ok(Err(crate::store::StoreError::Full(e))) => {
             tracing::warn!(error = %e, "not ready: the database is out of space");
             Err(unavailable(
@@ -84,6 +125,12 @@ async fn readyz(
             "the database did not answer within {READY_DEADLINE:?}"
         ))),
     }
+}
+
+/// `{"status": "ok"}` of `/healthz`, `{"status": "ready"}` of `/readyz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Status {
+    status: &'static str,
 }
 
 /// How long `/readyz` waits for the store.

@@ -1,22 +1,23 @@
 //! `/v1/tenants` and tenant tokens.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PageParams, Principal, Query};
-use super::types::{TenantIn, TenantOut, TokenOut};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::types::{ErrorOut, TenantIn, TenantOut, TokenOut};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{format_time, new_id, now_millis, parse_tenant_id};
 use crate::store::{Page, Tenant, TokenScope};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants", post(create).get(list))
-        .route("/v1/tenants/{tenant}", get(show).delete(delete))
-        .route("/v1/tenants/{tenant}/tokens", post(create_token))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, delete))
+        .routes(routes!(create_token))
 }
 
 impl From<Tenant> for TenantOut {
@@ -29,6 +30,14 @@ impl From<Tenant> for TenantOut {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    summary = "Create a tenant (admin)",
+    request_body = TenantIn,
+    responses((status = 201, description = "Created", body = TenantOut), (status = 409, description = "The id is taken", body = ErrorOut))
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -53,6 +62,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(tenant.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    summary = "List tenants (admin)",
+    params(PageParams),
+    responses((status = 200, description = "A page of tenants", body = ListOut<TenantOut>))
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -64,6 +81,14 @@ async fn list(
     Ok(Json(ListOut::from_listed(listed, TenantOut::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}",
+    tag = "tenants",
+    summary = "Show a tenant",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    responses((status = 200, description = "The tenant", body = TenantOut))
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -74,6 +99,14 @@ async fn show(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{tenant}",
+    tag = "tenants",
+    summary = "Delete a tenant with everything it holds (admin)",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    responses((status = 204, description = "Deleted"))
+)]
 async fn delete(
     State(state): State<AppState>,
     principal: Principal,
@@ -115,6 +148,14 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/tokens",
+    tag = "tenants",
+    summary = "Create a token that reaches this tenant only (admin); shown once",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    responses((status = 201, description = "Created", body = TokenOut))
+)]
 async fn create_token(
     State(state): State<AppState>,
     principal: Principal,

@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 pub use crate::store::DeliveryStatus;
 
 /// The shape of every list: `{"data": [...], "next_cursor": "..." | null}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ListOut<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,
@@ -28,10 +29,21 @@ pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// `?limit=&cursor=`, shared by every list.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Rows per page, 1 to 250 (default 50).
+    pub limit: Option<u32>,
+    /// Where the previous page ended: its `next_cursor`.
+    pub cursor: Option<String>,
+}
+
 // --- tenants -------------------------------------------------------------------------------
 
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantIn {
     /// A slug of the caller's choice (e.g. their own customer id); generated if absent.
@@ -39,7 +51,7 @@ pub struct TenantIn {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TenantOut {
     pub id: String,
     pub name: Option<String>,
@@ -47,7 +59,7 @@ pub struct TenantOut {
 }
 
 /// A tenant's API token, shown once, when created.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokenOut {
     pub token: String,
     pub tenant_id: String,
@@ -57,7 +69,7 @@ pub struct TokenOut {
 
 /// How an endpoint signs: `hmac` (`v1` signatures, `whsec_…` secrets) or `ed25519` (`v1a`,
 /// `whsk_…` private keys whose `whpk_…` public key receivers verify with).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureScheme {
     Hmac,
@@ -65,7 +77,7 @@ pub enum SignatureScheme {
 }
 
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointIn {
     pub url: String,
@@ -85,7 +97,7 @@ pub struct EndpointIn {
 
 /// `PATCH …/endpoints/{id}`: absent fields are left as they are; `null` clears a setting.
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
     pub url: Option<String>,
@@ -102,7 +114,7 @@ pub struct EndpointPatch {
     pub filter: Option<Option<String>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EndpointOut {
     pub id: String,
     pub tenant_id: String,
@@ -133,7 +145,7 @@ pub struct EndpointOut {
 /// An endpoint, and for an ordered one, the delivery at the head of its queue when that head
 /// has failed attempts: the one blocking everything behind it (skip it with
 /// `POST …/deliveries/{id}/skip`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EndpointDetailOut {
     #[serde(flatten)]
     pub endpoint: EndpointOut,
@@ -141,7 +153,7 @@ pub struct EndpointDetailOut {
     pub blocked_by: Option<DeliveryOut>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SecretOut {
     pub secret: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,14 +161,14 @@ pub struct SecretOut {
 }
 
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
     /// How long the old secret keeps signing beside the new one; 0 stops it at once.
     pub grace_period_seconds: Option<u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RotatedOut {
     pub secret: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,16 +179,18 @@ pub struct RotatedOut {
 // --- events --------------------------------------------------------------------------------
 
 /// `POST …/events`. `data` stays raw JSON: it is stored and sent with its bytes as given.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventIn<'a> {
     #[serde(borrow)]
+    #[schema(value_type = String)]
     pub event: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
+    #[schema(value_type = serde_json::Value)]
     pub data: &'a RawValue,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PublishedDeliveryOut {
     pub id: String,
     pub endpoint_id: String,
@@ -184,7 +198,7 @@ pub struct PublishedDeliveryOut {
     pub status: DeliveryStatus,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PublishedOut {
     pub id: String,
     pub event: String,
@@ -192,13 +206,14 @@ pub struct PublishedOut {
     pub deliveries: Vec<PublishedDeliveryOut>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventOut {
     pub id: String,
     pub event: String,
     pub timestamp: String,
     pub idempotency_key: Option<String>,
     /// `null` once retention purged the payload (see `purged_at`).
+    #[schema(value_type = serde_json::Value)]
     pub data: Box<RawValue>,
     /// When retention removed the payload; the event and its delivery log remain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,7 +223,8 @@ pub struct EventOut {
 }
 
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventListParams {
     pub limit: Option<u32>,
@@ -219,7 +235,7 @@ pub struct EventListParams {
 
 // --- deliveries ----------------------------------------------------------------------------
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryOut {
     pub id: String,
     pub event_id: String,
@@ -236,7 +252,7 @@ pub struct DeliveryOut {
     pub updated_at: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AttemptOut {
     pub id: String,
     pub delivery_id: String,
@@ -252,7 +268,8 @@ pub struct AttemptOut {
 }
 
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryListParams {
     pub limit: Option<u32>,
@@ -267,7 +284,7 @@ pub struct DeliveryListParams {
 
 /// `POST …/replay`: which deliveries to send again.
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayIn {
     /// Which deliveries: `failed` (default: the dead letters), `skipped`, `succeeded`.
@@ -283,7 +300,7 @@ pub struct ReplayIn {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReplayOut {
     pub dry_run: bool,
     /// Deliveries that match (dry run) or were re-queued.
@@ -295,7 +312,7 @@ pub struct ReplayOut {
 // --- event types ---------------------------------------------------------------------------
 
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypeIn {
     pub name: String,
@@ -305,7 +322,7 @@ pub struct EventTypeIn {
 }
 
 #[serde_with::skip_serializing_none]
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypePatch {
     pub description: Option<String>,
@@ -313,7 +330,7 @@ pub struct EventTypePatch {
     pub schema: Option<Option<serde_json::Value>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventTypeOut {
     pub name: String,
     pub description: String,
@@ -323,7 +340,7 @@ pub struct EventTypeOut {
 }
 
 /// Every error: `{"code": "invalid_request", "detail": "…"}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorOut {
     pub code: String,
     pub detail: String,

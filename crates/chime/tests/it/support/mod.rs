@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod memory;
+pub mod openapi;
 pub mod postgres;
 pub mod process;
 pub mod receiver;

@@ -207,6 +207,7 @@ impl TestServer {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
+        super::openapi::check(method, path, status.as_u16(), &value);
         (status, value)
     }
 
