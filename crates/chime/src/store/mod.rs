@@ -8,8 +8,11 @@
 //! Times are `Millis`. Ids are prefixed strings (`evt_…`). Lists are cursor-paginated on an
 //! internal monotonic sequence, newest first.
 
+mod plan;
 pub mod postgres;
 pub mod sqlite;
+
+pub use plan::{Planned, plan, published, subscribers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -378,39 +381,6 @@ impl Published {
             repeated: true,
         }
     }
-}
-
-/// The endpoints among `endpoints` that receive the event: subscribed to its name, and whose
-/// filter (if any) selected something. Both backends match with this, inside their publish
-/// transaction; an endpoint whose filter has no verdict in `event.filters` makes it answer
-/// `FiltersNeeded` with every filter of the tenant's endpoints, before anything is written.
-pub fn subscribers<'a>(
-    endpoints: &'a [Arc<Endpoint>],
-    event: &NewEvent,
-) -> Result<Vec<&'a Arc<Endpoint>>> {
-    let mut out = Vec::new();
-    for ep in endpoints {
-        if !ep.events.matches(&event.name) {
-            continue;
-        }
-        let verdict = match ep.settings.filter.as_deref() {
-            None => true,
-            Some(f) => match event.filters.get(f) {
-                Some(v) => v,
-                None => {
-                    let filters = endpoints
-                        .iter()
-                        .filter_map(|e| e.settings.filter.clone())
-                        .collect::<std::collections::BTreeSet<_>>();
-                    return Err(StoreError::FiltersNeeded(filters.into_iter().collect()));
-                }
-            },
-        };
-        if verdict {
-            out.push(ep);
-        }
-    }
-    Ok(out)
 }
 
 /// The result of one attempt, to be recorded with the delivery's new state in one transaction.

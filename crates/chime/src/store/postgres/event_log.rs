@@ -1,15 +1,13 @@
 //! PostgreSQL: publishing and the event and delivery log (`store::EventLog`).
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 use crate::model::Millis;
 use crate::store::rules::NOT_PURGED;
 use crate::store::{
-    Attempt, Delivery, DeliveryFilter, DeliveryStatus, Event, EventLog, Job, Lease, Listed,
-    NewEvent, Page, Published, ReplayFilter, Result, StoreError,
+    Attempt, Delivery, DeliveryFilter, DeliveryStatus, Event, EventLog, Lease, Listed, NewEvent,
+    Page, Published, ReplayFilter, Result, StoreError,
     rows::{cursor, paginate},
     rules,
 };
@@ -49,36 +47,7 @@ impl EventLog for PostgresStore {
                 return self.repeated(&c, event).await;
             }
         };
-        let mut jobs = Vec::new();
-        let mut leased_endpoints = Vec::new();
-        let mut due_endpoints = Vec::new();
-        let mut published = Vec::with_capacity(deliveries.len());
-        for (d, ep, leased) in deliveries {
-            if leased {
-                jobs.push(Job {
-                    delivery_id: d.id.clone(),
-                    event_id: ev.id.clone(),
-                    tenant_id: ev.tenant_id.clone(),
-                    endpoint_id: Arc::from(ep.id.as_str()),
-                    body: ev.payload.clone(),
-                    cycle_failures: 0,
-                    lease_token: lease.token,
-                    row: None,
-                });
-                leased_endpoints.push(ep);
-            } else if d.status == DeliveryStatus::Pending {
-                due_endpoints.push(ep.id.clone());
-            }
-            published.push(d);
-        }
-        Ok(Published {
-            event: ev.into_stored(),
-            deliveries: published,
-            jobs,
-            endpoints: leased_endpoints,
-            due_endpoints,
-            repeated: false,
-        })
+        Ok(crate::store::published(ev, &lease, deliveries, |_| None))
     }
 
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {

@@ -38,7 +38,7 @@ use super::rows::{
 };
 
 use super::*;
-use crate::model::{Millis, new_id};
+use crate::model::Millis;
 
 /// "Now" on the database's clock, in milliseconds since the epoch: the clock of leases.
 /// `now()` is the start of the current transaction, which for one statement is its start.

@@ -41,7 +41,7 @@ pub(super) enum Stored {
     New {
         event: NewEvent,
         lease: Lease,
-        deliveries: Vec<(PublishedDelivery, Arc<Endpoint>, bool)>,
+        deliveries: Vec<crate::store::Planned>,
     },
     /// The idempotency key was taken (by another event of this batch, or earlier): the
     /// caller answers with what is stored for it.
@@ -153,9 +153,9 @@ async fn write_batches(pool: &Pool, cache: &EndpointCache, batch: Vec<PublishReq
 }
 
 /// One publish planned: its deliveries, decided from the endpoint rows read for the batch.
-struct Planned {
+struct PlannedPublish {
     request: PublishRequest,
-    deliveries: Vec<(PublishedDelivery, Arc<Endpoint>, bool)>,
+    deliveries: Vec<crate::store::Planned>,
 }
 
 /// Writes a prefix of `batch` in one transaction and answers its callers; returns the rest
@@ -296,7 +296,7 @@ async fn read_endpoints(
 fn plan(
     batch: Vec<PublishRequest>,
     endpoints: &HashMap<String, Arc<TenantEndpoints>>,
-) -> (Vec<Planned>, Vec<PublishRequest>) {
+) -> (Vec<PlannedPublish>, Vec<PublishRequest>) {
     let mut planned = Vec::with_capacity(batch.len());
     let mut count = 0;
     let mut rest = Vec::new();
@@ -309,32 +309,20 @@ fn plan(
             let _ = request.reply.send(Err(StoreError::NotFound));
             continue;
         };
-        let subscribers = match crate::store::subscribers(&tenant.endpoints, &request.event) {
-            Ok(subscribers) => subscribers,
+        let deliveries = match crate::store::plan(&tenant.endpoints, &request.event, &request.lease)
+        {
+            Ok(deliveries) => deliveries,
             Err(e) => {
                 let _ = request.reply.send(Err(e));
                 continue;
             }
         };
-        let mut deliveries = Vec::new();
-        for ep in subscribers {
-            let (status, leased) = request.lease.initial_state(ep);
-            deliveries.push((
-                PublishedDelivery {
-                    id: new_id("dlv"),
-                    endpoint_id: ep.id.clone(),
-                    status,
-                },
-                ep.clone(),
-                leased,
-            ));
-        }
         if !planned.is_empty() && count + deliveries.len() > MAX_BATCH_DELIVERIES {
             rest.push(request);
             continue;
         }
         count += deliveries.len();
-        planned.push(Planned {
+        planned.push(PlannedPublish {
             request,
             deliveries,
         });
@@ -345,7 +333,7 @@ fn plan(
 /// Runs `INSERT_SQL` for the planned publishes; the ids of the events stored.
 async fn insert(
     conn: &deadpool_postgres::Object,
-    planned: &[Planned],
+    planned: &[PlannedPublish],
 ) -> std::result::Result<HashSet<String>, tokio_postgres::Error> {
     let n = planned.len();
     let mut ids = Vec::with_capacity(n);
@@ -375,14 +363,15 @@ async fn insert(
         payloads.push(&ev.payload[..]);
         keys.push(ev.idempotency_key.as_deref());
         created.push(ev.created_at);
-        for (d, _, leased) in &p.deliveries {
+        for d in &p.deliveries {
+            let leased = d.leased;
             d_ids.push(d.id.as_str());
             d_tenants.push(ev.tenant_id.as_str());
             d_events.push(ev.id.as_str());
             d_names.push(ev.name.as_str());
-            d_endpoints.push(d.endpoint_id.as_str());
+            d_endpoints.push(d.endpoint.id.as_str());
             d_statuses.push(d.status.as_str());
-            d_next.push((d.status == DeliveryStatus::Pending).then_some(ev.created_at));
+            d_next.push(d.next_attempt_at(ev));
             d_owners.push(leased.then_some(&*lease.owner));
             d_tokens.push(leased.then_some(lease.token));
             d_durations.push(leased.then(|| millis(lease.duration)));

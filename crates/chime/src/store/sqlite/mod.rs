@@ -27,7 +27,7 @@ use super::rows::{
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::model::{Millis, new_id};
+use crate::model::Millis;
 use writer::Writer;
 
 const READERS: usize = 4;
@@ -403,10 +403,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
     let Some(all) = tenant_endpoints(conn, &ev.tenant_id)? else {
         return Err(StoreError::NotFound);
     };
-    let endpoints: Vec<Arc<Endpoint>> = crate::store::subscribers(&all, &ev)?
-        .into_iter()
-        .cloned()
-        .collect();
+    let plan = crate::store::plan(&all, &ev, lease)?;
 
     conn.prepare_cached(
         "INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at)
@@ -428,60 +425,32 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
     )?;
     let now = clock();
     let until = lease_end(lease, now);
-    let mut deliveries = Vec::with_capacity(endpoints.len());
-    let mut jobs = Vec::with_capacity(endpoints.len());
-    let mut due_endpoints = Vec::new();
-    let mut leased_endpoints = Vec::with_capacity(endpoints.len());
-    for ep in endpoints {
-        let id = new_id("dlv");
-        let (status, leased) = lease.initial_state(&ep);
-        let next = (status == DeliveryStatus::Pending).then_some(ev.created_at);
+    let mut seqs = Vec::with_capacity(plan.len());
+    for d in &plan {
         insert.execute(params![
-            id,
+            d.id,
             ev.tenant_id,
             ev.id,
             ev.name,
-            ep.id,
-            next,
-            status.as_str(),
+            d.endpoint.id,
+            d.next_attempt_at(&ev),
+            d.status.as_str(),
             ev.created_at,
-            // Read from `ep` in this transaction: the head index (schema.rs) relies on it.
-            ep.settings.ordered
+            // Read from the endpoint in this transaction: the head index (schema.rs) relies
+            // on it.
+            d.endpoint.settings.ordered
         ])?;
         let seq = conn.last_insert_rowid();
-        deliveries.push(PublishedDelivery {
-            id: id.clone(),
-            endpoint_id: ep.id.clone(),
-            status,
-        });
-        if leased {
+        if d.leased {
             leases::hold(seq, &lease.owner, lease.token, until, now);
-            jobs.push(Job {
-                delivery_id: id,
-                event_id: ev.id.clone(),
-                tenant_id: ev.tenant_id.clone(),
-                endpoint_id: Arc::from(ep.id.as_str()),
-                body: ev.payload.clone(),
-                cycle_failures: 0,
-                lease_token: lease.token,
-                row: Some(seq),
-            });
-            leased_endpoints.push(ep);
         } else {
             leases::forget(seq);
-            if status == DeliveryStatus::Pending {
-                due_endpoints.push(ep.id.clone());
-            }
         }
+        seqs.push(seq);
     }
-    Ok(Published {
-        event: ev.into_stored(),
-        deliveries,
-        jobs,
-        endpoints: leased_endpoints,
-        due_endpoints,
-        repeated: false,
-    })
+    Ok(crate::store::published(ev, lease, plan, |i| {
+        seqs.get(i).copied()
+    }))
 }
 
 /// The claim query: one endpoint's due, unleased deliveries, oldest due first. Parameters:
