@@ -5,12 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{PageParams, Principal, Query};
+use super::extract::{PageParams, Principal, Query, path_id};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::types::{AttemptOut, DeliveryListParams, DeliveryOut, ErrorOut, ReplayIn, ReplayOut};
 use super::{AppState, ListOut, visible_tenant};
-use crate::model::{format_time, now_millis};
+use crate::model::{DeliveryId, EventId, format_time, now_millis};
 use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, StoreError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -26,10 +26,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 impl From<Delivery> for DeliveryOut {
     fn from(d: Delivery) -> Self {
         Self {
-            id: d.id,
-            event_id: d.event_id,
+            id: d.id.into(),
+            event_id: d.event_id.into(),
             event: d.event_name,
-            endpoint_id: d.endpoint_id,
+            endpoint_id: d.endpoint_id.into(),
             status: d.status,
             attempts: d.attempts,
             next_attempt_at: d
@@ -48,8 +48,8 @@ impl From<Delivery> for DeliveryOut {
 impl From<Attempt> for AttemptOut {
     fn from(a: Attempt) -> Self {
         Self {
-            id: a.id,
-            delivery_id: a.delivery_id,
+            id: a.id.into(),
+            delivery_id: a.delivery_id.into(),
             started_at: format_time(a.started_at),
             duration_ms: a.duration_ms,
             succeeded: a.succeeded,
@@ -93,7 +93,7 @@ async fn list(
     // One word, one meaning: `event` is a name here as in `events?event=` and replay, and a
     // value that is not one is refused rather than matching nothing.
     if let Some(id) = &params.event_id
-        && !crate::model::looks_like_id(id, "evt")
+        && EventId::parse(id).is_err()
     {
         return Err(ApiError::invalid(format!(
             "event_id {id:?} is not an event id (evt_…); filter by name with event="
@@ -124,9 +124,10 @@ async fn load(
     id: &str,
 ) -> ApiResult<Delivery> {
     visible_tenant(state, principal, tenant_id).await?;
+    let id = path_id(DeliveryId::parse, id, "delivery")?;
     state
         .store
-        .get_delivery(tenant_id, id)
+        .get_delivery(tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))
 }
@@ -182,6 +183,7 @@ async fn retry(
     Path((tenant_id, id)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<DeliveryOut>)> {
     visible_tenant(&state, &principal, &tenant_id).await?;
+    let id = path_id(DeliveryId::parse, &id, "delivery")?;
     let now = now_millis();
     let d = state
         .store
@@ -211,6 +213,7 @@ async fn skip(
     Path((tenant_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<DeliveryOut>> {
     visible_tenant(&state, &principal, &tenant_id).await?;
+    let id = path_id(DeliveryId::parse, &id, "delivery")?;
     let now = now_millis();
     let d = state
         .store

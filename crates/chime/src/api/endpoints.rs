@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::error::{ApiError, ApiResult, Code};
-use super::extract::{JsonBody, PageParams, Principal, Query, checked_description};
+use super::extract::{JsonBody, PageParams, Principal, Query, checked_description, path_id};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::types::{
@@ -15,7 +15,7 @@ use super::types::{
     SignatureScheme,
 };
 use super::{AppState, ListOut, visible_tenant};
-use crate::model::{Subscription, format_time, new_id, now_millis, parse_endpoint_url};
+use crate::model::{EndpointId, Subscription, format_time, now_millis, parse_endpoint_url};
 use crate::net_policy::Refusal;
 use crate::store::{DeliveryStatus, Endpoint, EndpointSettings};
 
@@ -44,7 +44,7 @@ impl EndpointOut {
             secret: with_secret.then(|| e.secret.clone()),
             signature: scheme_of(public_key.as_deref()),
             public_key,
-            id: e.id,
+            id: e.id.into(),
             tenant_id: e.tenant_id,
             url: e.url,
             events: e.events.to_texts(),
@@ -216,7 +216,7 @@ async fn create(
     })?;
     let now = now_millis();
     let endpoint = Endpoint {
-        id: new_id("ep"),
+        id: EndpointId::new(),
         tenant_id,
         url: checked_url(&state, &body.url)?,
         events: checked_events(body.events)?,
@@ -266,9 +266,10 @@ async fn load(
     id: &str,
 ) -> ApiResult<Endpoint> {
     visible_tenant(state, principal, tenant_id).await?;
+    let id = path_id(EndpointId::parse, id, "endpoint")?;
     state
         .store
-        .get_endpoint(tenant_id, id)
+        .get_endpoint(tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("endpoint"))
 }

@@ -15,7 +15,7 @@ use super::types::{
     DeliveryOut, EventIn, EventListParams, EventOut, PublishedDeliveryOut, PublishedOut,
 };
 use super::{AppState, ListOut};
-use crate::model::{format_time, new_id, now_millis, parse_event_name};
+use crate::model::{EventId, format_time, now_millis, parse_event_name};
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -78,7 +78,7 @@ async fn publish(
         })?;
     let payload = crate::model::envelope(&name, input.data);
     let new = NewEvent {
-        id: new_id("evt"),
+        id: EventId::new(),
         tenant_id,
         name,
         payload,
@@ -92,15 +92,15 @@ async fn publish(
     })?;
     let repeated = published.repeated;
     let out = PublishedOut {
-        id: published.event.id,
+        id: published.event.id.into(),
         event: published.event.name,
         timestamp: format_time(published.event.created_at),
         deliveries: published
             .deliveries
             .into_iter()
             .map(|d| PublishedDeliveryOut {
-                id: d.id,
-                endpoint_id: d.endpoint_id,
+                id: d.id.into(),
+                endpoint_id: d.endpoint_id.into(),
                 // A repeat answers what the first call answered: deliveries start pending (or
                 // skipped), whatever became of them since.
                 status: match d.status {
@@ -130,7 +130,7 @@ impl EventOut {
             .map(|env| env.data)
             .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
         Self {
-            id: e.id,
+            id: e.id.into(),
             event: e.name,
             timestamp: format_time(e.created_at),
             idempotency_key: e.idempotency_key,
@@ -185,13 +185,14 @@ async fn show(
     Path((tenant_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<EventOut>> {
     super::visible_tenant(&state, &principal, &tenant_id).await?;
+    let id = super::extract::path_id(EventId::parse, &id, "event")?;
     let event = state
         .store
         .get_event(&tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
     let filter = DeliveryFilter {
-        event_id: Some(id),
+        event_id: Some(id.into()),
         ..Default::default()
     };
     let deliveries = state

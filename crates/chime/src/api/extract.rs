@@ -191,3 +191,13 @@ pub fn checked_description(d: Option<String>) -> Result<Option<String>, ApiError
         other => Ok(other),
     }
 }
+
+/// An id from the request's path, parsed at the edge: a value that cannot be an id of that
+/// kind names nothing, so it is answered as `what` not found, like an id that does not exist.
+pub fn path_id<T>(
+    parse: fn(&str) -> Result<T, crate::model::Invalid>,
+    text: &str,
+    what: &str,
+) -> Result<T, ApiError> {
+    parse(text).map_err(|_| ApiError::not_found(what))
+}

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::handle::DispatchHandle;
 use super::http::Target;
-use crate::model::{SYSTEM_TENANT, new_id, now_millis};
+use crate::model::{SYSTEM_TENANT, now_millis};
 use crate::store::NewEvent;
 
 /// Publishes operational events to the system tenant.
@@ -22,7 +22,7 @@ impl Emitter {
         tokio::spawn(async move {
             let data = serde_json::value::to_raw_value(&data).expect("a JSON value serializes");
             let event = NewEvent {
-                id: new_id("evt"),
+                id: crate::model::EventId::new(),
                 tenant_id: SYSTEM_TENANT.to_owned(),
                 name: name.to_owned(),
                 payload: crate::model::envelope(name, &data),

@@ -89,7 +89,7 @@ enum Msg {
     /// The endpoint was changed or deleted through the API: reload it.
     EndpointChanged(Arc<str>),
     TargetLoaded(Arc<str>, Option<Endpoint>),
-    Summary(Vec<(String, Millis)>),
+    Summary(Vec<(crate::model::EndpointId, Millis)>),
     /// How many nodes share the store (per-endpoint limits are shared out among them).
     Nodes(u32),
     /// A batch of attempts was recorded: their `MAX_UNRECORDED` permits are free again.
@@ -542,7 +542,7 @@ impl Dispatcher {
         let mut overflowed: Vec<Arc<str>> = Vec::new();
         let mut touched: Vec<Arc<str>> = Vec::new();
         for job in jobs {
-            let id = job.endpoint_id.clone();
+            let id: Arc<str> = job.endpoint_id.clone().into();
             let bound = {
                 let ep = self.ep(&id);
                 let target = ep.target.clone();
@@ -778,7 +778,7 @@ impl Dispatcher {
         let max_retry_after = self.cfg.max_retry_after;
         let abandon = self.abandon.clone();
         self.tracker.spawn(async move {
-            let endpoint = job.endpoint_id.clone();
+            let endpoint: Arc<str> = job.endpoint_id.clone().into();
             let attempt = client.attempt(&target, &job.event_id, job.body.clone());
             let result = tokio::select! {
                 r = attempt => r,

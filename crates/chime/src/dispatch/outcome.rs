@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::dispatch::http::HttpResult;
-use crate::model::new_id;
 use crate::retry::{NextStep, next_step};
 use crate::store::{Attempt, DeliveryStatus, Job, Outcome};
 
@@ -45,7 +44,7 @@ pub fn outcome_of(
         lease_token: job.lease_token,
         row: job.row,
         attempt: Attempt {
-            id: new_id("att"),
+            id: crate::model::AttemptId::new(),
             delivery_id: job.delivery_id.clone(),
             started_at: res.started_at_ms,
             duration_ms,
@@ -65,14 +64,13 @@ pub fn outcome_of(
 mod tests {
     use super::*;
     use crate::dispatch::http::ErrorKind;
-    use std::sync::Arc;
 
     fn job(cycle_failures: u32) -> Job {
         Job {
-            delivery_id: "dlv_1".into(),
-            event_id: "evt_1".into(),
+            delivery_id: crate::model::DeliveryId::from_stored("dlv_1"),
+            event_id: crate::model::EventId::from_stored("evt_1"),
             tenant_id: "t".into(),
-            endpoint_id: Arc::from("ep_1"),
+            endpoint_id: crate::model::EndpointId::from_stored("ep_1"),
             body: bytes::Bytes::from_static(b"{}"),
             cycle_failures,
             lease_token: 7,

@@ -15,7 +15,7 @@ use crate::store::Queue;
 /// What follows once an attempt's record is committed.
 pub(super) struct AfterRecord {
     pub(super) endpoint: Arc<str>,
-    pub(super) delivery_id: String,
+    pub(super) delivery_id: crate::model::DeliveryId,
     pub(super) tenant_id: String,
     pub(super) retry_at: Option<Millis>,
     pub(super) ordered: bool,

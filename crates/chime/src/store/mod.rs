@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::model::Millis;
+use crate::model::{AttemptId, DeliveryId, EndpointId, EventId, Millis};
 
 /// Errors of the storage layer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,7 +81,7 @@ pub struct Tenant {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    pub id: String,
+    pub id: EndpointId,
     pub tenant_id: String,
     pub url: String,
     /// The event names it subscribes to (`*`, `order.*`, `user_created`), parsed once when
@@ -138,7 +138,7 @@ pub enum HealthChange {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub id: String,
+    pub id: EventId,
     pub tenant_id: String,
     pub name: String,
     /// The exact bytes that are signed and sent: `{"event":…,"data":…}`.
@@ -199,11 +199,11 @@ impl DeliveryStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    pub id: String,
+    pub id: DeliveryId,
     pub tenant_id: String,
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_name: String,
-    pub endpoint_id: String,
+    pub endpoint_id: EndpointId,
     pub status: DeliveryStatus,
     /// Attempts made in all.
     pub attempts: u32,
@@ -217,8 +217,8 @@ pub struct Delivery {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
-    pub id: String,
-    pub delivery_id: String,
+    pub id: AttemptId,
+    pub delivery_id: DeliveryId,
     pub started_at: Millis,
     pub duration_ms: u32,
     pub status_code: Option<u16>,
@@ -299,10 +299,10 @@ impl Admission {
 /// One delivery reserved for this node, with everything needed to attempt it.
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub delivery_id: String,
-    pub event_id: String,
+    pub delivery_id: DeliveryId,
+    pub event_id: EventId,
     pub tenant_id: String,
-    pub endpoint_id: Arc<str>,
+    pub endpoint_id: EndpointId,
     pub body: Bytes,
     /// Failed attempts since the schedule last started (retry position).
     pub cycle_failures: u32,
@@ -326,22 +326,22 @@ pub struct Published {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Endpoints given new pending deliveries that were NOT leased (ordered endpoints, which
     /// are claimed in sequence): the dispatcher must be told they have due work.
-    pub due_endpoints: Vec<String>,
+    pub due_endpoints: Vec<EndpointId>,
     /// True when the idempotency key was seen before and nothing new was stored.
     pub repeated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedDelivery {
-    pub id: String,
-    pub endpoint_id: String,
+    pub id: DeliveryId,
+    pub endpoint_id: EndpointId,
     /// `Pending`, or `Skipped` for a disabled endpoint.
     pub status: DeliveryStatus,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub id: String,
+    pub id: EventId,
     pub tenant_id: String,
     pub name: String,
     pub payload: Bytes,
@@ -386,7 +386,7 @@ impl Published {
 /// The result of one attempt, to be recorded with the delivery's new state in one transaction.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     pub lease_token: i64,
     /// The job's `row`.
     pub row: Option<i64>,
@@ -556,7 +556,7 @@ pub trait EventLog: Send + Sync + 'static {
         now: Millis,
         limit: u32,
         dry_run: bool,
-    ) -> Result<(u64, Vec<String>)>;
+    ) -> Result<(u64, Vec<EndpointId>)>;
 }
 
 /// The dispatcher's side: claiming due deliveries under a lease, recording attempts,
@@ -589,7 +589,7 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Per endpoint with pending, unleased deliveries: the earliest due time (`now` is not
     /// used as a bound: future retries are reported too).
-    async fn due_summary(&self, now: Millis) -> Result<Vec<(String, Millis)>>;
+    async fn due_summary(&self, now: Millis) -> Result<Vec<(EndpointId, Millis)>>;
 
     async fn get_endpoint_by_id(&self, id: &str) -> Result<Option<Endpoint>>;
 

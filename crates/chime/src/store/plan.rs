@@ -8,12 +8,12 @@ use super::{
     DeliveryStatus, Endpoint, Job, Lease, NewEvent, Published, PublishedDelivery, Result,
     StoreError,
 };
-use crate::model::{Millis, new_id};
+use crate::model::{DeliveryId, Millis};
 
 /// One delivery a publish creates.
 #[derive(Debug, Clone)]
 pub struct Planned {
-    pub id: String,
+    pub id: DeliveryId,
     /// The endpoint row as read in the publishing transaction.
     pub endpoint: Arc<Endpoint>,
     pub status: DeliveryStatus,
@@ -36,7 +36,7 @@ pub fn plan(endpoints: &[Arc<Endpoint>], event: &NewEvent, lease: &Lease) -> Res
         .map(|ep| {
             let (status, leased) = lease.initial_state(ep);
             Planned {
-                id: new_id("dlv"),
+                id: DeliveryId::new(),
                 endpoint: ep.clone(),
                 status,
                 leased,
@@ -64,7 +64,7 @@ pub fn published(
                 delivery_id: p.id.clone(),
                 event_id: event.id.clone(),
                 tenant_id: event.tenant_id.clone(),
-                endpoint_id: Arc::from(p.endpoint.id.as_str()),
+                endpoint_id: p.endpoint.id.clone(),
                 body: event.payload.clone(),
                 cycle_failures: 0,
                 lease_token: lease.token,
@@ -128,13 +128,13 @@ pub fn subscribers<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Subscription;
+    use crate::model::{EndpointId, Subscription};
     use crate::store::{Admission, EndpointSettings};
 
     fn endpoint(id: &str, patterns: &[&str], enabled: bool, ordered: bool) -> Arc<Endpoint> {
         let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
         Arc::new(Endpoint {
-            id: id.into(),
+            id: EndpointId::from_stored(id),
             tenant_id: "acme".into(),
             url: "http://127.0.0.1:1/h".into(),
             events: Subscription::parse(&patterns).unwrap(),
@@ -156,7 +156,7 @@ mod tests {
 
     fn event(name: &str) -> NewEvent {
         NewEvent {
-            id: "evt_1".into(),
+            id: crate::model::EventId::from_stored("evt_1"),
             tenant_id: "acme".into(),
             name: name.into(),
             payload: bytes::Bytes::from_static(b"{}"),
@@ -212,7 +212,7 @@ mod tests {
             ]
         );
 
-        let ids: Vec<String> = plan.iter().map(|p| p.id.clone()).collect();
+        let ids: Vec<DeliveryId> = plan.iter().map(|p| p.id.clone()).collect();
         let out = published(ev, &lease, plan, |i| Some(100 + i as i64));
         assert_eq!(out.jobs.len(), 1);
         assert_eq!(out.jobs[0].delivery_id, ids[3]);

@@ -6,6 +6,8 @@
 
 use bytes::Bytes;
 
+use crate::model::{AttemptId, DeliveryId, EndpointId, EventId};
+
 use super::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSettings, Event, EventType, Listed, Page,
     Tenant,
@@ -44,7 +46,7 @@ pub const ENDPOINT_COLS: &str = "id, tenant_id, url, events, description, enable
 pub fn endpoint<R: Columns>(r: &R) -> Result<WithSeq<Endpoint>, R::Error> {
     Ok((
         Endpoint {
-            id: r.text(0)?,
+            id: EndpointId::from_stored(r.text(0)?),
             tenant_id: r.text(1)?,
             url: r.text(2)?,
             events: serde_json::from_str(&r.text(3)?).unwrap_or_default(),
@@ -68,7 +70,7 @@ pub const EVENT_COLS: &str =
 pub fn event<R: Columns>(r: &R) -> Result<WithSeq<Event>, R::Error> {
     Ok((
         Event {
-            id: r.text(0)?,
+            id: EventId::from_stored(r.text(0)?),
             tenant_id: r.text(1)?,
             name: r.text(2)?,
             payload: Bytes::from(r.bytes(3)?),
@@ -99,11 +101,11 @@ pub const DELIVERY_COLS: &str = "id, tenant_id, event_id, event_name, endpoint_i
 pub fn delivery<R: Columns>(r: &R) -> Result<WithSeq<Delivery>, R::Error> {
     Ok((
         Delivery {
-            id: r.text(0)?,
+            id: DeliveryId::from_stored(r.text(0)?),
             tenant_id: r.text(1)?,
-            event_id: r.text(2)?,
+            event_id: EventId::from_stored(r.text(2)?),
             event_name: r.text(3)?,
-            endpoint_id: r.text(4)?,
+            endpoint_id: EndpointId::from_stored(r.text(4)?),
             status: DeliveryStatus::parse(&r.text(5)?).unwrap_or(DeliveryStatus::Pending),
             attempts: u32::try_from(r.int(6)?).unwrap_or(0),
             next_attempt_at: r.opt_bigint(7)?,
@@ -121,8 +123,8 @@ pub const ATTEMPT_COLS: &str = "id, delivery_id, started_at, duration_ms, status
 pub fn attempt<R: Columns>(r: &R) -> Result<WithSeq<Attempt>, R::Error> {
     Ok((
         Attempt {
-            id: r.text(0)?,
-            delivery_id: r.text(1)?,
+            id: AttemptId::from_stored(r.text(0)?),
+            delivery_id: DeliveryId::from_stored(r.text(1)?),
             started_at: r.bigint(2)?,
             duration_ms: u32::try_from(r.bigint(3)?.max(0)).unwrap_or(u32::MAX),
             status_code: r.opt_int(4)?.and_then(|c| u16::try_from(c).ok()),

@@ -686,7 +686,7 @@ async fn lease_expiry_uses_the_database_clock() {
     .await
     .unwrap();
     let endpoint = chime::store::Endpoint {
-        id: chime::model::new_id("ep"),
+        id: chime::model::EndpointId::new(),
         tenant_id: "a".into(),
         url: "https://example.com/hook".into(),
         events: chime::model::Subscription::all(),
@@ -712,7 +712,7 @@ async fn lease_expiry_uses_the_database_clock() {
     };
     s.publish(
         NewEvent {
-            id: chime::model::new_id("evt"),
+            id: chime::model::EventId::new(),
             tenant_id: "a".into(),
             name: "x".into(),
             payload: bytes::Bytes::from_static(br#"{"event":"x","data":{}}"#),
@@ -844,7 +844,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
         async move {
             s.publish(
                 NewEvent {
-                    id: chime::model::new_id("evt"),
+                    id: chime::model::EventId::new(),
                     tenant_id: "doomed".into(),
                     name: "x".into(),
                     payload: bytes::Bytes::from_static(br#"{"event":"x","data":{}}"#),

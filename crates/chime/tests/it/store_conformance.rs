@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chime::model::{Millis, new_id};
+use chime::model::Millis;
 use chime::store::*;
 
 fn tenant(id: &str) -> Tenant {
@@ -19,7 +19,7 @@ fn tenant(id: &str) -> Tenant {
 
 fn endpoint(tenant_id: &str, events: &[&str], enabled: bool) -> Endpoint {
     Endpoint {
-        id: new_id("ep"),
+        id: chime::model::EndpointId::new(),
         tenant_id: tenant_id.into(),
         url: "https://example.com/hook".into(),
         events: chime::model::Subscription::parse(
@@ -41,7 +41,7 @@ fn endpoint(tenant_id: &str, events: &[&str], enabled: bool) -> Endpoint {
 
 fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent {
     NewEvent {
-        id: new_id("evt"),
+        id: chime::model::EventId::new(),
         tenant_id: tenant_id.into(),
         name: name.into(),
         payload: Bytes::from(format!(r#"{{"event":"{name}","data":{{}}}}"#)),
@@ -77,7 +77,7 @@ fn outcome(job: &Job, ok: bool, next: Option<Millis>, at: Millis) -> Outcome {
         lease_token: job.lease_token,
         row: job.row,
         attempt: Attempt {
-            id: new_id("att"),
+            id: chime::model::AttemptId::new(),
             delivery_id: job.delivery_id.clone(),
             started_at: at,
             duration_ms: 5,
@@ -517,7 +517,7 @@ pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn
         "a manual retry starts a fresh schedule"
     );
     let by_endpoint = DeliveryFilter {
-        endpoint_id: Some(e.id.clone()),
+        endpoint_id: Some(e.id.to_string()),
         ..Default::default()
     };
     assert_eq!(
@@ -907,7 +907,7 @@ pub async fn ordered_heads_follow_the_setting_when_it_changes(s: Arc<dyn Store>)
     // So does one replayed (the second, finished while the endpoint was unordered).
     let second = ReplayFilter {
         statuses: vec![DeliveryStatus::Succeeded],
-        endpoint_id: Some(e.id.clone()),
+        endpoint_id: Some(e.id.to_string()),
         event_name: None,
         since: Some(101),
         until: Some(102),

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use crate::model::Millis;
+use crate::model::{EndpointId, Millis};
 use crate::store::rules::NOT_PURGED;
 use crate::store::{
     Attempt, Delivery, DeliveryFilter, DeliveryStatus, Event, EventLog, Lease, Listed, NewEvent,
@@ -263,7 +263,7 @@ impl EventLog for PostgresStore {
         now: Millis,
         limit: u32,
         dry_run: bool,
-    ) -> Result<(u64, Vec<String>)> {
+    ) -> Result<(u64, Vec<EndpointId>)> {
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
         // Replaying a delivery that is being attempted would race its record: skip those.
         let where_ = format!(

@@ -38,7 +38,7 @@ use super::rows::{
 };
 
 use super::*;
-use crate::model::Millis;
+use crate::model::{DeliveryId, EndpointId, Millis};
 
 /// "Now" on the database's clock, in milliseconds since the epoch: the clock of leases.
 /// `now()` is the start of the current transaction, which for one statement is its start.
@@ -578,7 +578,7 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
 /// one notification per endpoint per batch, not per delivery or per call.
 async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Vec<()>> {
     let n = jobs.len();
-    let (ids, tokens): (Vec<String>, Vec<i64>) = jobs
+    let (ids, tokens): (Vec<DeliveryId>, Vec<i64>) = jobs
         .into_iter()
         .map(|j| (j.delivery_id, j.lease_token))
         .unzip();
@@ -608,7 +608,7 @@ impl PostgresStore {
     async fn claim_head(
         &self,
         c: &deadpool_postgres::Object,
-        ep: Arc<str>,
+        ep: EndpointId,
         endpoint: Endpoint,
         now: Millis,
         lease: &Lease,
@@ -658,7 +658,7 @@ impl PostgresStore {
         };
         let held: bool = row.try_get(0)?;
         let next: Option<Millis> = row.try_get(1)?;
-        match row.try_get::<_, Option<String>>(2)? {
+        match row.try_get::<_, Option<DeliveryId>>(2)? {
             Some(delivery_id) => {
                 let payload: Vec<u8> = row.try_get(6)?;
                 claimed.jobs.push(Job {

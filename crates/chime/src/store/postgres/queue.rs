@@ -1,13 +1,12 @@
 //! PostgreSQL: claims, records, releases, health and nodes: the dispatcher's side (`store::Queue`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::model::Millis;
+use crate::model::{EndpointId, Millis};
 use crate::store::{
     Claimed, Endpoint, HealthChange, Job, Lease, Outcome, Queue, Result, StoreError, claim_is_full,
 };
@@ -40,7 +39,7 @@ impl Queue for PostgresStore {
             });
         };
         let endpoint = endpoint_row(&endpoint)?.0;
-        let ep: Arc<str> = Arc::from(endpoint_id);
+        let ep = EndpointId::from_stored(endpoint_id);
         let duration = millis(lease.duration);
         if endpoint.settings.ordered {
             return self
@@ -145,7 +144,7 @@ impl Queue for PostgresStore {
         Ok(())
     }
 
-    async fn due_summary(&self, _now: Millis) -> Result<Vec<(String, Millis)>> {
+    async fn due_summary(&self, _now: Millis) -> Result<Vec<(EndpointId, Millis)>> {
         let c = self.conn().await?;
         // Per endpoint, one probe of the partial index from its oldest due time: cheap however
         // many deliveries are queued, unlike a GROUP BY over all pending rows.

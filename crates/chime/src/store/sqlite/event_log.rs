@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::params;
 
-use crate::model::Millis;
+use crate::model::{EndpointId, Millis};
 use crate::store::rules::NOT_PURGED;
 use crate::store::{
     Attempt, Delivery, DeliveryFilter, DeliveryStatus, Event, EventLog, Lease, Listed, NewEvent,
@@ -227,7 +227,7 @@ impl EventLog for SqliteStore {
         now: Millis,
         limit: u32,
         dry_run: bool,
-    ) -> Result<(u64, Vec<String>)> {
+    ) -> Result<(u64, Vec<EndpointId>)> {
         let tenant_id = tenant_id.to_owned();
         let filter = filter.clone();
         let statuses = serde_json::to_string(
@@ -269,7 +269,7 @@ impl EventLog for SqliteStore {
                         )?;
                     return Ok((n as u64, vec![]));
                 }
-                let rows: Vec<(String, String)> = collect(
+                let rows: Vec<(String, EndpointId)> = collect(
                     c.prepare_cached(&format!(
                         "SELECT id, endpoint_id FROM deliveries WHERE {where_} ORDER BY seq LIMIT ?8"
                     ))?,
@@ -283,7 +283,7 @@ impl EventLog for SqliteStore {
                         clock(),
                         limit
                     ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, EndpointId>(1)?)),
                 )?;
                 let mut update = c.prepare_cached(&format!(
                     "UPDATE deliveries SET {REPENDING_ORDERED}, status = 'pending',

@@ -27,7 +27,7 @@ use super::rows::{
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::model::Millis;
+use crate::model::{DeliveryId, EndpointId, EventId, Millis};
 use writer::Writer;
 
 const READERS: usize = 4;
@@ -504,8 +504,8 @@ pub fn explain_claim(path: &Path) -> anyhow::Result<Vec<String>> {
 /// A claimable delivery as both claim queries return it: their first six columns.
 struct ClaimRow {
     seq: i64,
-    id: String,
-    event_id: String,
+    id: DeliveryId,
+    event_id: EventId,
     tenant_id: String,
     cycle_failures: u32,
     payload: Vec<u8>,
@@ -523,7 +523,7 @@ fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
 }
 
 /// Leases a claimed delivery to `lease` until `until` and makes its job.
-fn lease_job(row: ClaimRow, ep: Arc<str>, lease: &Lease, until: Millis, now: Millis) -> Job {
+fn lease_job(row: ClaimRow, ep: EndpointId, lease: &Lease, until: Millis, now: Millis) -> Job {
     leases::hold(row.seq, &lease.owner, lease.token, until, now);
     Job {
         delivery_id: row.id,
@@ -541,7 +541,7 @@ fn lease_job(row: ClaimRow, ep: Arc<str>, lease: &Lease, until: Millis, now: Mil
 /// nothing else. A head that is leased or waiting for its retry blocks everything behind it.
 fn claim_head(
     conn: &Connection,
-    ep: Arc<str>,
+    ep: EndpointId,
     endpoint: Option<Endpoint>,
     now: Millis,
     lease: &Lease,
@@ -603,7 +603,7 @@ fn claim_tx(
             next_due: None,
         });
     }
-    let ep: Arc<str> = Arc::from(endpoint_id);
+    let ep = EndpointId::from_stored(endpoint_id);
     if endpoint.as_ref().is_some_and(|e| e.settings.ordered) {
         return claim_head(conn, ep, endpoint, now, lease);
     }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::params;
 
-use crate::model::Millis;
+use crate::model::{EndpointId, Millis};
 use crate::store::{Claimed, Endpoint, HealthChange, Job, Lease, Outcome, Queue};
 
 use super::{
@@ -120,9 +120,9 @@ impl Queue for SqliteStore {
             .await
     }
 
-    async fn due_summary(&self, _now: Millis) -> Result<Vec<(String, Millis)>> {
+    async fn due_summary(&self, _now: Millis) -> Result<Vec<(EndpointId, Millis)>> {
         self.read(move |c| {
-            let ids: Vec<String> =
+            let ids: Vec<EndpointId> =
                 collect(c.prepare_cached("SELECT id FROM endpoints")?, [], |r| {
                     r.get(0)
                 })?;

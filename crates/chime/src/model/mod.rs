@@ -4,6 +4,10 @@
 
 use std::fmt;
 
+mod ids;
+
+pub use ids::{AttemptId, DeliveryId, EndpointId, EventId, looks_like_id, new_id};
+
 /// Milliseconds since the Unix epoch: the one time unit stored and passed around.
 pub type Millis = i64;
 
@@ -39,29 +43,6 @@ pub fn envelope(name: &str, data: &serde_json::value::RawValue) -> bytes::Bytes 
 /// The reserved tenant that receives chime's own operational events (endpoint disabled or
 /// recovered, delivery exhausted), so operators can subscribe to them like any other events.
 pub const SYSTEM_TENANT: &str = "_chime";
-
-/// A new prefixed, time-ordered id such as `evt_01JD…` (a lower-case ULID after the prefix).
-pub fn new_id(prefix: &str) -> String {
-    let ulid = ulid::Ulid::generate().to_string().to_ascii_lowercase();
-    let mut s = String::with_capacity(prefix.len() + 1 + ulid.len());
-    s.push_str(prefix);
-    s.push('_');
-    s.push_str(&ulid);
-    s
-}
-
-/// Whether `s` has the shape of an id made by `new_id(prefix)`: the prefix, `_`, and 26
-/// lower-case ULID characters.
-pub fn looks_like_id(s: &str, prefix: &str) -> bool {
-    s.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('_'))
-        .is_some_and(|ulid| {
-            ulid.len() == 26
-                && ulid
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-        })
-}
 
 /// Why an input was refused; the text is shown to the API user as the error detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
