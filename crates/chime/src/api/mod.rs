@@ -10,6 +10,7 @@ pub mod error;
 mod event_types;
 mod events;
 mod extract;
+pub mod metrics;
 mod tenants;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub policy: Arc<TargetPolicy>,
     pub catalog: Arc<crate::catalog::Catalog>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub max_body_bytes: usize,
     /// Deadline for a request body to arrive once a handler reads it.
     pub body_timeout: std::time::Duration,
@@ -49,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::routes())
         .merge(deliveries::routes())
         .merge(event_types::routes())
+        .merge(metrics::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

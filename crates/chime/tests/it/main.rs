@@ -20,6 +20,7 @@ mod delivery;
 mod etiquette;
 mod fuzz;
 mod hostile_input;
+mod metrics;
 mod postgres_faults;
 mod process;
 mod store_conformance;

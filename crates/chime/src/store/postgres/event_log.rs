@@ -64,6 +64,7 @@ impl EventLog for PostgresStore {
                     cycle_failures: 0,
                     lease_token: lease.token,
                     row: None,
+                    unattempted_since: Some(ev.created_at),
                 });
                 leased_endpoints.push(ep);
             } else if d.status == DeliveryStatus::Pending {

@@ -1,0 +1,96 @@
+//! `GET /metrics` (Prometheus text format) and `/v1/metrics-tokens`, the tokens that can read
+//! it and nothing else.
+//!
+//! On the API listener, /metrics needs the admin token or a metrics token. With
+//! `metrics_listen`, [`standalone`] serves it on a second address without auth.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiResult;
+use super::extract::{MetricsReader, Principal};
+use crate::metrics::Metrics;
+use crate::model::now_millis;
+use crate::store::{Admin, TokenScope};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/v1/metrics-tokens", post(create_token))
+}
+
+/// `GET /metrics` alone, without auth, for `metrics_listen`.
+pub fn standalone(metrics: Arc<Metrics>, store: Arc<dyn Admin>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let (metrics, store) = (metrics.clone(), store.clone());
+            async move { exposition(&metrics, store.as_ref()).await }
+        }),
+    )
+}
+
+async fn scrape(State(state): State<AppState>, _reader: MetricsReader) -> Response {
+    exposition(&state.metrics, state.store.as_ref()).await
+}
+
+/// How long a scrape waits for the store's counts; past it they are left out and
+/// `chime_store_up` is 0, so a slow database does not make the scrape itself time out.
+const STORE_DEADLINE: Duration = Duration::from_secs(2);
+
+async fn exposition(metrics: &Metrics, store: &dyn Admin) -> Response {
+    let gauges = match tokio::time::timeout(STORE_DEADLINE, store.gauges(now_millis())).await {
+        Ok(Ok(g)) => Some(g),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: the store's counts are unavailable");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("metrics: the store's counts took longer than {STORE_DEADLINE:?}");
+            None
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        metrics.render(gauges),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct TokenOut {
+    token: String,
+    scope: &'static str,
+}
+
+/// A new metrics token (admin only): it reads `GET /metrics` and nothing else.
+async fn create_token(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<(StatusCode, Json<TokenOut>)> {
+    principal.require_admin()?;
+    let token = crate::auth::generate_token();
+    state
+        .store
+        .create_token(
+            &crate::auth::hash_token(&token),
+            TokenScope::Metrics,
+            now_millis(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenOut {
+            token,
+            scope: crate::store::METRICS_SCOPE,
+        }),
+    ))
+}
