@@ -77,15 +77,7 @@ async fn create_token(
     principal: Principal,
 ) -> ApiResult<(StatusCode, Json<TokenOut>)> {
     principal.require_admin()?;
-    let token = crate::auth::generate_token();
-    state
-        .store
-        .create_token(
-            &crate::auth::hash_token(&token),
-            TokenScope::Metrics,
-            now_millis(),
-        )
-        .await?;
+    let token = crate::auth::issue_token(state.store.as_ref(), TokenScope::Metrics).await?;
     Ok((
         StatusCode::CREATED,
         Json(TokenOut {
