@@ -34,6 +34,16 @@ pub fn hash_token(token: &str) -> String {
     out
 }
 
+/// Creates a token of `scope` and stores its hash; the token itself is returned once, to
+/// be shown to whoever asked for it. `NotFound` for a tenant's token if the tenant is gone.
+pub async fn issue_token(store: &dyn Admin, scope: TokenScope) -> Result<String, StoreError> {
+    let token = generate_token();
+    store
+        .create_token(&hash_token(&token), scope, crate::model::now_millis())
+        .await?;
+    Ok(token)
+}
+
 /// How long a cached token is trusted without asking the store again. A token dies with its
 /// tenant; the node that deletes the tenant forgets it at once, other nodes sharing the store
 /// when the deletion's notification arrives (`Store::notifications`), and this bounds how

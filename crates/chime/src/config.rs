@@ -34,6 +34,27 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Refuse events whose name is not in the event-type catalog.
     pub strict_event_types: bool,
+    pub observability: ObservabilityConfig,
+}
+
+/// Metrics, traces and logs.
+#[derive(Clone, Debug)]
+pub struct ObservabilityConfig {
+    /// A second listener serving only `GET /metrics`, without auth; `None`: /metrics is
+    /// served on the API listener only, to the admin token or a metrics token.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Tenants that get series of their own (0: none); the rest share `_other`.
+    pub metrics_tenant_series: usize,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per record (coloured on a terminal).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// The API listener.
@@ -195,6 +216,15 @@ pub struct Layer {
     /// How often retention runs.
     #[arg(long, env = "CHIME_RETENTION_INTERVAL")]
     pub retention_interval: Option<String>,
+    /// Also serve GET /metrics, without auth, on this address (e.g. 127.0.0.1:9090).
+    #[arg(long, env = "CHIME_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Tenants that get metric series of their own (0: none); the rest count as _other.
+    #[arg(long, env = "CHIME_METRICS_TENANT_SERIES")]
+    pub metrics_tenant_series: Option<usize>,
+    /// Log line format: text or json.
+    #[arg(long, env = "CHIME_LOG_FORMAT")]
+    pub log_format: Option<String>,
 }
 
 impl Layer {
@@ -319,6 +349,18 @@ impl Config {
         {
             return Err("the admin token must be at least 16 characters".into());
         }
+        let metrics_listen = match l.metrics_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                format!("metrics_listen = {text:?} is not an address such as 127.0.0.1:9090")
+            })?),
+        };
+        let metrics_tenant_series = required("metrics_tenant_series", l.metrics_tenant_series)?;
+        if metrics_tenant_series > MAX_TENANT_SERIES {
+            return Err(format!(
+                "metrics_tenant_series must be at most {MAX_TENANT_SERIES}"
+            ));
+        }
         Ok(Config {
             http: HttpConfig {
                 listen,
@@ -361,7 +403,26 @@ impl Config {
             },
             admin_token,
             strict_event_types: l.strict_event_types.unwrap_or(false),
+            observability: ObservabilityConfig {
+                metrics_listen,
+                metrics_tenant_series,
+                log_format: LogFormat::parse(&required("log_format", l.log_format)?)?,
+            },
         })
+    }
+}
+
+/// Most tenants `metrics_tenant_series` may give series of their own: each costs a few
+/// series per scrape, and a scrape of thousands of tenants defeats the cap's purpose.
+pub const MAX_TENANT_SERIES: usize = 1000;
+
+impl LogFormat {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log_format = {other:?}: use text or json")),
+        }
     }
 }
 
@@ -399,6 +460,37 @@ mod tests {
         assert_eq!(c.http.max_body_bytes, 1 << 20);
         assert!(c.delivery.allow_targets.is_empty());
         assert!(c.admin_token.is_none());
+        assert_eq!(c.observability.metrics_listen, None);
+        assert_eq!(c.observability.metrics_tenant_series, 0);
+        assert_eq!(c.observability.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn observability_settings_validate() {
+        let c = Config::from_layer(Layer {
+            metrics_listen: Some("127.0.0.1:0".into()),
+            log_format: Some("json".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.observability.metrics_listen.is_some());
+        assert_eq!(c.observability.log_format, LogFormat::Json);
+        for bad in [
+            Layer {
+                log_format: Some("xml".into()),
+                ..Default::default()
+            },
+            Layer {
+                metrics_listen: Some("nowhere".into()),
+                ..Default::default()
+            },
+            Layer {
+                metrics_tenant_series: Some(MAX_TENANT_SERIES + 1),
+                ..Default::default()
+            },
+        ] {
+            assert!(Config::from_layer(bad).is_err());
+        }
     }
 
     #[test]
@@ -442,7 +534,7 @@ mod tests {
             let env = arg.get_env().unwrap().to_string_lossy().to_string();
             assert_eq!(env, format!("CHIME_{}", id.to_uppercase()), "{id}");
             let help = arg.get_help().unwrap().to_string();
-            if !matches!(id, "database_url" | "allow_targets") {
+            if !matches!(id, "database_url" | "allow_targets" | "metrics_listen") {
                 assert!(help.contains("[default: "), "{id}: {help}");
             }
         }

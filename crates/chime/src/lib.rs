@@ -24,6 +24,7 @@ pub mod dispatch;
 pub mod filter;
 pub mod http_server;
 pub mod json_rules;
+pub mod metrics;
 pub mod model;
 pub mod net_policy;
 pub mod retention;
@@ -135,6 +136,9 @@ fn fit_open_files(max_connections: usize, delivery_connections: usize) -> usize 
     max_connections
 }
 
+/// Open connections to the `metrics_listen` address at most: scrapers, not clients.
+const METRICS_CONNECTIONS: usize = 64;
+
 /// A running service's facts, reported once it is ready.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -142,6 +146,8 @@ pub struct Started {
     /// The SQLite file, or the PostgreSQL URL without its password.
     pub database: PathBuf,
     pub admin_token: AdminToken,
+    /// Where `GET /metrics` is served without auth (`metrics_listen`), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs `chime serve` until `shutdown` is cancelled, then shuts down gracefully: stop taking
@@ -189,7 +195,15 @@ pub async fn run(
         config.delivery.connect_timeout,
         config.delivery.response_capture_bytes,
     );
-    let (dispatcher, handle) = Dispatcher::new(store.clone(), client, config.dispatch.clone());
+    let metrics = Arc::new(metrics::Metrics::new(
+        config.observability.metrics_tenant_series,
+    ));
+    let (dispatcher, handle) = Dispatcher::new(
+        store.clone(),
+        client,
+        config.dispatch.clone(),
+        metrics.clone(),
+    );
     let due_handle = handle.clone();
     let auth = Arc::new(auth::Authenticator::new(
         store.clone(),
@@ -206,6 +220,7 @@ pub async fn run(
         )),
         max_body_bytes: config.http.max_body_bytes,
         body_timeout: config.http.body_timeout,
+        metrics: metrics.clone(),
     };
     let app = api::router(state);
 
@@ -234,19 +249,37 @@ pub async fn run(
     tokio::spawn(retention::run(
         store.clone(),
         config.retention,
+        metrics.clone(),
         dispatcher_stop.clone(),
     ));
+    let limits = http_server::Limits {
+        max_connections: fit_open_files(config.http.max_connections, config.dispatch.max_in_flight),
+        header_timeout: config.http.header_timeout,
+    };
+    let metrics_addr = match config.observability.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?;
+            let bound = listener.local_addr()?;
+            let app = api::metrics::standalone(metrics.clone(), store.clone());
+            let limits = http_server::Limits {
+                max_connections: METRICS_CONNECTIONS,
+                ..limits
+            };
+            tokio::spawn(http_server::serve(listener, app, limits, shutdown.clone()));
+            Some(bound)
+        }
+    };
 
     on_start(&Started {
         addr: listener.local_addr()?,
         database: PathBuf::from(database.display()),
         admin_token,
+        metrics_addr,
     });
 
-    let limits = http_server::Limits {
-        max_connections: fit_open_files(config.http.max_connections, config.dispatch.max_in_flight),
-        header_timeout: config.http.header_timeout,
-    };
     let served = http_server::serve(listener, app, limits, shutdown.clone()).await;
     tracing::info!("stopped taking requests; finishing in-flight deliveries");
     dispatcher_stop.cancel();

@@ -47,7 +47,12 @@ pub async fn pass(store: &dyn Retention, policy: Policy) -> crate::store::Result
 }
 
 /// Runs `pass` every `policy.every` until `stop`.
-pub async fn run(store: Arc<dyn Retention>, policy: Policy, stop: CancellationToken) {
+pub async fn run(
+    store: Arc<dyn Retention>,
+    policy: Policy,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(policy.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -58,6 +63,7 @@ pub async fn run(store: Arc<dyn Retention>, policy: Policy, stop: CancellationTo
         match pass(store.as_ref(), policy).await {
             Ok((0, 0)) => {}
             Ok((purged, deleted)) => {
+                metrics.retention(purged, deleted);
                 tracing::info!(purged, deleted, "retention removed old payloads and events")
             }
             Err(e) => tracing::error!(error = %e, "retention pass failed; trying again later"),

@@ -38,6 +38,8 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
+/// Publishes, and counts the answer: accepted (with the time to the 202) or refused by code.
+/// The principal is extracted here, not by axum, so refused tokens are counted too.
 #[utoipa::path(
     post,
     path = "/v1/tenants/{tenant}/events",
@@ -49,14 +51,29 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 )]
 async fn publish(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Result<Principal, ApiError>,
     Path(tenant_id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    principal.check_tenant(&tenant_id)?;
+    let started = std::time::Instant::now();
+    let answer = publish_event(&state, principal, tenant_id, req, started).await;
+    if let Err(e) = &answer {
+        state.metrics.event_refused(Some(e.code));
+    }
+    answer
+}
+
+async fn publish_event(
+    state: &AppState,
+    principal: Result<Principal, ApiError>,
+    tenant_id: String,
+    req: Request,
+    started: std::time::Instant,
+) -> ApiResult<Response> {
+    principal?.check_tenant(&tenant_id)?;
     // Read from the request itself: a `HeaderMap` extractor would copy every header first.
     let key = idempotency_key(req.headers())?;
-    let body = read_body(req, &state, "event").await?;
+    let body = read_body(req, state, "event").await?;
     let input: EventIn = parse_json(&body)?;
     let name = parse_event_name(&input.event)?;
     state
@@ -91,6 +108,9 @@ async fn publish(
         other => other.into(),
     })?;
     let repeated = published.repeated;
+    state
+        .metrics
+        .event_accepted(&published.event.tenant_id, started.elapsed());
     let out = PublishedOut {
         id: published.event.id.into(),
         event: published.event.name,

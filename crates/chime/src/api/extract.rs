@@ -45,34 +45,68 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::Unauthorized,
-                    "missing Authorization: Bearer <token> header",
-                )
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::Unauthorized,
-                    "the Authorization header must be Bearer <token>",
-                )
-            })?;
-        match state.auth.lookup(token).await? {
-            Some(TokenScope::Admin) => Ok(Principal::Admin),
-            Some(TokenScope::Tenant(t)) => Ok(Principal::Tenant(t)),
-            None => Err(ApiError::new(Code::Unauthorized, "the token is not valid")),
+        match bearer_scope(parts, state).await? {
+            TokenScope::Admin => Ok(Principal::Admin),
+            TokenScope::Tenant(t) => Ok(Principal::Tenant(t)),
+            TokenScope::Metrics => Err(metrics_only()),
+        }
+    }
+}
+
+fn metrics_only() -> ApiError {
+    ApiError::new(
+        Code::Forbidden,
+        "a metrics token can read GET /metrics and nothing else",
+    )
+}
+
+/// The bearer token of a request, as `Principal` and `MetricsReader` read it.
+async fn bearer_scope(parts: &Parts, state: &AppState) -> Result<TokenScope, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::Unauthorized,
+                "missing Authorization: Bearer <token> header",
+            )
+        })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::Unauthorized,
+                "the Authorization header must be Bearer <token>",
+            )
+        })?;
+    state
+        .auth
+        .lookup(token)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::Unauthorized, "the token is not valid"))
+}
+
+/// A caller that may read `GET /metrics`: the admin token or a metrics token. Tenant tokens
+/// may not: the series cover every tenant.
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match bearer_scope(parts, state).await? {
+            TokenScope::Admin | TokenScope::Metrics => Ok(MetricsReader),
+            TokenScope::Tenant(_) => Err(ApiError::new(
+                Code::Forbidden,
+                "metrics need the admin token or a metrics token",
+            )),
         }
     }
 }

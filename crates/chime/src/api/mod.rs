@@ -10,6 +10,7 @@ pub mod error;
 mod event_types;
 mod events;
 mod extract;
+pub mod metrics;
 mod openapi;
 mod tenants;
 pub mod types;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub policy: Arc<TargetPolicy>,
     pub catalog: Arc<crate::catalog::Catalog>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub max_body_bytes: usize,
     /// Deadline for a request body to arrive once a handler reads it.
     pub body_timeout: std::time::Duration,
@@ -53,6 +55,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(events::routes())
         .merge(deliveries::routes())
         .merge(event_types::routes())
+        .merge(metrics::routes())
 }
 
 /// The OpenAPI 3.1 document of this API, as `GET /v1/openapi.json` serves it.

@@ -162,18 +162,12 @@ async fn create_token(
     Path(tenant_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<TokenOut>)> {
     principal.require_admin()?;
-    let token = crate::auth::generate_token();
-    state
-        .store
-        .create_token(
-            &crate::auth::hash_token(&token),
-            TokenScope::Tenant(tenant_id.clone()),
-            now_millis(),
-        )
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::not_found("tenant"),
-            other => other.into(),
-        })?;
+    let token =
+        crate::auth::issue_token(state.store.as_ref(), TokenScope::Tenant(tenant_id.clone()))
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound => ApiError::not_found("tenant"),
+                other => other.into(),
+            })?;
     Ok((StatusCode::CREATED, Json(TokenOut { token, tenant_id })))
 }

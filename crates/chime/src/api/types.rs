@@ -339,6 +339,14 @@ pub struct EventTypeOut {
     pub updated_at: String,
 }
 
+/// A metrics token, shown once, when created: it reads `GET /metrics` and nothing else.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MetricsTokenOut {
+    pub token: String,
+    /// Always `metrics`.
+    pub scope: String,
+}
+
 /// Every error: `{"code": "invalid_request", "detail": "…"}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorOut {

@@ -62,7 +62,7 @@ pub fn main(args: MigrateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    super::init_logging();
+    super::init_logging(config.observability.log_format);
     let database = config.store.database();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

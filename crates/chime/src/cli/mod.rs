@@ -11,6 +11,7 @@ mod endpoint;
 mod event_types;
 mod events;
 mod listen;
+mod metrics_token;
 mod migrate;
 mod output;
 mod record;
@@ -66,6 +67,8 @@ enum Command {
     Deliveries(deliveries::DeliveriesArgs),
     /// Manage the event-type catalog: names, descriptions and JSON Schemas for their data.
     EventTypes(event_types::EventTypesArgs),
+    /// Create a token that can read GET /metrics and nothing else (needs the admin token).
+    MetricsToken(metrics_token::MetricsTokenArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -91,17 +94,28 @@ pub fn main_with_args() -> ExitCode {
         Command::Events(args) => events::main(args),
         Command::Deliveries(args) => deliveries::main(args),
         Command::EventTypes(args) => event_types::main(args),
+        Command::MetricsToken(args) => metrics_token::main(args),
     }
 }
 
-/// Logs to stderr, filtered by `CHIME_LOG` (default `info`), coloured only on a terminal.
-pub(crate) fn init_logging() {
+/// Logs to stderr, filtered by `CHIME_LOG` (default `info`): readable lines, coloured only
+/// on a terminal, or (`LogFormat::Json`) one JSON object per line with the fields kept
+/// apart, for log shippers.
+pub(crate) fn init_logging(format: crate::config::LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHIME_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        crate::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }

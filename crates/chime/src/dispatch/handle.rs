@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::Msg;
 use crate::filter::KnownFilters;
+use crate::metrics::{Commit, Metrics};
 use crate::model::{Millis, now_millis};
 use crate::store::{Admission, EventLog, Lease, NewEvent, Published, StoreError};
 
@@ -24,6 +25,7 @@ pub struct DispatchHandle {
     store: Arc<dyn EventLog>,
     /// Each tenant's endpoint filters, evaluated before a publish reaches the store.
     filters: Arc<KnownFilters>,
+    metrics: Arc<Metrics>,
 }
 
 impl DispatchHandle {
@@ -33,6 +35,7 @@ impl DispatchHandle {
         lease: Duration,
         admission: Arc<Admission>,
         store: Arc<dyn EventLog>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             tx,
@@ -41,16 +44,19 @@ impl DispatchHandle {
             admission,
             store,
             filters: Arc::default(),
+            metrics,
         }
     }
 
     /// Publishes `event`: stores it with its deliveries and starts delivering them. What the
     /// caller gets back is what was stored (`jobs` and `endpoints` already handed over).
     pub async fn publish(&self, event: NewEvent) -> Result<Published, StoreError> {
+        let started = std::time::Instant::now();
         let mut published = self
             .filters
             .publish(self.store.as_ref(), event, self.fresh_lease())
             .await?;
+        self.metrics.commit(Commit::Publish, started.elapsed());
         let now = now_millis();
         for id in &published.due_endpoints {
             self.due(id, now);

@@ -55,6 +55,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Metrics;
 use crate::model::{Millis, format_time, new_id, now_millis};
 use crate::store::{
     Admission, Claimed, DeliveryStatus, Endpoint, HealthChange, Job, Lease, Queue, Store,
@@ -123,6 +124,7 @@ pub struct Dispatcher {
     admission: Arc<Admission>,
     /// One permit per attempt started and not yet recorded (`MAX_UNRECORDED`).
     record_slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -130,6 +132,7 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         client: DeliveryClient,
         cfg: DispatchConfig,
+        metrics: Arc<Metrics>,
     ) -> (Self, DispatchHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let owner: Arc<str> = Arc::from(new_id("node").as_str());
@@ -140,11 +143,12 @@ impl Dispatcher {
             cfg.lease,
             admission.clone(),
             store.clone(),
+            metrics.clone(),
         );
         let emitter = Emitter {
             handle: handle.clone(),
         };
-        let recorder = recorder::spawn(store.clone(), tx.clone(), emitter.clone());
+        let recorder = recorder::spawn(store.clone(), tx.clone(), emitter.clone(), metrics.clone());
         let d = Self {
             recorder,
             store,
@@ -165,6 +169,7 @@ impl Dispatcher {
             abandon: CancellationToken::new(),
             admission,
             record_slots: Arc::new(Semaphore::new(MAX_UNRECORDED)),
+            metrics,
         };
         (d, handle)
     }
@@ -777,13 +782,24 @@ impl Dispatcher {
         let schedule = self.cfg.retry_schedule.clone();
         let max_retry_after = self.cfg.max_retry_after;
         let abandon = self.abandon.clone();
+        let metrics = self.metrics.clone();
         self.tracker.spawn(async move {
             let endpoint: Arc<str> = job.endpoint_id.clone().into();
+            if let Some(since) = job.unattempted_since {
+                let waited = (now_millis() - since).max(0) as u64;
+                metrics.first_attempt(Duration::from_millis(waited));
+            }
+            metrics.attempt_started();
             let attempt = client.attempt(&target, &job.event_id, job.body.clone());
             let result = tokio::select! {
                 r = attempt => r,
-                _ = abandon.cancelled() => return,
+                _ = abandon.cancelled() => {
+                    metrics.attempt_ended();
+                    return;
+                }
             };
+            metrics.attempt_ended();
+            metrics.attempt(&job.tenant_id, result.error_kind, result.duration);
             let health = match (result.error_kind, result.status) {
                 (None, _) => Health::Ok,
                 (_, Some(410)) => Health::Gone,

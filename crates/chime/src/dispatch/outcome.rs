@@ -75,6 +75,7 @@ mod tests {
             cycle_failures,
             lease_token: 7,
             row: None,
+            unattempted_since: None,
         }
     }
 

@@ -9,8 +9,9 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::Msg;
 use super::emitter::Emitter;
+use crate::metrics::{Commit, Finished, Metrics};
 use crate::model::{Millis, SYSTEM_TENANT, now_millis};
-use crate::store::Queue;
+use crate::store::{DeliveryStatus, Queue};
 
 /// What follows once an attempt's record is committed.
 pub(super) struct AfterRecord {
@@ -45,16 +46,31 @@ pub(super) fn spawn(
     store: Arc<dyn Queue>,
     tx: mpsc::UnboundedSender<Msg>,
     emitter: Emitter,
+    metrics: Arc<Metrics>,
 ) -> mpsc::UnboundedSender<RecordRequest> {
     let (requests, mut rx) = mpsc::unbounded_channel::<RecordRequest>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut batch = crate::batch::gather(first, 512, |_| 1, || rx.try_recv().ok());
-            let (outcomes, rest): (Vec<_>, Vec<_>) =
-                batch.drain(..).map(|(o, a, d, p)| (o, (a, d, p))).unzip();
+            let (outcomes, rest): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .map(|(o, a, d, p)| {
+                    let finished = match o.status {
+                        DeliveryStatus::Succeeded => Some(Finished::Succeeded),
+                        DeliveryStatus::Failed => Some(Finished::Failed),
+                        _ => None,
+                    };
+                    (o, (a, d, p, finished))
+                })
+                .unzip();
+            let started = std::time::Instant::now();
             let applied = record_with_retries(store.as_ref(), outcomes).await;
-            for ((after, done, _permit), ok) in rest.into_iter().zip(applied) {
+            metrics.commit(Commit::Record, started.elapsed());
+            for ((after, done, _permit, finished), ok) in rest.into_iter().zip(applied) {
                 if ok {
+                    if let Some(how) = finished {
+                        metrics.delivery_finished(how);
+                    }
                     follow_up(&tx, &emitter, after);
                 } else {
                     tracing::info!(delivery = %after.delivery_id, "attempt not recorded: the delivery's lease was lost, it was removed, or the store failed");

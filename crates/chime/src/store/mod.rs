@@ -70,6 +70,58 @@ pub(crate) mod rules {
     /// Why a retry of such a delivery is refused.
     pub const PURGED: &str =
         "the event's payload was removed by retention; it cannot be delivered again";
+
+    /// Pending deliveries due at `$1` (in flight included) and scheduled later: one pass
+    /// over the pending deliveries only (`status = 'pending'` is the partial indexes'
+    /// condition), whatever the number of finished ones.
+    pub const GAUGES_BACKLOG_SQL: &str = "SELECT
+            COUNT(*) FILTER (WHERE next_attempt_at <= $1),
+            COUNT(*) FILTER (WHERE next_attempt_at > $1)
+        FROM deliveries WHERE status = 'pending'";
+
+    /// Endpoints by state: healthy, failing (circuit open), disabled.
+    pub const GAUGES_ENDPOINTS_SQL: &str = "SELECT
+            COUNT(*) FILTER (WHERE enabled AND failing_since IS NULL),
+            COUNT(*) FILTER (WHERE enabled AND failing_since IS NOT NULL),
+            COUNT(*) FILTER (WHERE NOT enabled)
+        FROM endpoints";
+
+    pub fn gauges(
+        due: i64,
+        scheduled: i64,
+        healthy: i64,
+        failing: i64,
+        disabled: i64,
+    ) -> super::Gauges {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        super::Gauges {
+            due: n(due),
+            scheduled: n(scheduled),
+            endpoints_healthy: n(healthy),
+            endpoints_failing: n(failing),
+            endpoints_disabled: n(disabled),
+        }
+    }
+
+    /// A token's `(tenant_id, scope)` columns: a tenant's token names it; the admin token
+    /// has neither; a metrics token only its scope.
+    pub fn token_columns(scope: super::TokenScope) -> (Option<String>, Option<&'static str>) {
+        match scope {
+            super::TokenScope::Admin => (None, None),
+            super::TokenScope::Tenant(t) => (Some(t), None),
+            super::TokenScope::Metrics => (None, Some(super::METRICS_SCOPE)),
+        }
+    }
+
+    /// The scope of a token row, from its `(tenant_id, scope)` columns. An unknown scope
+    /// (written by a newer version) is the narrowest one, never admin.
+    pub fn token_scope(tenant: Option<String>, scope: Option<String>) -> super::TokenScope {
+        match (tenant, scope) {
+            (Some(t), _) => super::TokenScope::Tenant(t),
+            (None, None) => super::TokenScope::Admin,
+            (None, Some(_)) => super::TokenScope::Metrics,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +363,9 @@ pub struct Job {
     /// (SQLite: the rowid, which also keys its lease table). `None` where a backend does not
     /// use it; it goes back to the store with the job's outcome.
     pub row: Option<i64>,
+    /// When the delivery was created (its event accepted), while it has had no attempt yet:
+    /// the wait its first attempt reports (`chime_publish_to_first_attempt_seconds`).
+    pub unattempted_since: Option<Millis>,
 }
 
 /// What publishing stored (or, for a repeated idempotency key, what it had stored before).
@@ -451,6 +506,26 @@ pub enum Notification {
 pub enum TokenScope {
     Admin,
     Tenant(String),
+    /// Reads `GET /metrics` and nothing else (stored as `tokens.scope = 'metrics'`).
+    Metrics,
+}
+
+/// The stored `tokens.scope` of a metrics token (`NULL` for the others, whose scope the
+/// tenant column tells).
+pub const METRICS_SCOPE: &str = "metrics";
+
+/// Counts read at scrape time for `GET /metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Pending deliveries whose next attempt is due (including those in flight).
+    pub due: u64,
+    /// Pending deliveries waiting for a later retry time.
+    pub scheduled: u64,
+    /// Enabled endpoints with a closed circuit.
+    pub endpoints_healthy: u64,
+    /// Enabled endpoints marked failing (circuit open, probed only).
+    pub endpoints_failing: u64,
+    pub endpoints_disabled: u64,
 }
 
 /// Tokens, tenants, endpoints, the event-type catalog and settings: what the API's
@@ -491,6 +566,10 @@ pub trait Admin: Send + Sync + 'static {
 
     /// Succeeds when the store answers a trivial query: the readiness probe (`GET /readyz`).
     async fn ping(&self) -> Result<()>;
+
+    /// The backlog (pending deliveries due at `now` or later) and endpoints by state, for
+    /// `GET /metrics`: counts over the pending deliveries' partial index and the endpoints.
+    async fn gauges(&self, now: Millis) -> Result<Gauges>;
 
     /// `Conflict` if the name exists.
     async fn create_event_type(&self, t: EventType) -> Result<()>;

@@ -69,6 +69,7 @@ pub fn published(
                 cycle_failures: 0,
                 lease_token: lease.token,
                 row: rows(i),
+                unattempted_since: Some(event.created_at),
             });
         } else if p.status == DeliveryStatus::Pending {
             due_endpoints.push(p.endpoint.id.clone());

@@ -263,6 +263,10 @@ fn quickstart_without_curl() {
 
     let token = env.json(&["tenant", "token", "acme"]);
     assert!(token["token"].is_string());
+
+    let metrics = env.json(&["metrics-token"]);
+    assert!(metrics["token"].as_str().unwrap().starts_with("chime_"));
+    assert_eq!(metrics["scope"], "metrics");
 }
 
 #[test]

@@ -20,6 +20,7 @@ mod delivery;
 mod etiquette;
 mod fuzz;
 mod hostile_input;
+mod metrics;
 mod openapi;
 mod postgres_faults;
 mod process;

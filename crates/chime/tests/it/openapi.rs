@@ -43,6 +43,11 @@ async fn every_documented_operation_answers_as_documented() {
     assert_eq!(s, 200);
     assert_eq!(doc["openapi"], "3.1.0");
 
+    let (s, metrics_token) = w.call("POST", "/v1/metrics-tokens", None).await;
+    assert_eq!(s, 201);
+    assert_eq!(metrics_token["scope"], "metrics");
+    assert_eq!(w.call("GET", "/metrics", None).await.0, 200);
+
     assert_eq!(
         w.call("POST", "/v1/tenants", Some(json!({"id": "globex"})))
             .await

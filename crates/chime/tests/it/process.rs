@@ -338,3 +338,31 @@ async fn a_full_disk_is_reported_as_unavailable_and_recovers() {
         assert_eq!(s, 200, "accepted event {id} is still there");
     }
 }
+
+/// `--log-format json`: every line on stderr is one JSON object with the level, the message
+/// and the fields apart, as log shippers read them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut cmd = command();
+    serve_args(&mut cmd, &dir.path().join("data"));
+    cmd.args(["--log-format", "json"])
+        .env("CHIME_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (mut serve, _base) = start(cmd).await;
+    serve.signal("-TERM");
+    assert!(serve.wait_exit(Duration::from_secs(20)).await.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["message"] == "shutdown requested"),
+        "{text}"
+    );
+    assert!(lines.iter().all(|l| l["timestamp"].is_string()), "{text}");
+}

@@ -158,6 +158,11 @@ pub async fn tokens_resolve_to_scopes_and_die_with_their_tenant(s: Arc<dyn Store
         Some(TokenScope::Tenant("a".into()))
     );
     assert_eq!(s.find_token("h-none").await.unwrap(), None);
+    s.create_token("h-m", TokenScope::Metrics, 1).await.unwrap();
+    assert_eq!(
+        s.find_token("h-m").await.unwrap(),
+        Some(TokenScope::Metrics)
+    );
     s.delete_tenant("a").await.unwrap();
     assert_eq!(s.find_token("h-a").await.unwrap(), None);
     // A tenant created again with the same id is a new tenant: the old token stays dead.
@@ -1093,6 +1098,56 @@ pub async fn publish_matches_filters_by_the_verdicts_it_is_given(s: Arc<dyn Stor
     assert_eq!(to, want);
 }
 
+pub async fn gauges_count_the_backlog_and_endpoints_by_state(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let healthy = endpoint("a", &["*"], true);
+    let failing = endpoint("a", &["*"], true);
+    s.create_endpoint(healthy.clone()).await.unwrap();
+    s.create_endpoint(failing.clone()).await.unwrap();
+    s.create_endpoint(endpoint("a", &["*"], false))
+        .await
+        .unwrap();
+    assert!(
+        s.change_health(&failing.id, HealthChange::Failing(50), 50)
+            .await
+            .unwrap()
+    );
+    for at in [100, 200] {
+        s.publish(event("a", "x", None, at), lease("n", 1, EXPIRED))
+            .await
+            .unwrap();
+    }
+    // One of the healthy endpoint's deliveries fails once and waits for its retry.
+    let c = s
+        .claim(&healthy.id, 1, 1_000, &lease("n", 2, HELD))
+        .await
+        .unwrap();
+    assert_eq!(c.jobs[0].unattempted_since, Some(100), "never attempted");
+    let failed = outcome(&c.jobs[0], false, Some(5_000), 1_000);
+    assert_eq!(s.record(vec![failed]).await.unwrap(), vec![true]);
+    let g = s.gauges(1_000).await.unwrap();
+    assert_eq!(
+        g,
+        Gauges {
+            due: 3,
+            scheduled: 1,
+            endpoints_healthy: 1,
+            endpoints_failing: 1,
+            endpoints_disabled: 1,
+        }
+    );
+    let c = s
+        .claim(&healthy.id, 5, 6_000, &lease("n", 3, HELD))
+        .await
+        .unwrap();
+    let since: Vec<_> = c.jobs.iter().map(|j| j.unattempted_since).collect();
+    assert_eq!(
+        since,
+        vec![Some(200), None],
+        "attempted once: no longer first"
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -1116,6 +1171,7 @@ macro_rules! conformance {
                 health_changes_apply_once,
                 replay_requeues_matching_finished_deliveries,
                 publish_matches_filters_by_the_verdicts_it_is_given,
+                gauges_count_the_backlog_and_endpoints_by_state,
             );
         }
     };

@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 
 use crate::model::Millis;
-use crate::store::{Admin, Endpoint, EventType, Listed, Page, StoreError, Tenant, TokenScope};
+use crate::store::rules::{GAUGES_BACKLOG_SQL, GAUGES_ENDPOINTS_SQL};
+use crate::store::{
+    Admin, Endpoint, EventType, Gauges, Listed, Page, StoreError, Tenant, TokenScope,
+};
 
 use super::{
     ENDPOINT_COLS, EVENT_TYPE_COLS, PostgresStore, TENANT_COLS, endpoint_row, event_type_row,
@@ -36,19 +39,19 @@ impl Admin for PostgresStore {
     }
 
     async fn create_token(&self, hash: &str, scope: TokenScope, now: Millis) -> Result<()> {
-        let tenant = match scope {
-            TokenScope::Admin => None,
-            TokenScope::Tenant(t) => Some(t),
-        };
+        let (tenant, stored_scope) = crate::store::rules::token_columns(scope);
         let c = self.conn().await?;
         let stmt = c
             .prepare_cached(
-                "INSERT INTO tokens (hash, tenant_id, created_at)
-                 SELECT $1::text, $2::text, $3::bigint
+                "INSERT INTO tokens (hash, tenant_id, created_at, scope)
+                 SELECT $1::text, $2::text, $3::bigint, $4::text
                  WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM tenants WHERE id = $2::text)",
             )
             .await?;
-        match c.execute(&stmt, &[&hash, &tenant, &now]).await? {
+        match c
+            .execute(&stmt, &[&hash, &tenant, &now, &stored_scope])
+            .await?
+        {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
@@ -57,14 +60,14 @@ impl Admin for PostgresStore {
     async fn find_token(&self, hash: &str) -> Result<Option<TokenScope>> {
         let c = self.conn().await?;
         let stmt = c
-            .prepare_cached("SELECT tenant_id FROM tokens WHERE hash = $1")
+            .prepare_cached("SELECT tenant_id, scope FROM tokens WHERE hash = $1")
             .await?;
         Ok(match c.query_opt(&stmt, &[&hash]).await? {
             None => None,
-            Some(r) => Some(match r.try_get::<_, Option<String>>(0)? {
-                None => TokenScope::Admin,
-                Some(t) => TokenScope::Tenant(t),
-            }),
+            Some(r) => Some(crate::store::rules::token_scope(
+                r.try_get(0)?,
+                r.try_get(1)?,
+            )),
         })
     }
 
@@ -327,6 +330,21 @@ impl Admin for PostgresStore {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
+    }
+
+    async fn gauges(&self, now: Millis) -> Result<Gauges> {
+        let c = self.conn().await?;
+        let backlog = c.prepare_cached(GAUGES_BACKLOG_SQL).await?;
+        let endpoints = c.prepare_cached(GAUGES_ENDPOINTS_SQL).await?;
+        let b = c.query_one(&backlog, &[&now]).await?;
+        let e = c.query_one(&endpoints, &[]).await?;
+        Ok(crate::store::rules::gauges(
+            b.try_get(0)?,
+            b.try_get(1)?,
+            e.try_get(0)?,
+            e.try_get(1)?,
+            e.try_get(2)?,
+        ))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -385,12 +385,13 @@ pub const CLAIM_SQL: &str = concat!(
     db_now!(),
     " + $6::bigint
          FROM picked WHERE d.id = picked.id
-         RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures, d.next_attempt_at, d.seq
+         RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures, d.next_attempt_at, d.seq,
+                   CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since
      )
      -- The body by a correlated lookup, not a join: a prepared statement's generic plan
      -- cannot tell that LIMIT $3 is small and would hash-join all of events.
      SELECT l.id, l.event_id, l.tenant_id, l.cycle_failures,
-            (SELECT e.payload FROM events e WHERE e.id = l.event_id)
+            (SELECT e.payload FROM events e WHERE e.id = l.event_id), l.unattempted_since
      FROM leased l
      ORDER BY l.next_attempt_at, l.seq"
 );
@@ -633,11 +634,13 @@ impl PostgresStore {
                      FROM head
                      WHERE d.id = head.id AND NOT head.held
                        AND coalesce(head.next_attempt_at, $2) <= $2
-                     RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures
+                     RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures,
+                               CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since
                  )
                  SELECT head.held, head.next_attempt_at, l.id, l.event_id, l.tenant_id,
                         l.cycle_failures,
-                        (SELECT e.payload FROM events e WHERE e.id = l.event_id)
+                        (SELECT e.payload FROM events e WHERE e.id = l.event_id),
+                        l.unattempted_since
                  FROM head
                  LEFT JOIN leased l ON true"
             ))
@@ -670,6 +673,7 @@ impl PostgresStore {
                     cycle_failures: to_u32(row.try_get::<_, i32>(5)?.into()),
                     lease_token: lease.token,
                     row: None,
+                    unattempted_since: row.try_get(7)?,
                 });
             }
             None if !held => claimed.next_due = next.filter(|due| *due > now),

@@ -77,6 +77,7 @@ impl Queue for PostgresStore {
                 cycle_failures: to_u32(r.try_get::<_, i32>(3)?.into()),
                 lease_token: lease.token,
                 row: None,
+                unattempted_since: r.try_get(5)?,
             })
         })?;
         Ok(Claimed {

@@ -306,6 +306,11 @@ BEGIN
     RETURN true;
 END $$;
 "#,
+    // Tokens with a scope of their own (`metrics`: reads GET /metrics only). NULL for the
+    // admin and tenant tokens, whose scope `tenant_id` tells as before.
+    r#"
+ALTER TABLE tokens ADD COLUMN scope text;
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is

@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use rusqlite::params;
 
 use crate::model::Millis;
-use crate::store::{Admin, Endpoint, EventType, Listed, Page, StoreError, Tenant, TokenScope};
+use crate::store::rules::{GAUGES_BACKLOG_SQL, GAUGES_ENDPOINTS_SQL};
+use crate::store::{
+    Admin, Endpoint, EventType, Gauges, Listed, Page, StoreError, Tenant, TokenScope,
+};
 
 use super::{
     ENDPOINT_COLS, EVENT_TYPE_COLS, SPACE_HEADROOM, SqliteStore, TENANT_COLS, collect,
@@ -40,10 +43,7 @@ impl Admin for SqliteStore {
 
     async fn create_token(&self, hash: &str, scope: TokenScope, now: Millis) -> Result<()> {
         let hash = hash.to_owned();
-        let tenant = match scope {
-            TokenScope::Admin => None,
-            TokenScope::Tenant(t) => Some(t),
-        };
+        let (tenant, stored_scope) = crate::store::rules::token_columns(scope);
         self.writer
             .write(move |c| {
                 if let Some(t) = &tenant
@@ -52,9 +52,9 @@ impl Admin for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 c.prepare_cached(
-                    "INSERT INTO tokens (hash, tenant_id, created_at) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO tokens (hash, tenant_id, created_at, scope) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![hash, tenant, now])?;
+                .execute(params![hash, tenant, now, stored_scope])?;
                 Ok(())
             })
             .await
@@ -63,14 +63,11 @@ impl Admin for SqliteStore {
     async fn find_token(&self, hash: &str) -> Result<Option<TokenScope>> {
         let hash = hash.to_owned();
         self.read(move |c| {
-            let row: Option<Option<String>> = c
-                .prepare_cached("SELECT tenant_id FROM tokens WHERE hash = ?1")?
-                .query_row([hash], |r| r.get(0))
+            let row: Option<(Option<String>, Option<String>)> = c
+                .prepare_cached("SELECT tenant_id, scope FROM tokens WHERE hash = ?1")?
+                .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            Ok(row.map(|t| match t {
-                None => TokenScope::Admin,
-                Some(t) => TokenScope::Tenant(t),
-            }))
+            Ok(row.map(|(tenant, scope)| crate::store::rules::token_scope(tenant, scope)))
         })
         .await
     }
@@ -341,6 +338,21 @@ impl Admin for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn gauges(&self, now: Millis) -> Result<Gauges> {
+        self.read(move |c| {
+            let (due, scheduled): (i64, i64) = c
+                .prepare_cached(GAUGES_BACKLOG_SQL)?
+                .query_row([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (healthy, failing, disabled): (i64, i64, i64) = c
+                .prepare_cached(GAUGES_ENDPOINTS_SQL)?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(crate::store::rules::gauges(
+                due, scheduled, healthy, failing, disabled,
+            ))
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -457,7 +457,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 /// ?1 endpoint id, ?2 due time (ms), ?3 limit, ?4 now (ms). Shared with `explain_claim`, so
 /// the plan shown by `chime-bench` is the plan of the query that runs.
 pub const CLAIM_SQL: &str = "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures,
-            e.payload
+            e.payload, CASE WHEN d.attempts = 0 THEN d.created_at END
      FROM deliveries d JOIN events e ON e.id = d.event_id
      WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
      AND NOT chime_leased(d.seq, ?4)
@@ -501,7 +501,7 @@ pub fn explain_claim(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// A claimable delivery as both claim queries return it: their first six columns.
+/// A claimable delivery as both claim queries return it: their first seven columns.
 struct ClaimRow {
     seq: i64,
     id: DeliveryId,
@@ -509,6 +509,7 @@ struct ClaimRow {
     tenant_id: String,
     cycle_failures: u32,
     payload: Vec<u8>,
+    unattempted_since: Option<Millis>,
 }
 
 fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
@@ -519,6 +520,7 @@ fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
         tenant_id: r.get(3)?,
         cycle_failures: r.get(4)?,
         payload: r.get(5)?,
+        unattempted_since: r.get(6)?,
     })
 }
 
@@ -534,6 +536,7 @@ fn lease_job(row: ClaimRow, ep: EndpointId, lease: &Lease, until: Millis, now: M
         cycle_failures: row.cycle_failures,
         lease_token: lease.token,
         row: Some(row.seq),
+        unattempted_since: row.unattempted_since,
     }
 }
 
@@ -549,13 +552,14 @@ fn claim_head(
     let head: Option<(ClaimRow, Option<Millis>, bool)> = conn
         .prepare_cached(
             "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
+                    CASE WHEN d.attempts = 0 THEN d.created_at END,
                     d.next_attempt_at, chime_leased(d.seq, ?2)
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ordered = 1
              ORDER BY d.seq LIMIT 1",
         )?
         .query_row(params![&*ep, clock()], |r| {
-            Ok((claim_row(r)?, r.get(6)?, r.get(7)?))
+            Ok((claim_row(r)?, r.get(7)?, r.get(8)?))
         })
         .optional()?;
     let mut claimed = Claimed {

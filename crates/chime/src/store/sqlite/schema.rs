@@ -219,6 +219,11 @@ CREATE INDEX events_purged ON events(created_at) WHERE purged_at IS NOT NULL;
     r#"
 DROP TRIGGER IF EXISTS deliveries_ordered;
 "#,
+    // Tokens with a scope of their own (`metrics`: reads GET /metrics only). NULL for the
+    // admin and tenant tokens, whose scope `tenant_id` tells as before.
+    r#"
+ALTER TABLE tokens ADD COLUMN scope TEXT;
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction. Returns the

@@ -49,10 +49,20 @@ pub fn template_of(path: &str) -> Option<&'static str> {
 
 type Key = (String, &'static str, u16);
 
-/// Compiled response schemas, by (method, template, status); `None`: no body documented.
-fn validators() -> &'static Mutex<HashMap<Key, Option<std::sync::Arc<jsonschema::Validator>>>> {
-    static V: OnceLock<Mutex<HashMap<Key, Option<std::sync::Arc<jsonschema::Validator>>>>> =
-        OnceLock::new();
+/// What the document says of one answer's body.
+#[derive(Clone)]
+enum Body {
+    /// JSON matching this schema.
+    Json(std::sync::Arc<jsonschema::Validator>),
+    /// Another media type (the Prometheus text of /metrics): only the status is checked.
+    Other,
+    /// No body.
+    Empty,
+}
+
+/// Compiled response schemas, by (method, template, status).
+fn validators() -> &'static Mutex<HashMap<Key, Body>> {
+    static V: OnceLock<Mutex<HashMap<Key, Body>>> = OnceLock::new();
     V.get_or_init(Default::default)
 }
 
@@ -90,23 +100,27 @@ pub fn check(method: &str, path: &str, status: u16, body: &Value) {
                     method.to_uppercase()
                 );
             };
-            let v = response["content"]["application/json"]["schema"]
-                .as_object()
-                .map(|schema| {
+            let content = response["content"].as_object();
+            let v = match content.and_then(|c| c.get("application/json")) {
+                None if content.is_some() => Body::Other,
+                None => Body::Empty,
+                Some(json) => json["schema"].as_object().map_or(Body::Empty, |schema| {
                     // The schema, with the document's components beside it so that its
                     // `#/components/schemas/…` references resolve.
                     let mut root = Value::Object(schema.clone());
                     root["components"] = document()["components"].clone();
-                    std::sync::Arc::new(
+                    Body::Json(std::sync::Arc::new(
                         jsonschema::validator_for(&root).expect("a documented schema compiles"),
-                    )
-                });
+                    ))
+                }),
+            };
             cache.insert(key, v.clone());
             v
         }
     };
     match validator {
-        Some(v) => {
+        Body::Other => {}
+        Body::Json(v) => {
             let errors: Vec<String> = v.iter_errors(body).map(|e| e.to_string()).collect();
             assert!(
                 errors.is_empty(),
@@ -116,7 +130,7 @@ pub fn check(method: &str, path: &str, status: u16, body: &Value) {
                 shown(body)
             );
         }
-        None => assert!(
+        Body::Empty => assert!(
             body.is_null(),
             "{} {path} answered {status} with a body, but the document says it has none: {}",
             method.to_uppercase(),

@@ -35,6 +35,9 @@ pub struct Opts {
     /// The store; `None` means SQLite in the data directory, unless the test runs under
     /// `on_postgres`, which gives each data directory a PostgreSQL schema of its own.
     pub database_url: Option<String>,
+    /// Serve /metrics without auth on a second address of its own (`TestServer::metrics_addr`).
+    pub metrics_listen: bool,
+    pub metrics_tenant_series: usize,
 }
 
 impl Default for Opts {
@@ -55,6 +58,8 @@ impl Default for Opts {
             header_timeout: "10s",
             body_timeout: "30s",
             database_url: None,
+            metrics_listen: false,
+            metrics_tenant_series: 0,
         }
     }
 }
@@ -63,6 +68,8 @@ pub struct TestServer {
     pub base: String,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// Where /metrics is served without auth, with `Opts::metrics_listen`.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -92,6 +99,8 @@ fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
         body_timeout: Some(opts.body_timeout.into()),
         poll_interval: Some("1s".into()),
         database_url: opts.database_url.clone(),
+        metrics_listen: opts.metrics_listen.then(|| "127.0.0.1:0".into()),
+        metrics_tenant_series: Some(opts.metrics_tenant_series),
         ..Default::default()
     };
     chime::config::Config::from_layer(layer).expect("valid test config")
@@ -160,14 +169,15 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(chime::run(config, listener, shutdown.clone(), move |_| {
-            let _ = ready_tx.send(());
+        let task = tokio::spawn(chime::run(config, listener, shutdown.clone(), move |s| {
+            let _ = ready_tx.send(s.metrics_addr);
         }));
-        ready_rx.await.expect("server started");
+        let metrics_addr = ready_rx.await.expect("server started");
         Self {
             base: format!("http://{addr}"),
             addr,
             http: reqwest::Client::new(),
+            metrics_addr,
             shutdown,
             task: Some(task),
         }
