@@ -8,7 +8,10 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{PageParams, Principal, Query, path_id};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::types::{AttemptOut, DeliveryListParams, DeliveryOut, ErrorOut, ReplayIn, ReplayOut};
+use super::types::{
+    AttemptOut, DeliveryListParams, DeliveryOut, DeliveryPath, ErrorOut, ReplayIn, ReplayOut,
+    TenantPath,
+};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{DeliveryId, EventId, format_time, now_millis};
 use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, StoreError};
@@ -66,7 +69,7 @@ impl From<Attempt> for AttemptOut {
     path = "/v1/tenants/{tenant}/deliveries",
     tag = "deliveries",
     summary = "List deliveries, newest first",
-    params(("tenant" = String, Path, description = "Tenant id"), DeliveryListParams),
+    params(TenantPath, DeliveryListParams),
     responses((status = 200, description = "A page of deliveries", body = ListOut<DeliveryOut>))
 )]
 async fn list(
@@ -137,7 +140,7 @@ async fn load(
     path = "/v1/tenants/{tenant}/deliveries/{delivery}",
     tag = "deliveries",
     summary = "Show a delivery",
-    params(("tenant" = String, Path, description = "Tenant id"), ("delivery" = String, Path, description = "Delivery id (`dlv_…`)")),
+    params(DeliveryPath),
     responses((status = 200, description = "The delivery", body = DeliveryOut))
 )]
 async fn show(
@@ -155,7 +158,7 @@ async fn show(
     path = "/v1/tenants/{tenant}/deliveries/{delivery}/attempts",
     tag = "deliveries",
     summary = "List a delivery's attempts",
-    params(("tenant" = String, Path, description = "Tenant id"), ("delivery" = String, Path, description = "Delivery id (`dlv_…`)"), PageParams),
+    params(DeliveryPath, PageParams),
     responses((status = 200, description = "A page of attempts", body = ListOut<AttemptOut>))
 )]
 async fn attempts(
@@ -174,7 +177,7 @@ async fn attempts(
     path = "/v1/tenants/{tenant}/deliveries/{delivery}/retry",
     tag = "deliveries",
     summary = "Attempt a delivery again now",
-    params(("tenant" = String, Path, description = "Tenant id"), ("delivery" = String, Path, description = "Delivery id (`dlv_…`)")),
+    params(DeliveryPath),
     responses((status = 202, description = "Queued", body = DeliveryOut), (status = 409, description = "It cannot be retried (in flight, or its payload was purged)", body = ErrorOut))
 )]
 async fn retry(
@@ -204,7 +207,7 @@ async fn retry(
     path = "/v1/tenants/{tenant}/deliveries/{delivery}/skip",
     tag = "deliveries",
     summary = "Give up a pending delivery without attempting it",
-    params(("tenant" = String, Path, description = "Tenant id"), ("delivery" = String, Path, description = "Delivery id (`dlv_…`)")),
+    params(DeliveryPath),
     responses((status = 200, description = "Skipped", body = DeliveryOut), (status = 409, description = "It is not pending", body = ErrorOut))
 )]
 async fn skip(
@@ -244,7 +247,7 @@ fn parse_time(field: &str, text: &str) -> ApiResult<crate::model::Millis> {
     path = "/v1/tenants/{tenant}/replay",
     tag = "deliveries",
     summary = "Deliver again what a filter matches (by default the failed deliveries)",
-    params(("tenant" = String, Path, description = "Tenant id")),
+    params(TenantPath),
     request_body = ReplayIn,
     responses((status = 200, description = "Counted or re-queued", body = ReplayOut))
 )]

@@ -11,8 +11,8 @@ use super::extract::{JsonBody, PageParams, Principal, Query, checked_description
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::types::{
-    EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, RotateIn, RotatedOut, SecretOut,
-    SignatureScheme,
+    EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, EndpointPath, RotateIn, RotatedOut,
+    SecretOut, SignatureScheme, TenantPath,
 };
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{EndpointId, Subscription, format_time, now_millis, parse_endpoint_url};
@@ -185,7 +185,7 @@ fn generate_secret(scheme: Option<SignatureScheme>) -> String {
     path = "/v1/tenants/{tenant}/endpoints",
     tag = "endpoints",
     summary = "Add an endpoint; its secret is shown in this answer only",
-    params(("tenant" = String, Path, description = "Tenant id")),
+    params(TenantPath),
     request_body = EndpointIn,
     responses((status = 201, description = "Created", body = EndpointOut))
 )]
@@ -240,7 +240,7 @@ async fn create(
     path = "/v1/tenants/{tenant}/endpoints",
     tag = "endpoints",
     summary = "List endpoints",
-    params(("tenant" = String, Path, description = "Tenant id"), PageParams),
+    params(TenantPath, PageParams),
     responses((status = 200, description = "A page of endpoints", body = ListOut<EndpointOut>))
 )]
 async fn list(
@@ -279,7 +279,7 @@ async fn load(
     path = "/v1/tenants/{tenant}/endpoints/{endpoint}",
     tag = "endpoints",
     summary = "Show an endpoint (and the delivery blocking an ordered one)",
-    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    params(EndpointPath),
     responses((status = 200, description = "The endpoint", body = EndpointDetailOut))
 )]
 async fn show(
@@ -309,7 +309,7 @@ async fn show(
     path = "/v1/tenants/{tenant}/endpoints/{endpoint}/secret",
     tag = "endpoints",
     summary = "Reveal the signing secret",
-    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    params(EndpointPath),
     responses((status = 200, description = "The secret", body = SecretOut))
 )]
 async fn secret(
@@ -333,7 +333,7 @@ const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
     path = "/v1/tenants/{tenant}/endpoints/{endpoint}/secret/rotate",
     tag = "endpoints",
     summary = "Rotate the signing secret; the old one keeps signing for the grace period",
-    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    params(EndpointPath),
     request_body = RotateIn,
     responses((status = 200, description = "The new secret", body = RotatedOut))
 )]
@@ -376,7 +376,7 @@ async fn rotate_secret(
     path = "/v1/tenants/{tenant}/endpoints/{endpoint}",
     tag = "endpoints",
     summary = "Change an endpoint; absent fields stay, null clears",
-    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    params(EndpointPath),
     request_body = EndpointPatch,
     responses((status = 200, description = "The endpoint as changed", body = EndpointOut))
 )]
@@ -443,7 +443,7 @@ async fn update(
     path = "/v1/tenants/{tenant}/endpoints/{endpoint}",
     tag = "endpoints",
     summary = "Delete an endpoint with its deliveries",
-    params(("tenant" = String, Path, description = "Tenant id"), ("endpoint" = String, Path, description = "Endpoint id (`ep_…`)")),
+    params(EndpointPath),
     responses((status = 204, description = "Deleted"))
 )]
 async fn delete(

@@ -9,7 +9,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PageParams, Principal, Query, checked_description};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::types::{ErrorOut, EventTypeIn, EventTypeOut, EventTypePatch};
+use super::types::{ErrorOut, EventTypeIn, EventTypeOut, EventTypePatch, EventTypePath};
 use super::{AppState, ListOut};
 use crate::model::{format_time, now_millis, parse_event_name};
 use crate::store::{EventType, StoreError};
@@ -105,7 +105,7 @@ async fn list(
     path = "/v1/event-types/{name}",
     tag = "event-types",
     summary = "Show an event type",
-    params(("name" = String, Path, description = "Event name")),
+    params(EventTypePath),
     responses((status = 200, description = "The event type", body = EventTypeOut))
 )]
 async fn show(
@@ -126,7 +126,7 @@ async fn show(
     path = "/v1/event-types/{name}",
     tag = "event-types",
     summary = "Change an event type (admin); null removes the schema",
-    params(("name" = String, Path, description = "Event name")),
+    params(EventTypePath),
     request_body = EventTypePatch,
     responses((status = 200, description = "The event type as changed", body = EventTypeOut))
 )]
@@ -164,7 +164,7 @@ async fn update(
     path = "/v1/event-types/{name}",
     tag = "event-types",
     summary = "Remove an event type from the catalog (admin)",
-    params(("name" = String, Path, description = "Event name")),
+    params(EventTypePath),
     responses((status = 204, description = "Deleted"))
 )]
 async fn delete(

@@ -12,7 +12,8 @@ use super::extract::{PageParams, Principal, Query, parse_json, read_body};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::types::{
-    DeliveryOut, EventIn, EventListParams, EventOut, PublishedDeliveryOut, PublishedOut,
+    DeliveryOut, EventIn, EventListParams, EventOut, EventPath, PublishedDeliveryOut, PublishedOut,
+    TenantPath,
 };
 use super::{AppState, ListOut};
 use crate::model::{EventId, format_time, now_millis, parse_event_name};
@@ -45,7 +46,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     path = "/v1/tenants/{tenant}/events",
     tag = "events",
     summary = "Publish an event to every subscribed endpoint",
-    params(("tenant" = String, Path, description = "Tenant id"), ("Idempotency-Key" = Option<String>, Header, description = "Publishing again with the same key stores the event once")),
+    params(TenantPath, ("Idempotency-Key" = Option<String>, Header, description = "Publishing again with the same key stores the event once")),
     request_body = EventIn,
     responses((status = 202, description = "Stored durably; deliveries start. A repeated Idempotency-Key answers what was stored the first time, with `Idempotent-Replayed: true`", body = PublishedOut, headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before and nothing new was stored"))))
 )]
@@ -166,7 +167,7 @@ impl EventOut {
     path = "/v1/tenants/{tenant}/events",
     tag = "events",
     summary = "List events, newest first",
-    params(("tenant" = String, Path, description = "Tenant id"), EventListParams),
+    params(TenantPath, EventListParams),
     responses((status = 200, description = "A page of events", body = ListOut<EventOut>))
 )]
 async fn list(
@@ -196,7 +197,7 @@ async fn list(
     path = "/v1/tenants/{tenant}/events/{event}",
     tag = "events",
     summary = "Show an event with its deliveries",
-    params(("tenant" = String, Path, description = "Tenant id"), ("event" = String, Path, description = "Event id (`evt_…`)")),
+    params(EventPath),
     responses((status = 200, description = "The event", body = EventOut))
 )]
 async fn show(

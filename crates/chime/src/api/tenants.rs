@@ -8,7 +8,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PageParams, Principal, Query};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::types::{ErrorOut, TenantIn, TenantOut, TokenOut};
+use super::types::{ErrorOut, TenantIn, TenantOut, TenantPath, TokenOut};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{format_time, new_id, now_millis, parse_tenant_id};
 use crate::store::{Page, Tenant, TokenScope};
@@ -86,7 +86,7 @@ async fn list(
     path = "/v1/tenants/{tenant}",
     tag = "tenants",
     summary = "Show a tenant",
-    params(("tenant" = String, Path, description = "Tenant id")),
+    params(TenantPath),
     responses((status = 200, description = "The tenant", body = TenantOut))
 )]
 async fn show(
@@ -104,7 +104,7 @@ async fn show(
     path = "/v1/tenants/{tenant}",
     tag = "tenants",
     summary = "Delete a tenant with everything it holds (admin)",
-    params(("tenant" = String, Path, description = "Tenant id")),
+    params(TenantPath),
     responses((status = 204, description = "Deleted"))
 )]
 async fn delete(
@@ -153,7 +153,7 @@ async fn delete(
     path = "/v1/tenants/{tenant}/tokens",
     tag = "tenants",
     summary = "Create a token that reaches this tenant only (admin); shown once",
-    params(("tenant" = String, Path, description = "Tenant id")),
+    params(TenantPath),
     responses((status = 201, description = "Created", body = TokenOut))
 )]
 async fn create_token(

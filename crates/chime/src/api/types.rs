@@ -40,6 +40,54 @@ pub struct PageParams {
     pub cursor: Option<String>,
 }
 
+// --- path parameters (documentation only: the handlers read them with axum's `Path`) ---
+
+/// `/v1/tenants/{tenant}…`
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TenantPath {
+    /// Tenant id
+    pub tenant: String,
+}
+
+/// `…/endpoints/{endpoint}…`
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct EndpointPath {
+    /// Tenant id
+    pub tenant: String,
+    /// Endpoint id (`ep_…`)
+    pub endpoint: String,
+}
+
+/// `…/deliveries/{delivery}…`
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DeliveryPath {
+    /// Tenant id
+    pub tenant: String,
+    /// Delivery id (`dlv_…`)
+    pub delivery: String,
+}
+
+/// `…/events/{event}`
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct EventPath {
+    /// Tenant id
+    pub tenant: String,
+    /// Event id (`evt_…`)
+    pub event: String,
+}
+
+/// `/v1/event-types/{name}`
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct EventTypePath {
+    /// Event name
+    pub name: String,
+}
+
 // --- tenants -------------------------------------------------------------------------------
 
 #[serde_with::skip_serializing_none]
