@@ -31,6 +31,7 @@ pub mod retry;
 pub mod schema_cost;
 pub mod store;
 pub mod tenant_work;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -142,6 +143,8 @@ pub struct Started {
     /// The SQLite file, or the PostgreSQL URL without its password.
     pub database: PathBuf,
     pub admin_token: AdminToken,
+    /// The dashboard's address.
+    pub dashboard: String,
 }
 
 /// Runs `chime serve` until `shutdown` is cancelled, then shuts down gracefully: stop taking
@@ -195,6 +198,13 @@ pub async fn run(
         store.clone(),
         config.admin_token.as_deref(),
     ));
+    let addr = listener.local_addr()?;
+    let keys = ui::session::Keys::load(store.as_ref()).await?;
+    let public_url = config
+        .ui
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let state = api::AppState {
         store: store.clone(),
         dispatch: handle,
@@ -206,8 +216,18 @@ pub async fn run(
         )),
         max_body_bytes: config.http.max_body_bytes,
         body_timeout: config.http.body_timeout,
+        links: Arc::new(ui::LinkIssuer::new(keys.clone(), &public_url)),
     };
-    let app = api::router(state);
+    let api_router = api::router(state.clone());
+    let app = ui::router(ui::UiState {
+        app: state,
+        api: api_router.clone(),
+        keys,
+        settings: Arc::new(ui::Settings::from_config(&config.ui, &public_url)),
+        area: ui::session::Area::Dashboard,
+        shutdown: shutdown.clone(),
+    })
+    .merge(api_router);
 
     let dispatcher_stop = CancellationToken::new();
     // Another node made deliveries claimable (released or retried them): claim at once
@@ -238,7 +258,8 @@ pub async fn run(
     ));
 
     on_start(&Started {
-        addr: listener.local_addr()?,
+        addr,
+        dashboard: format!("{}/ui", public_url.trim_end_matches('/')),
         database: PathBuf::from(database.display()),
         admin_token,
     });

@@ -78,6 +78,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 )
             }
         }
+        println!("  dashboard:   {} (sign in with a token)", s.dashboard);
         println!("  stop with Ctrl-C");
     })
     .await

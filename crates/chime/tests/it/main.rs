@@ -24,3 +24,4 @@ mod openapi;
 mod postgres_faults;
 mod process;
 mod store_conformance;
+mod ui_http;

@@ -35,6 +35,8 @@ pub struct Opts {
     /// The store; `None` means SQLite in the data directory, unless the test runs under
     /// `on_postgres`, which gives each data directory a PostgreSQL schema of its own.
     pub database_url: Option<String>,
+    /// Origins that may frame the portal (`portal_frame_ancestors`).
+    pub portal_frame_ancestors: Option<String>,
 }
 
 impl Default for Opts {
@@ -55,6 +57,7 @@ impl Default for Opts {
             header_timeout: "10s",
             body_timeout: "30s",
             database_url: None,
+            portal_frame_ancestors: None,
         }
     }
 }
@@ -92,6 +95,7 @@ fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
         body_timeout: Some(opts.body_timeout.into()),
         poll_interval: Some("1s".into()),
         database_url: opts.database_url.clone(),
+        portal_frame_ancestors: opts.portal_frame_ancestors.clone(),
         ..Default::default()
     };
     chime::config::Config::from_layer(layer).expect("valid test config")
