@@ -6,6 +6,7 @@
 
 mod check;
 mod client;
+mod dashboard;
 mod deliveries;
 mod endpoint;
 mod event_types;
@@ -66,6 +67,8 @@ enum Command {
     Deliveries(deliveries::DeliveriesArgs),
     /// Manage the event-type catalog: names, descriptions and JSON Schemas for their data.
     EventTypes(event_types::EventTypesArgs),
+    /// Print (and on a desktop, open) a one-time sign-in link to the dashboard.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -91,6 +94,7 @@ pub fn main_with_args() -> ExitCode {
         Command::Events(args) => events::main(args),
         Command::Deliveries(args) => deliveries::main(args),
         Command::EventTypes(args) => event_types::main(args),
+        Command::Dashboard(args) => dashboard::main(args),
     }
 }
 

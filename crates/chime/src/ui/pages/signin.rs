@@ -29,6 +29,7 @@ pub async fn login_form(State(state): State<UiState>) -> Response {
                 input #token type="password" name="token" autocomplete="off" required autofocus;
                 button type="submit" { "Sign in" }
             }
+            p { "Or run " code { "chime dashboard" } " for a one-time sign-in link." }
         },
     );
     let mut res = html(page);
