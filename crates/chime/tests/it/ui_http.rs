@@ -1,7 +1,7 @@
 //! The dashboard and the portal over plain HTTP, where no browser is needed: session cookie
 //! flags, the CSP on every page, CSRF on every form, one-time and expiring links, sign-out,
 //! read-only sessions, and that a portal session never reaches another tenant whatever URL,
-//! id or form field is edited.
+//! id or form field is edited. (The browser tests are in `ui_browser.rs`.)
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
