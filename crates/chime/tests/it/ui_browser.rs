@@ -104,10 +104,26 @@ async fn an_operator_signs_in_sets_up_watches_live_and_retries() {
     assert!(ok.is_some(), "the retried delivery never succeeded");
     b.shot("delivery-retried").await;
 
-    // The overview shows what happened.
+    // Eight more deliveries, two of which fail: with the retried one, 7 succeeded and 2
+    // failed, as the overview shows.
+    for (i, status) in [200, 200, 200, 500, 200, 200, 500, 200]
+        .into_iter()
+        .enumerate()
+    {
+        rx.set_default(status);
+        let p = server.publish("acme", "order.paid", json!({"n": i})).await;
+        let id = p["deliveries"][0]["id"].as_str().unwrap().to_owned();
+        let want = if status == 200 { "succeeded" } else { "failed" };
+        server.wait_status("acme", &id, want).await;
+    }
     b.goto(&server.url("/ui")).await;
     b.find("figure.chart svg").await;
-    assert!(b.source().await.contains("Dead letters"));
+    let page = b.source().await;
+    assert!(page.contains("Dead letters"));
+    assert!(
+        page.contains("succeeded 7") && page.contains("failed 2"),
+        "{page}"
+    );
     b.shot("overview").await;
     b.quit().await;
     server.stop().await;

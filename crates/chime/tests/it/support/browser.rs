@@ -76,6 +76,16 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu",
                     "--disable-dev-shm-usage", "--no-first-run",
                     format!("--window-size={},{}", window.0, window.1),
+                    // Nothing but the servers of the test: no background requests to
+                    // Google's services, and any other host fails here at once (a dead
+                    // proxy; loopback is never proxied) instead of reaching a network.
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-default-apps", "--no-pings",
+                    "--disable-domain-reliability", "--disable-breakpad",
+                    "--disable-client-side-phishing-detection",
+                    "--disable-features=OptimizationHints,MediaRouter,Translate,AutofillServerCommunication",
+                    "--proxy-server=http://127.0.0.1:9",
+                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                 ],
             }
         });
