@@ -179,9 +179,17 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // The group holds chromedriver and the Chromium it started; a test that panicked
-        // leaves none of them behind. (Only our own group: its id is chromedriver's pid.)
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.driver.id())])
-            .status();
+        // leaves none of them behind. Only our own group: its id is chromedriver's pid, and
+        // it is checked to still be one before the signal (killpg directly: the `kill`
+        // command's reading of a negative pid after a signal name differs between versions).
+        let Ok(pid) = libc::pid_t::try_from(self.driver.id()) else {
+            return;
+        };
+        // SAFETY: getpgid and killpg only read their arguments.
+        unsafe {
+            if pid > 1 && libc::getpgid(pid) == pid {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
     }
 }
