@@ -161,7 +161,7 @@ fn assert_strict_csp(p: &Page, ancestors: &str) {
 pub struct TwoTenants {
     pub _dir: tempfile::TempDir,
     pub server: TestServer,
-    pub _rx: Receiver,
+    pub rx: Receiver,
     pub a_endpoint: String,
     pub b_endpoint: String,
     pub a_delivery: String,
@@ -191,7 +191,7 @@ pub async fn two_tenants(opts: Opts) -> TwoTenants {
     TwoTenants {
         _dir: dir,
         server,
-        _rx: rx,
+        rx,
         a_endpoint,
         b_endpoint,
         a_delivery,
@@ -536,3 +536,43 @@ on_both_backends!(
     links_work_once_and_expire,
     a_portal_session_never_reaches_another_tenant
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_settings_are_edited_through_the_apis_rules() {
+    let two = two_tenants(Opts::default()).await;
+    let server = &two.server;
+    let mut v = admin_visitor(server).await;
+    let page = format!("/ui/t/alpha/endpoints/{}", two.a_endpoint);
+    let api = format!("/v1/tenants/alpha/endpoints/{}", two.a_endpoint);
+    let csrf = v.get(&page).await.csrf();
+    let url = two.rx.url("/alpha-hook");
+    let edit_path = format!("{page}/edit");
+    let mut edit = async |rate: &str, filter: &str| {
+        let fields = [
+            ("csrf", csrf.as_str()),
+            ("url", url.as_str()),
+            ("more_events", "order.*"),
+            ("rate_limit_per_s", rate),
+            ("filter", filter),
+        ];
+        v.post(&edit_path, &fields).await.status
+    };
+    assert_eq!(edit("5", "$.data[?@.n > 1]").await, 303);
+    let got = server.admin("GET", &api, None).await.1;
+    assert_eq!(got["rate_limit_per_s"], 5);
+    assert_eq!(got["filter"], "$.data[?@.n > 1]");
+    assert_eq!(got["events"], json!(["order.*"]));
+    // What the API refuses, the form cannot do: a rate out of range, text, a bad filter.
+    for (rate, filter) in [("0", ""), ("fast", ""), ("", "$[")] {
+        let status = edit(rate, filter).await;
+        assert!(status == 422 || status == 400, "{rate} {filter}: {status}");
+    }
+    let got = server.admin("GET", &api, None).await.1;
+    assert_eq!(got["rate_limit_per_s"], 5, "nothing changed");
+    // Empty clears.
+    assert_eq!(edit("", "").await, 303);
+    let got = server.admin("GET", &api, None).await.1;
+    assert!(got["rate_limit_per_s"].is_null());
+    assert!(got["filter"].is_null());
+    two.server.stop().await;
+}

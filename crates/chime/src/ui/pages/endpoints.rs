@@ -103,6 +103,18 @@ pub fn example(schema: &Value) -> Value {
     }
 }
 
+/// A numeric setting as the API's patch takes it: empty clears it (`null`); anything else is
+/// passed on as typed, a number or, if it is not one, the text for the API to refuse.
+fn number(f: &Fields, name: &str) -> Value {
+    match f.get(name) {
+        None => Value::Null,
+        Some(t) => t
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(t)),
+    }
+}
+
 fn health(e: &EndpointOut) -> Markup {
     html! {
         @if !e.enabled {
@@ -273,6 +285,12 @@ pub async fn show(
                         label for="description" { "Description" }
                         input #description name="description" type="text" value=(e.description);
                         (event_picker(&types, &e.events))
+                        label for="max-in-flight" { "Attempts in flight at once (1–100; empty: the server's default)" }
+                        input #max-in-flight name="max_in_flight" type="text" inputmode="numeric" value=(e.max_in_flight.map(|n| n.to_string()).unwrap_or_default());
+                        label for="rate-limit" { "Attempts started per second at most (empty: no limit)" }
+                        input #rate-limit name="rate_limit_per_s" type="text" inputmode="numeric" value=(e.rate_limit_per_s.map(|n| n.to_string()).unwrap_or_default());
+                        label for="filter" { "Payload filter (JSONPath, e.g. " code { "$.data[?@.amount > 100]" } "; empty: every event)" }
+                        input #filter name="filter" type="text" value=(e.filter.as_deref().unwrap_or(""));
                         button type="submit" { "Save" }
                     }
                     h2 { "Send a test event" }
@@ -317,6 +335,9 @@ pub async fn act(
                             "url": p.fields.get("url"),
                             "description": p.fields.get("description").unwrap_or(""),
                             "events": chosen_events(&p.fields).unwrap_or_default(),
+                            "max_in_flight": number(&p.fields, "max_in_flight"),
+                            "rate_limit_per_s": number(&p.fields, "rate_limit_per_s"),
+                            "filter": p.fields.get("filter"),
                         }),
                     )
                     .await?;
