@@ -35,6 +35,7 @@ pub struct Config {
     /// Refuse events whose name is not in the event-type catalog.
     pub strict_event_types: bool,
     pub observability: ObservabilityConfig,
+    pub ui: UiConfig,
 }
 
 /// Metrics, traces and logs.
@@ -55,6 +56,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+/// The dashboard and the portal.
+#[derive(Clone, Debug)]
+pub struct UiConfig {
+    /// `None`: http:// and the listen address, known once bound.
+    pub public_url: Option<String>,
+    pub portal_frame_ancestors: Vec<String>,
+    pub brand_name: String,
+    pub brand_logo_url: Option<String>,
+    pub brand_accent: Option<String>,
 }
 
 /// The API listener.
@@ -225,6 +237,24 @@ pub struct Layer {
     /// Log line format: text or json.
     #[arg(long, env = "CHIME_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Where browsers reach this server, e.g. https://chime.example.com (empty: http:// and
+    /// the listen address). Links of the portal and the dashboard start with it; https://
+    /// makes the session cookies Secure.
+    #[arg(long, env = "CHIME_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Space-separated origins allowed to embed the customer portal in an iframe, e.g.
+    /// https://app.example.com (empty: none).
+    #[arg(long, env = "CHIME_PORTAL_FRAME_ANCESTORS")]
+    pub portal_frame_ancestors: Option<String>,
+    /// The product name the dashboard and the portal show.
+    #[arg(long, env = "CHIME_BRAND_NAME")]
+    pub brand_name: Option<String>,
+    /// An https:// URL of a logo shown beside the name (empty: none).
+    #[arg(long, env = "CHIME_BRAND_LOGO_URL")]
+    pub brand_logo_url: Option<String>,
+    /// The pages' accent colour, #rgb or #rrggbb.
+    #[arg(long, env = "CHIME_BRAND_ACCENT")]
+    pub brand_accent: Option<String>,
 }
 
 impl Layer {
@@ -408,6 +438,13 @@ impl Config {
                 metrics_tenant_series,
                 log_format: LogFormat::parse(&required("log_format", l.log_format)?)?,
             },
+            ui: ui_config(
+                l.public_url,
+                l.portal_frame_ancestors,
+                l.brand_name,
+                l.brand_logo_url,
+                l.brand_accent,
+            )?,
         })
     }
 }
@@ -424,6 +461,70 @@ impl LogFormat {
             other => Err(format!("log_format = {other:?}: use text or json")),
         }
     }
+}
+
+fn nonempty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// An origin as CSP's `frame-ancestors` takes it: `https://host[:port]` or `http://…`.
+fn is_origin(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:*".contains(&b))
+    })
+}
+
+fn ui_config(
+    public_url: Option<String>,
+    ancestors: Option<String>,
+    name: Option<String>,
+    logo: Option<String>,
+    accent: Option<String>,
+) -> Result<UiConfig, String> {
+    let public_url = nonempty(public_url);
+    if let Some(u) = &public_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(format!(
+            "public_url = {u:?} must start with http:// or https://"
+        ));
+    }
+    let portal_frame_ancestors: Vec<String> = nonempty(ancestors)
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = portal_frame_ancestors.iter().find(|o| !is_origin(o)) {
+        return Err(format!(
+            "portal_frame_ancestors: {bad:?} is not an origin such as https://app.example.com"
+        ));
+    }
+    let brand_logo_url = nonempty(logo);
+    if let Some(l) = &brand_logo_url
+        && (!l.starts_with("https://") || l.contains(['"', '<', '>', ' ']))
+    {
+        return Err(format!("brand_logo_url = {l:?} must be an https:// URL"));
+    }
+    let brand_accent = nonempty(accent);
+    if let Some(a) = &brand_accent {
+        let hex = a.strip_prefix('#').unwrap_or("");
+        if !matches!(hex.len(), 3 | 6) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("brand_accent = {a:?} must be #rgb or #rrggbb"));
+        }
+    }
+    Ok(UiConfig {
+        public_url,
+        portal_frame_ancestors,
+        brand_name: nonempty(name).unwrap_or_else(|| "chime".into()),
+        brand_logo_url,
+        brand_accent,
+    })
 }
 
 impl StoreConfig {
@@ -534,7 +635,16 @@ mod tests {
             let env = arg.get_env().unwrap().to_string_lossy().to_string();
             assert_eq!(env, format!("CHIME_{}", id.to_uppercase()), "{id}");
             let help = arg.get_help().unwrap().to_string();
-            if !matches!(id, "database_url" | "allow_targets" | "metrics_listen") {
+            let empty_by_default = [
+                "database_url",
+                "allow_targets",
+                "metrics_listen",
+                "public_url",
+                "portal_frame_ancestors",
+                "brand_logo_url",
+                "brand_accent",
+            ];
+            if !empty_by_default.contains(&id) {
                 assert!(help.contains("[default: "), "{id}: {help}");
             }
         }

@@ -32,6 +32,7 @@ pub mod retry;
 pub mod schema_cost;
 pub mod store;
 pub mod tenant_work;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,6 +149,8 @@ pub struct Started {
     pub admin_token: AdminToken,
     /// Where `GET /metrics` is served without auth (`metrics_listen`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The dashboard's address.
+    pub dashboard: String,
 }
 
 /// Runs `chime serve` until `shutdown` is cancelled, then shuts down gracefully: stop taking
@@ -209,6 +212,13 @@ pub async fn run(
         store.clone(),
         config.admin_token.as_deref(),
     ));
+    let addr = listener.local_addr()?;
+    let keys = ui::session::Keys::load(store.as_ref()).await?;
+    let public_url = config
+        .ui
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let state = api::AppState {
         store: store.clone(),
         dispatch: handle,
@@ -221,8 +231,18 @@ pub async fn run(
         max_body_bytes: config.http.max_body_bytes,
         body_timeout: config.http.body_timeout,
         metrics: metrics.clone(),
+        links: Arc::new(ui::LinkIssuer::new(keys.clone(), &public_url)),
     };
-    let app = api::router(state);
+    let api_router = api::router(state.clone());
+    let app = ui::router(ui::UiState {
+        app: state,
+        api: api_router.clone(),
+        keys,
+        settings: Arc::new(ui::Settings::from_config(&config.ui, &public_url)),
+        area: ui::session::Area::Dashboard,
+        shutdown: shutdown.clone(),
+    })
+    .merge(api_router);
 
     let dispatcher_stop = CancellationToken::new();
     // Another node made deliveries claimable (released or retried them): claim at once
@@ -274,7 +294,8 @@ pub async fn run(
     };
 
     on_start(&Started {
-        addr: listener.local_addr()?,
+        addr,
+        dashboard: format!("{}/ui", public_url.trim_end_matches('/')),
         database: PathBuf::from(database.display()),
         admin_token,
         metrics_addr,

@@ -41,10 +41,19 @@ impl Principal {
     }
 }
 
+/// A caller the server itself vouches for: the dashboard and the portal call the API
+/// in-process (`ui::call`) with their session's principal in the request's extensions,
+/// which no client can set. Everything else about the call is the API's own path.
+#[derive(Debug, Clone)]
+pub struct Delegated(pub Principal);
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(Delegated(principal)) = parts.extensions.get::<Delegated>() {
+            return Ok(principal.clone());
+        }
         match bearer_scope(parts, state).await? {
             TokenScope::Admin => Ok(Principal::Admin),
             TokenScope::Tenant(t) => Ok(Principal::Tenant(t)),

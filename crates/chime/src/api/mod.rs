@@ -10,6 +10,7 @@ pub mod error;
 mod event_types;
 mod events;
 mod extract;
+mod links;
 pub mod metrics;
 mod openapi;
 mod tenants;
@@ -27,6 +28,7 @@ use crate::dispatch::DispatchHandle;
 use crate::net_policy::TargetPolicy;
 use crate::store::{Listed, Store};
 use error::{ApiError, Code};
+pub use extract::{Delegated, Principal};
 pub use types::ListOut;
 
 /// What every handler can reach.
@@ -41,6 +43,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Deadline for a request body to arrive once a handler reads it.
     pub body_timeout: std::time::Duration,
+    /// Signs the one-time links of the portal and the dashboard.
+    pub links: Arc<crate::ui::LinkIssuer>,
 }
 
 /// The routes of the API with the OpenAPI document their handlers describe: one list, so no
@@ -56,6 +60,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(deliveries::routes())
         .merge(event_types::routes())
         .merge(metrics::routes())
+        .merge(links::routes())
 }
 
 /// The OpenAPI 3.1 document of this API, as `GET /v1/openapi.json` serves it.

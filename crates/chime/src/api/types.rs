@@ -395,6 +395,26 @@ pub struct MetricsTokenOut {
     pub scope: String,
 }
 
+// --- sign-in links: the customer portal and the dashboard ----------------------------------
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSessionIn {
+    /// How long the link (and the session it opens) lasts: 1 s to 7 days; 3600 if absent.
+    pub expires_in_s: Option<u64>,
+    /// A read-only portal shows everything and changes nothing.
+    pub read_only: Option<bool>,
+}
+
+/// A single-use sign-in link: the portal for a tenant's customer, or the dashboard.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SignInLinkOut {
+    /// Open it once; it is exchanged for a session cookie and refused afterwards.
+    pub url: String,
+    pub expires_at: String,
+}
+
 /// Every error: `{"code": "invalid_request", "detail": "…"}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorOut {

@@ -6,6 +6,7 @@
 
 mod check;
 mod client;
+mod dashboard;
 mod deliveries;
 mod endpoint;
 mod event_types;
@@ -69,6 +70,8 @@ enum Command {
     EventTypes(event_types::EventTypesArgs),
     /// Create a token that can read GET /metrics and nothing else (needs the admin token).
     MetricsToken(metrics_token::MetricsTokenArgs),
+    /// Print (and on a desktop, open) a one-time sign-in link to the dashboard.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -95,6 +98,7 @@ pub fn main_with_args() -> ExitCode {
         Command::Deliveries(args) => deliveries::main(args),
         Command::EventTypes(args) => event_types::main(args),
         Command::MetricsToken(args) => metrics_token::main(args),
+        Command::Dashboard(args) => dashboard::main(args),
     }
 }
 

@@ -78,6 +78,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 )
             }
         }
+        println!(
+            "  dashboard:   {} (sign in with a token, or run `chime dashboard`)",
+            s.dashboard
+        );
         println!("  stop with Ctrl-C");
     })
     .await

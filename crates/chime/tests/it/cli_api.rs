@@ -1303,3 +1303,48 @@ fn endpoint_show_says_why_chime_stopped_delivering() {
     assert_eq!(on["enabled"], true);
     assert_eq!(on["disabled_reason"], Value::Null);
 }
+
+#[test]
+fn dashboard_prints_a_sign_in_link_that_works_once() {
+    let env = Env::start();
+    let out = env
+        .chime()
+        .args(["dashboard", "--no-open"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("signs you in once"))
+        .get_output()
+        .stdout
+        .clone();
+    let url = String::from_utf8(out).unwrap().trim().to_owned();
+    assert!(
+        url.starts_with(&format!("{}/ui/link?token=", env.server().base)),
+        "{url}"
+    );
+    let statuses = env.rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut out = vec![];
+        for _ in 0..2 {
+            out.push(http.get(&url).send().await.unwrap().status().as_u16());
+        }
+        out
+    });
+    assert_eq!(statuses, [200, 410], "the link works once");
+    // Only the admin token makes one.
+    env.json(&["tenant", "create", "acme"]);
+    let token = env.json(&["tenant", "token", "acme"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.chime()
+        .args(["dashboard", "--no-open"])
+        .env("CHIME_TOKEN", token)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("admin"));
+}

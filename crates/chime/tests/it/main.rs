@@ -25,3 +25,5 @@ mod openapi;
 mod postgres_faults;
 mod process;
 mod store_conformance;
+mod ui_browser;
+mod ui_http;

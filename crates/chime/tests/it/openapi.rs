@@ -63,6 +63,27 @@ async fn every_documented_operation_answers_as_documented() {
     assert_eq!(w.call("GET", "/v1/tenants?limit=1", None).await.0, 200);
     assert_eq!(w.call("GET", "/v1/tenants/globex", None).await.0, 200);
     assert_eq!(
+        w.call(
+            "POST",
+            "/v1/tenants/globex/portal-sessions",
+            Some(json!({"expires_in_s": 60, "read_only": true}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        w.call(
+            "POST",
+            "/v1/tenants/globex/portal-sessions",
+            Some(json!({"expires_in_s": 0}))
+        )
+        .await
+        .0,
+        422
+    );
+    assert_eq!(w.call("POST", "/v1/dashboard-links", None).await.0, 201);
+    assert_eq!(
         w.call("POST", "/v1/tenants/globex/tokens", None).await.0,
         201
     );

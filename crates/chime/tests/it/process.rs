@@ -98,6 +98,12 @@ async fn admin_token_signals_and_restarts() {
         .strip_prefix("admin token: ")
         .expect(&token_line)
         .to_owned();
+    assert!(next_line(&mut serve).await.contains("shown once"));
+    let dashboard = next_line(&mut serve).await;
+    assert!(
+        dashboard.contains(&format!("dashboard:   {base}/ui ")),
+        "{dashboard}"
+    );
     let file = data.join("admin-token");
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
     #[cfg(unix)]

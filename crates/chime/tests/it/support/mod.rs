@@ -4,6 +4,7 @@
 //! (`process`), and memory caps (`memory`). Tests synchronise on received requests, output
 //! lines and conditions with a deadline, never on sleeps.
 
+pub mod browser;
 pub mod cli;
 pub mod memory;
 pub mod openapi;

@@ -1,0 +1,578 @@
+//! The dashboard and the portal over plain HTTP, where no browser is needed: session cookie
+//! flags, the CSP on every page, CSRF on every form, one-time and expiring links, sign-out,
+//! read-only sessions, and that a portal session never reaches another tenant whatever URL,
+//! id or form field is edited. (The browser tests are in `ui_browser.rs`.)
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Opts, Receiver, TestServer, on_both_backends};
+
+/// A browser without a browser: one cookie jar (name → value) and no redirects followed.
+pub struct Visitor {
+    http: reqwest::Client,
+    base: String,
+    pub cookies: Vec<(String, String)>,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Page {
+    /// The CSRF token of the page's first form.
+    pub fn csrf(&self) -> String {
+        let at = self
+            .text
+            .find(r#"name="csrf" value=""#)
+            .expect("a form with a CSRF token");
+        let rest = &self.text[at + r#"name="csrf" value=""#.len()..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Visitor {
+    pub fn new(server: &TestServer) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: server.base.clone(),
+            cookies: vec![],
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn finish(&mut self, res: reqwest::Response) -> Page {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        for c in headers.get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !v.is_empty() {
+                self.cookies.push((k.to_owned(), v.to_owned()));
+            }
+        }
+        Page {
+            status,
+            headers,
+            text: res.text().await.unwrap(),
+        }
+    }
+
+    /// `path` may be a whole URL (a link the API handed out).
+    pub async fn get(&mut self, path: &str) -> Page {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let res = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.finish(res).await
+    }
+
+    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(fields)
+            .send()
+            .await
+            .unwrap();
+        self.finish(res).await
+    }
+}
+
+pub async fn portal_link(server: &TestServer, tenant: &str, body: Value) -> String {
+    let (s, b) = server
+        .admin(
+            "POST",
+            &format!("/v1/tenants/{tenant}/portal-sessions"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert!(b["expires_at"].is_string());
+    b["url"].as_str().unwrap().to_owned()
+}
+
+pub async fn dashboard_link(server: &TestServer) -> String {
+    let (s, b) = server.admin("POST", "/v1/dashboard-links", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["url"].as_str().unwrap().to_owned()
+}
+
+/// A visitor signed in to the dashboard as the admin.
+pub async fn admin_visitor(server: &TestServer) -> Visitor {
+    let mut v = Visitor::new(server);
+    let link = dashboard_link(server).await;
+    assert_eq!(v.get(&link).await.status, 200);
+    v
+}
+
+fn assert_strict_csp(p: &Page, ancestors: &str) {
+    let csp = p.header("content-security-policy");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains(&format!("frame-ancestors {ancestors}")),
+        "{csp}"
+    );
+    assert_eq!(p.header("x-content-type-options"), "nosniff");
+    assert_eq!(p.header("referrer-policy"), "no-referrer");
+}
+
+/// Tenants `alpha` and `bravo`, an endpoint each on a receiver, one event each delivered.
+pub struct TwoTenants {
+    pub _dir: tempfile::TempDir,
+    pub server: TestServer,
+    pub rx: Receiver,
+    pub a_endpoint: String,
+    pub b_endpoint: String,
+    pub a_delivery: String,
+    pub b_delivery: String,
+}
+
+pub async fn two_tenants(opts: Opts) -> TwoTenants {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), opts).await;
+    let rx = Receiver::start().await;
+    let mut made = vec![];
+    for t in ["alpha", "bravo"] {
+        server.create_tenant(t).await;
+        let (ep, _) = server
+            .create_endpoint(t, &rx.url(&format!("/{t}-hook")), json!(["*"]))
+            .await;
+        let published = server.publish(t, "order.created", json!({"n": 1})).await;
+        let delivery = published["deliveries"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        server.wait_status(t, &delivery, "succeeded").await;
+        made.push((ep, delivery));
+    }
+    let (b_endpoint, b_delivery) = made.pop().unwrap();
+    let (a_endpoint, a_delivery) = made.pop().unwrap();
+    TwoTenants {
+        _dir: dir,
+        server,
+        rx,
+        a_endpoint,
+        b_endpoint,
+        a_delivery,
+        b_delivery,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookies_are_http_only_strict_and_every_page_has_the_csp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let mut v = Visitor::new(&server);
+    // Not signed in: to the sign-in page, which has the CSP too.
+    let p = v.get("/ui").await;
+    assert_eq!(p.status, 303);
+    assert_eq!(p.header("location"), "/ui/login");
+    let login = v.get("/ui/login").await;
+    assert_eq!(login.status, 200);
+    assert_strict_csp(&login, "'none'");
+    assert_eq!(login.header("x-frame-options"), "DENY");
+
+    let link = dashboard_link(&server).await;
+    assert!(
+        link.starts_with(&format!("{}/ui/link?token=", server.base)),
+        "{link}"
+    );
+    let p = v.get(&link).await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    let cookie = p
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("chime_session="))
+        .expect("a session cookie");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(cookie.contains("Path=/ui"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    for path in [
+        "/ui",
+        "/ui/tenants",
+        "/ui/event-types",
+        "/ui/t/_chime/deliveries",
+        "/ui/t/_chime",
+        "/ui/t/_chime/events",
+        "/ui/t/_chime/replay",
+        "/ui/api",
+        "/ui/replay-nowhere",
+    ] {
+        let p = v.get(path).await;
+        assert!(p.status == 200 || p.status == 404, "{path}: {}", p.status);
+        assert_strict_csp(&p, "'none'");
+        assert!(!p.text.contains("<script>"), "{path} has an inline script");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_form_post_needs_its_sessions_csrf_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let mut v = admin_visitor(&server).await;
+    let mut other = admin_visitor(&server).await;
+    let token = v.get("/ui/tenants").await.csrf();
+    let others = other.get("/ui/tenants").await.csrf();
+    assert_ne!(token, others);
+    for fields in [
+        vec![("id", "t1")],
+        vec![("id", "t1"), ("csrf", "")],
+        vec![("id", "t1"), ("csrf", "AAAA")],
+        vec![("id", "t1"), ("csrf", others.as_str())],
+    ] {
+        let p = v.post("/ui/tenants", &fields).await;
+        assert_eq!(p.status, 403, "{fields:?}");
+    }
+    let (s, _) = server.admin("GET", "/v1/tenants/t1", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a refused form changed nothing");
+    let p = v
+        .post("/ui/tenants", &[("id", "t1"), ("csrf", &token)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.text);
+    assert_eq!(p.header("location"), "/ui/t/t1");
+    let (s, _) = server.admin("GET", "/v1/tenants/t1", None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Sign-out needs it too, and then the session is over.
+    assert_eq!(v.post("/ui/logout", &[]).await.status, 403);
+    let old = v.cookies.clone();
+    assert_eq!(v.post("/ui/logout", &[("csrf", &token)]).await.status, 303);
+    v.cookies = old;
+    assert_eq!(
+        v.get("/ui/tenants").await.status,
+        303,
+        "a signed-out cookie is refused"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_form_takes_a_token_once_per_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    server.create_tenant("alpha").await;
+    let (_, t) = server.admin("POST", "/v1/tenants/alpha/tokens", None).await;
+    let tenant_token = t["token"].as_str().unwrap();
+    let mut v = Visitor::new(&server);
+    let form = v.get("/ui/login").await;
+    let csrf = form.csrf();
+    // Without the form's nonce cookie the token is not even looked at.
+    let mut stranger = Visitor::new(&server);
+    let p = stranger
+        .post("/ui/login", &[("csrf", &csrf), ("token", tenant_token)])
+        .await;
+    assert_eq!(p.status, 403);
+    let p = v
+        .post("/ui/login", &[("csrf", &csrf), ("token", "wrong")])
+        .await;
+    assert_eq!(p.status, 401);
+    let p = v
+        .post("/ui/login", &[("csrf", &csrf), ("token", tenant_token)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.text);
+    // A tenant's dashboard session sees its tenant, not the others or the tenant list.
+    assert_eq!(v.get("/ui/t/alpha").await.status, 200);
+    assert_eq!(v.get("/ui/t/_chime").await.status, 403);
+    assert_eq!(v.get("/ui/tenants").await.status, 403);
+    server.stop().await;
+}
+
+async fn links_work_once_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    server.create_tenant("alpha").await;
+    for bad in [json!({"expires_in_s": 0}), json!({"expires_in_s": 604801})] {
+        let (s, _) = server
+            .admin("POST", "/v1/tenants/alpha/portal-sessions", Some(bad))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let (s, _) = server
+        .admin("POST", "/v1/tenants/nobody/portal-sessions", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let link = portal_link(&server, "alpha", json!({})).await;
+    let mut v = Visitor::new(&server);
+    let p = v.get(&link).await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    assert!(
+        p.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("chime_portal=")
+                && c.contains("HttpOnly")
+                && c.contains("Path=/portal"))
+    );
+    assert_eq!(v.get("/portal/t/alpha").await.status, 200);
+    // Used: refused, for anyone.
+    let mut again = Visitor::new(&server);
+    let p = again.get(&link).await;
+    assert_eq!(p.status, 410);
+    assert!(p.text.contains("used already"), "{}", p.text);
+    assert!(again.cookies.is_empty());
+    // A portal link does not open the dashboard, nor the reverse.
+    let link = portal_link(&server, "alpha", json!({})).await;
+    let p = again.get(&link.replace("/portal/link", "/ui/link")).await;
+    assert_eq!(p.status, 403);
+    // Tampered: refused.
+    let link = portal_link(&server, "alpha", json!({})).await;
+    let p = again.get(&format!("{link}x")).await;
+    assert_eq!(p.status, 410);
+    // Expired: refused.
+    let link = portal_link(&server, "alpha", json!({"expires_in_s": 1})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let p = again.get(&link).await;
+    assert_eq!(p.status, 410);
+    assert!(p.text.contains("expired"), "{}", p.text);
+    // The session of a short link ends with the link.
+    let link = portal_link(&server, "alpha", json!({"expires_in_s": 1})).await;
+    let mut brief = Visitor::new(&server);
+    assert_eq!(brief.get(&link).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(brief.get("/portal/t/alpha").await.status, 401);
+    server.stop().await;
+}
+
+async fn a_portal_session_never_reaches_another_tenant() {
+    let two = two_tenants(Opts::default()).await;
+    let (server, b_endpoint, b_delivery) = (
+        &two.server,
+        two.b_endpoint.as_str(),
+        two.b_delivery.as_str(),
+    );
+    let mut v = Visitor::new(server);
+    let link = portal_link(server, "alpha", json!({})).await;
+    assert_eq!(v.get(&link).await.status, 200);
+    let home = v.get("/portal").await;
+    assert_eq!(home.status, 303);
+    assert_eq!(home.header("location"), "/portal/t/alpha");
+    let page = v.get("/portal/t/alpha").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text.contains(&two.a_endpoint),
+        "its own endpoint is listed"
+    );
+    let own = v
+        .get(&format!("/portal/t/alpha/deliveries/{}", two.a_delivery))
+        .await;
+    assert_eq!(own.status, 200, "its own delivery and attempts are shown");
+    assert!(own.text.contains("Attempts"));
+    assert!(!page.text.contains(b_endpoint));
+    assert_strict_csp(&page, "'none'");
+    let csrf = page.csrf();
+    // Edited URLs: the other tenant, its endpoint and delivery under our tenant, encoded ids.
+    for (path, status) in [
+        ("/portal/t/bravo".to_owned(), 403),
+        ("/portal/t/bravo/deliveries".to_owned(), 403),
+        (format!("/portal/t/bravo/endpoints/{b_endpoint}"), 403),
+        (format!("/portal/t/alpha/endpoints/{b_endpoint}"), 404),
+        (format!("/portal/t/alpha/deliveries/{b_delivery}"), 404),
+        (format!("/portal/t/bravo/deliveries/{b_delivery}"), 403),
+        ("/portal/t/alpha%2F..%2Fbravo".to_owned(), 403),
+        ("/portal/t/bravo/deliveries/live".to_owned(), 403),
+        ("/portal/tenants".to_owned(), 404),
+        (
+            "/portal/t/alpha/deliveries?endpoint=".to_owned() + b_endpoint,
+            200,
+        ),
+    ] {
+        let p = v.get(&path).await;
+        assert_eq!(p.status, status, "{path}");
+        assert!(
+            !p.text.contains(b_delivery),
+            "{path} shows bravo's delivery"
+        );
+    }
+    // Edited forms: the other tenant's endpoint or tenant in the URL or the fields.
+    let posts = [
+        format!("/portal/t/bravo/endpoints/{b_endpoint}/delete"),
+        format!("/portal/t/alpha/endpoints/{b_endpoint}/delete"),
+        format!("/portal/t/alpha/endpoints/{b_endpoint}/disable"),
+        format!("/portal/t/alpha/endpoints/{b_endpoint}/reveal"),
+        format!("/portal/t/bravo/deliveries/{b_delivery}/retry"),
+        format!("/portal/t/alpha/deliveries/{b_delivery}/retry"),
+        "/portal/t/bravo/endpoints".to_owned(),
+        "/portal/t/bravo/replay".to_owned(),
+    ];
+    for path in &posts {
+        let p = v
+            .post(
+                path,
+                &[
+                    ("csrf", &csrf),
+                    ("confirm", "yes"),
+                    ("url", "http://127.0.0.1:9/x"),
+                ],
+            )
+            .await;
+        assert!(p.status == 403 || p.status == 404, "{path}: {}", p.status);
+    }
+    let p = v
+        .post(
+            "/portal/t/alpha/replay",
+            &[
+                ("csrf", &csrf),
+                ("endpoint_id", b_endpoint),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 200);
+    assert!(p.text.contains("0 deliveries"), "{}", p.text);
+    let (s, ep) = server
+        .admin(
+            "GET",
+            &format!("/v1/tenants/bravo/endpoints/{b_endpoint}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "bravo's endpoint is still there");
+    assert_eq!(ep["enabled"], true);
+    // The dashboard's pages do not take the portal's cookie, under either name.
+    let portal_cookie = v
+        .cookies
+        .iter()
+        .find(|(k, _)| k == "chime_portal")
+        .unwrap()
+        .1
+        .clone();
+    let mut forger = Visitor::new(server);
+    forger.cookies = vec![("chime_session".into(), portal_cookie)];
+    assert_eq!(forger.get("/ui").await.status, 303);
+    two.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_portal_changes_nothing() {
+    let two = two_tenants(Opts::default()).await;
+    let server = &two.server;
+    let mut v = Visitor::new(server);
+    let link = portal_link(server, "alpha", json!({"read_only": true})).await;
+    assert_eq!(v.get(&link).await.status, 200);
+    let page = v.get("/portal/t/alpha").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.text.contains("Add an endpoint"));
+    let csrf = page.csrf();
+    let p = v
+        .post(
+            "/portal/t/alpha/endpoints",
+            &[("csrf", &csrf), ("url", "http://127.0.0.1:9/new")],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    let (_, eps) = server
+        .admin("GET", "/v1/tenants/alpha/endpoints", None)
+        .await;
+    assert_eq!(eps["data"].as_array().unwrap().len(), 1);
+    // Signing out still works.
+    assert_eq!(
+        v.post("/portal/logout", &[("csrf", &csrf)]).await.status,
+        200
+    );
+    two.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_listed_origins_may_frame_the_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Opts {
+        portal_frame_ancestors: Some("https://app.example.com http://127.0.0.1:1".into()),
+        ..Opts::default()
+    };
+    let server = TestServer::start(dir.path(), opts).await;
+    server.create_tenant("alpha").await;
+    let mut v = Visitor::new(&server);
+    let link = portal_link(&server, "alpha", json!({})).await;
+    let p = v.get(&link).await;
+    assert_strict_csp(&p, "https://app.example.com http://127.0.0.1:1");
+    assert_eq!(p.header("x-frame-options"), "");
+    let mut d = admin_visitor(&server).await;
+    assert_strict_csp(&d.get("/ui").await, "'none'");
+    server.stop().await;
+}
+
+on_both_backends!(
+    links_work_once_and_expire,
+    a_portal_session_never_reaches_another_tenant
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_settings_are_edited_through_the_apis_rules() {
+    let two = two_tenants(Opts::default()).await;
+    let server = &two.server;
+    let mut v = admin_visitor(server).await;
+    let page = format!("/ui/t/alpha/endpoints/{}", two.a_endpoint);
+    let api = format!("/v1/tenants/alpha/endpoints/{}", two.a_endpoint);
+    let csrf = v.get(&page).await.csrf();
+    let url = two.rx.url("/alpha-hook");
+    let edit_path = format!("{page}/edit");
+    let mut edit = async |rate: &str, filter: &str| {
+        let fields = [
+            ("csrf", csrf.as_str()),
+            ("url", url.as_str()),
+            ("more_events", "order.*"),
+            ("rate_limit_per_s", rate),
+            ("filter", filter),
+        ];
+        v.post(&edit_path, &fields).await.status
+    };
+    assert_eq!(edit("5", "$.data[?@.n > 1]").await, 303);
+    let got = server.admin("GET", &api, None).await.1;
+    assert_eq!(got["rate_limit_per_s"], 5);
+    assert_eq!(got["filter"], "$.data[?@.n > 1]");
+    assert_eq!(got["events"], json!(["order.*"]));
+    // What the API refuses, the form cannot do: a rate out of range, text, a bad filter.
+    for (rate, filter) in [("0", ""), ("fast", ""), ("", "$[")] {
+        let status = edit(rate, filter).await;
+        assert!(status == 422 || status == 400, "{rate} {filter}: {status}");
+    }
+    let got = server.admin("GET", &api, None).await.1;
+    assert_eq!(got["rate_limit_per_s"], 5, "nothing changed");
+    // Empty clears.
+    assert_eq!(edit("", "").await, 303);
+    let got = server.admin("GET", &api, None).await.1;
+    assert!(got["rate_limit_per_s"].is_null());
+    assert!(got["filter"].is_null());
+    two.server.stop().await;
+}
