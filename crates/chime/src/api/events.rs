@@ -15,7 +15,7 @@ use super::types::{
     DeliveryOut, EventIn, EventListParams, EventOut, PublishedDeliveryOut, PublishedOut,
 };
 use super::{AppState, ListOut};
-use crate::model::{EventId, format_time, now_millis, parse_event_name};
+use crate::model::{EventId, TraceParent, format_time, now_millis, parse_event_name};
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -45,7 +45,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     path = "/v1/tenants/{tenant}/events",
     tag = "events",
     summary = "Publish an event to every subscribed endpoint",
-    params(("tenant" = String, Path, description = "Tenant id"), ("Idempotency-Key" = Option<String>, Header, description = "Publishing again with the same key stores the event once")),
+    params(("tenant" = String, Path, description = "Tenant id"), ("Idempotency-Key" = Option<String>, Header, description = "Publishing again with the same key stores the event once"), ("traceparent" = Option<String>, Header, description = "W3C Trace Context: kept with the event and sent on each delivery, so receivers continue the trace. A value that is not a valid version-00 traceparent is ignored")),
     request_body = EventIn,
     responses((status = 202, description = "Stored durably; deliveries start. A repeated Idempotency-Key answers what was stored the first time, with `Idempotent-Replayed: true`", body = PublishedOut, headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before and nothing new was stored"))))
 )]
@@ -73,6 +73,8 @@ async fn publish_event(
     principal?.check_tenant(&tenant_id)?;
     // Read from the request itself: a `HeaderMap` extractor would copy every header first.
     let key = idempotency_key(req.headers())?;
+    // An invalid traceparent is ignored, not refused (W3C Trace Context processing model).
+    let traceparent = TraceParent::from_headers(req.headers());
     let body = read_body(req, state, "event").await?;
     let input: EventIn = parse_json(&body)?;
     let name = parse_event_name(&input.event)?;
@@ -102,6 +104,7 @@ async fn publish_event(
         idempotency_key: key,
         created_at: now_millis(),
         filters: Default::default(),
+        traceparent,
     };
     let published = state.dispatch.publish(new).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found("tenant"),

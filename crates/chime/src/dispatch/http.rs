@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
+use crate::model::{TRACEPARENT, TraceParent};
 use crate::net_policy::TargetPolicy;
 
 /// A key that signs deliveries: a shared `whsec_` secret (`v1`, HMAC-SHA256) or an Ed25519
@@ -217,8 +218,16 @@ impl DeliveryClient {
         }
     }
 
-    /// Signs and POSTs one delivery. Never fails: every problem becomes an `HttpResult`.
-    pub async fn attempt(&self, target: &Target, msg_id: &str, body: Bytes) -> HttpResult {
+    /// Signs and POSTs one delivery, with the event's `traceparent` if it has one (it replaces
+    /// an endpoint's own header of that name). Never fails: every problem becomes an
+    /// `HttpResult`.
+    pub async fn attempt(
+        &self,
+        target: &Target,
+        msg_id: &str,
+        body: Bytes,
+        traceparent: Option<&TraceParent>,
+    ) -> HttpResult {
         let started_at_ms = crate::model::now_millis();
         let started = Instant::now();
         let finish =
@@ -254,6 +263,10 @@ impl DeliveryClient {
         let mut request = http::Request::post(target.uri.clone());
         if let Some(headers) = request.headers_mut() {
             headers.extend(target.headers.clone());
+            if let Some(tp) = traceparent {
+                // A clone of the stored header value: a reference count, no allocation.
+                headers.insert(TRACEPARENT, tp.header_value().clone());
+            }
         }
         let request = request
             .header(http::header::CONTENT_TYPE, APPLICATION_JSON)

@@ -25,3 +25,4 @@ mod openapi;
 mod postgres_faults;
 mod process;
 mod store_conformance;
+mod traces;
