@@ -16,7 +16,10 @@ use super::types::{
 };
 use super::{AppState, ListOut};
 use crate::model::{EventId, TraceParent, format_time, now_millis, parse_event_name};
+use crate::spans::Span;
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,9 +59,29 @@ async fn publish(
     req: Request,
 ) -> ApiResult<Response> {
     let started = std::time::Instant::now();
-    let answer = publish_event(&state, principal, tenant_id, req, started).await;
+    // An invalid traceparent is ignored, not refused (W3C Trace Context processing model).
+    let incoming = TraceParent::from_headers(req.headers());
+    let mut span = state
+        .spans
+        .start("publish", SpanKind::Server, incoming.as_ref(), || {
+            vec![KeyValue::new("chime.tenant", tenant_id.clone())]
+        });
+    // The event carries the publish span's context when spans are exported (so the store's
+    // commit and the attempts are its children), else the request's own.
+    let traceparent = span.traceparent().or(incoming);
+    let answer = publish_event(
+        &state,
+        principal,
+        tenant_id,
+        req,
+        traceparent,
+        &mut span,
+        started,
+    )
+    .await;
     if let Err(e) = &answer {
         state.metrics.event_refused(Some(e.code));
+        span.fail(e.code.as_str());
     }
     answer
 }
@@ -68,16 +91,17 @@ async fn publish_event(
     principal: Result<Principal, ApiError>,
     tenant_id: String,
     req: Request,
+    traceparent: Option<TraceParent>,
+    span: &mut Span,
     started: std::time::Instant,
 ) -> ApiResult<Response> {
     principal?.check_tenant(&tenant_id)?;
     // Read from the request itself: a `HeaderMap` extractor would copy every header first.
     let key = idempotency_key(req.headers())?;
-    // An invalid traceparent is ignored, not refused (W3C Trace Context processing model).
-    let traceparent = TraceParent::from_headers(req.headers());
     let body = read_body(req, state, "event").await?;
     let input: EventIn = parse_json(&body)?;
     let name = parse_event_name(&input.event)?;
+    span.set(|| KeyValue::new("chime.event.name", name.clone()));
     state
         .catalog
         .check(&name, input.data.get())
@@ -111,6 +135,9 @@ async fn publish_event(
         other => other.into(),
     })?;
     let repeated = published.repeated;
+    span.set(|| KeyValue::new("chime.event.id", published.event.id.to_string()));
+    span.set(|| KeyValue::new("chime.deliveries", published.deliveries.len() as i64));
+    span.set(|| KeyValue::new("chime.idempotent_replay", repeated));
     state
         .metrics
         .event_accepted(&published.event.tenant_id, started.elapsed());

@@ -144,6 +144,7 @@ impl Dispatcher {
             admission.clone(),
             store.clone(),
             metrics.clone(),
+            client.spans().clone(),
         );
         let emitter = Emitter {
             handle: handle.clone(),

@@ -38,6 +38,8 @@ pub struct Opts {
     /// Serve /metrics without auth on a second address of its own (`TestServer::metrics_addr`).
     pub metrics_listen: bool,
     pub metrics_tenant_series: usize,
+    /// Export spans over OTLP/HTTP to this base URL (a receiver of the test's own).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Opts {
@@ -60,6 +62,7 @@ impl Default for Opts {
             database_url: None,
             metrics_listen: false,
             metrics_tenant_series: 0,
+            otlp_endpoint: None,
         }
     }
 }
@@ -101,6 +104,7 @@ fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
         database_url: opts.database_url.clone(),
         metrics_listen: opts.metrics_listen.then(|| "127.0.0.1:0".into()),
         metrics_tenant_series: Some(opts.metrics_tenant_series),
+        otlp_endpoint: opts.otlp_endpoint.clone(),
         ..Default::default()
     };
     chime::config::Config::from_layer(layer).expect("valid test config")
