@@ -47,6 +47,9 @@ pub struct ObservabilityConfig {
     /// Tenants that get series of their own (0: none); the rest share `_other`.
     pub metrics_tenant_series: usize,
     pub log_format: LogFormat,
+    /// Where spans are exported over OTLP/HTTP (a base URL: spans go to `/v1/traces` under
+    /// it); `None`: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written to stderr.
@@ -255,6 +258,9 @@ pub struct Layer {
     /// The pages' accent colour, #rgb or #rrggbb.
     #[arg(long, env = "CHIME_BRAND_ACCENT")]
     pub brand_accent: Option<String>,
+    /// Export spans over OTLP/HTTP to this base URL (e.g. http://127.0.0.1:4318); empty: off.
+    #[arg(long, env = "CHIME_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Layer {
@@ -437,6 +443,7 @@ impl Config {
                 metrics_listen,
                 metrics_tenant_series,
                 log_format: LogFormat::parse(&required("log_format", l.log_format)?)?,
+                otlp_endpoint: otlp_endpoint(&required("otlp_endpoint", l.otlp_endpoint)?)?,
             },
             ui: ui_config(
                 l.public_url,
@@ -452,6 +459,23 @@ impl Config {
 /// Most tenants `metrics_tenant_series` may give series of their own: each costs a few
 /// series per scrape, and a scrape of thousands of tenants defeats the cap's purpose.
 pub const MAX_TENANT_SERIES: usize = 1000;
+
+/// `otlp_endpoint`: empty for none, else an `http://` URL (the exporter speaks plain HTTP,
+/// to a collector nearby).
+fn otlp_endpoint(text: &str) -> Result<Option<String>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+            Ok(Some(text.to_owned()))
+        }
+        _ => Err(format!(
+            "otlp_endpoint = {text:?}: use an http:// URL such as http://127.0.0.1:4318, or \"\" for none"
+        )),
+    }
+}
 
 impl LogFormat {
     fn parse(text: &str) -> Result<Self, String> {
@@ -564,6 +588,7 @@ mod tests {
         assert_eq!(c.observability.metrics_listen, None);
         assert_eq!(c.observability.metrics_tenant_series, 0);
         assert_eq!(c.observability.log_format, LogFormat::Text);
+        assert_eq!(c.observability.otlp_endpoint, None);
     }
 
     #[test]
@@ -571,11 +596,16 @@ mod tests {
         let c = Config::from_layer(Layer {
             metrics_listen: Some("127.0.0.1:0".into()),
             log_format: Some("json".into()),
+            otlp_endpoint: Some("http://127.0.0.1:4318".into()),
             ..Default::default()
         })
         .unwrap();
         assert!(c.observability.metrics_listen.is_some());
         assert_eq!(c.observability.log_format, LogFormat::Json);
+        assert_eq!(
+            c.observability.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
         for bad in [
             Layer {
                 log_format: Some("xml".into()),
@@ -587,6 +617,14 @@ mod tests {
             },
             Layer {
                 metrics_tenant_series: Some(MAX_TENANT_SERIES + 1),
+                ..Default::default()
+            },
+            Layer {
+                otlp_endpoint: Some("https://collector:4318".into()),
+                ..Default::default()
+            },
+            Layer {
+                otlp_endpoint: Some("collector".into()),
                 ..Default::default()
             },
         ] {
@@ -643,6 +681,7 @@ mod tests {
                 "portal_frame_ancestors",
                 "brand_logo_url",
                 "brand_accent",
+                "otlp_endpoint",
             ];
             if !empty_by_default.contains(&id) {
                 assert!(help.contains("[default: "), "{id}: {help}");

@@ -30,6 +30,7 @@ pub mod net_policy;
 pub mod retention;
 pub mod retry;
 pub mod schema_cost;
+pub mod spans;
 pub mod store;
 pub mod tenant_work;
 pub mod ui;
@@ -191,13 +192,19 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     }
 
+    let spans = match &config.observability.otlp_endpoint {
+        None => spans::Spans::default(),
+        Some(endpoint) => spans::Spans::otlp(endpoint)
+            .with_context(|| format!("cannot export spans to {endpoint} (otlp_endpoint)"))?,
+    };
     let policy = net_policy::TargetPolicy::new(config.delivery.allow_targets.clone());
     let client = dispatch::http::DeliveryClient::new(
         policy.clone(),
         config.delivery.request_timeout,
         config.delivery.connect_timeout,
         config.delivery.response_capture_bytes,
-    );
+    )
+    .with_spans(spans.clone());
     let metrics = Arc::new(metrics::Metrics::new(
         config.observability.metrics_tenant_series,
     ));
@@ -232,6 +239,7 @@ pub async fn run(
         body_timeout: config.http.body_timeout,
         metrics: metrics.clone(),
         links: Arc::new(ui::LinkIssuer::new(keys.clone(), &public_url)),
+        spans: spans.clone(),
     };
     let api_router = api::router(state.clone());
     let app = ui::router(ui::UiState {
@@ -307,6 +315,8 @@ pub async fn run(
     dispatcher_task
         .await
         .context("the dispatcher task failed")?;
+    // After the last attempt: its span is in the batch sent now.
+    spans.flush().await;
     drop(store);
     served.context("the HTTP server failed")?;
     Ok(())

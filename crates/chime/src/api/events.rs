@@ -16,8 +16,11 @@ use super::types::{
     TenantPath,
 };
 use super::{AppState, ListOut};
-use crate::model::{EventId, format_time, now_millis, parse_event_name};
+use crate::model::{EventId, TraceParent, format_time, now_millis, parse_event_name};
+use crate::spans::Span;
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -46,7 +49,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     path = "/v1/tenants/{tenant}/events",
     tag = "events",
     summary = "Publish an event to every subscribed endpoint",
-    params(TenantPath, ("Idempotency-Key" = Option<String>, Header, description = "Publishing again with the same key stores the event once")),
+    params(TenantPath, ("Idempotency-Key" = Option<String>, Header, description = "Publishing again with the same key stores the event once"), ("traceparent" = Option<String>, Header, description = "W3C Trace Context: kept with the event and sent on each delivery, so receivers continue the trace. A value that is not a valid version-00 traceparent is ignored")),
     request_body = EventIn,
     responses((status = 202, description = "Stored durably; deliveries start. A repeated Idempotency-Key answers what was stored the first time, with `Idempotent-Replayed: true`", body = PublishedOut, headers(("Idempotent-Replayed" = String, description = "`true` when the key was seen before and nothing new was stored"))))
 )]
@@ -57,9 +60,29 @@ async fn publish(
     req: Request,
 ) -> ApiResult<Response> {
     let started = std::time::Instant::now();
-    let answer = publish_event(&state, principal, tenant_id, req, started).await;
+    // An invalid traceparent is ignored, not refused (W3C Trace Context processing model).
+    let incoming = TraceParent::from_headers(req.headers());
+    let mut span = state
+        .spans
+        .start("publish", SpanKind::Server, incoming.as_ref(), || {
+            vec![KeyValue::new("chime.tenant", tenant_id.clone())]
+        });
+    // The event carries the publish span's context when spans are exported (so the store's
+    // commit and the attempts are its children), else the request's own.
+    let traceparent = span.traceparent().or(incoming);
+    let answer = publish_event(
+        &state,
+        principal,
+        tenant_id,
+        req,
+        traceparent,
+        &mut span,
+        started,
+    )
+    .await;
     if let Err(e) = &answer {
         state.metrics.event_refused(Some(e.code));
+        span.fail(e.code.as_str());
     }
     answer
 }
@@ -69,6 +92,8 @@ async fn publish_event(
     principal: Result<Principal, ApiError>,
     tenant_id: String,
     req: Request,
+    traceparent: Option<TraceParent>,
+    span: &mut Span,
     started: std::time::Instant,
 ) -> ApiResult<Response> {
     principal?.check_tenant(&tenant_id)?;
@@ -77,6 +102,7 @@ async fn publish_event(
     let body = read_body(req, state, "event").await?;
     let input: EventIn = parse_json(&body)?;
     let name = parse_event_name(&input.event)?;
+    span.set(|| KeyValue::new("chime.event.name", name.clone()));
     state
         .catalog
         .check(&name, input.data.get())
@@ -103,12 +129,16 @@ async fn publish_event(
         idempotency_key: key,
         created_at: now_millis(),
         filters: Default::default(),
+        traceparent,
     };
     let published = state.dispatch.publish(new).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found("tenant"),
         other => other.into(),
     })?;
     let repeated = published.repeated;
+    span.set(|| KeyValue::new("chime.event.id", published.event.id.to_string()));
+    span.set(|| KeyValue::new("chime.deliveries", published.deliveries.len() as i64));
+    span.set(|| KeyValue::new("chime.idempotent_replay", repeated));
     state
         .metrics
         .event_accepted(&published.event.tenant_id, started.elapsed());

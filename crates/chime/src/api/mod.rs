@@ -40,6 +40,8 @@ pub struct AppState {
     pub policy: Arc<TargetPolicy>,
     pub catalog: Arc<crate::catalog::Catalog>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Spans exported over OTLP (or none): the `publish` span.
+    pub spans: crate::spans::Spans,
     pub max_body_bytes: usize,
     /// Deadline for a request body to arrive once a handler reads it.
     pub body_timeout: std::time::Duration,

@@ -29,6 +29,7 @@ impl Emitter {
                 idempotency_key: None,
                 created_at: now_millis(),
                 filters: Default::default(),
+                traceparent: None,
             };
             if let Err(e) = handle.publish(event).await {
                 tracing::warn!(event = name, error = %e, "could not emit an operational event");

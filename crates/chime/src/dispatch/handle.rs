@@ -13,7 +13,10 @@ use super::Msg;
 use crate::filter::KnownFilters;
 use crate::metrics::{Commit, Metrics};
 use crate::model::{Millis, now_millis};
+use crate::spans::Spans;
 use crate::store::{Admission, EventLog, Lease, NewEvent, Published, StoreError};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// A cheap, cloneable handle to the dispatcher.
 #[derive(Clone)]
@@ -26,6 +29,8 @@ pub struct DispatchHandle {
     /// Each tenant's endpoint filters, evaluated before a publish reaches the store.
     filters: Arc<KnownFilters>,
     metrics: Arc<Metrics>,
+    /// The `store.commit` spans.
+    spans: Spans,
 }
 
 impl DispatchHandle {
@@ -36,6 +41,7 @@ impl DispatchHandle {
         admission: Arc<Admission>,
         store: Arc<dyn EventLog>,
         metrics: Arc<Metrics>,
+        spans: Spans,
     ) -> Self {
         Self {
             tx,
@@ -45,6 +51,7 @@ impl DispatchHandle {
             store,
             filters: Arc::default(),
             metrics,
+            spans,
         }
     }
 
@@ -52,10 +59,29 @@ impl DispatchHandle {
     /// caller gets back is what was stored (`jobs` and `endpoints` already handed over).
     pub async fn publish(&self, event: NewEvent) -> Result<Published, StoreError> {
         let started = std::time::Instant::now();
-        let mut published = self
+        let mut span = self.spans.start(
+            "store.commit",
+            SpanKind::Internal,
+            event.traceparent.as_ref(),
+            || {
+                vec![
+                    KeyValue::new("chime.tenant", event.tenant_id.clone()),
+                    KeyValue::new("chime.event.id", event.id.to_string()),
+                ]
+            },
+        );
+        let published = self
             .filters
             .publish(self.store.as_ref(), event, self.fresh_lease())
-            .await?;
+            .await;
+        let mut published = match published {
+            Ok(p) => p,
+            Err(e) => {
+                span.fail("store_error");
+                return Err(e);
+            }
+        };
+        drop(span);
         self.metrics.commit(Commit::Publish, started.elapsed());
         let now = now_millis();
         for id in &published.due_endpoints {

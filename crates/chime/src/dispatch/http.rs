@@ -15,7 +15,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
+use crate::model::{TRACEPARENT, TraceParent};
 use crate::net_policy::TargetPolicy;
+use crate::spans::Spans;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// A key that signs deliveries: a shared `whsec_` secret (`v1`, HMAC-SHA256) or an Ed25519
 /// `whsk_` signing key (`v1a`), whose public key receivers verify with.
@@ -168,6 +172,8 @@ pub struct DeliveryClient {
     timeout: Duration,
     capture: usize,
     user_agent: http::HeaderValue,
+    /// The `attempt` spans (export off by default).
+    spans: Spans,
 }
 
 /// Bytes of a response read in all; past that the connection is dropped rather than drained.
@@ -214,11 +220,62 @@ impl DeliveryClient {
                 "chime/",
                 env!("CARGO_PKG_VERSION")
             )),
+            spans: Spans::default(),
         }
     }
 
-    /// Signs and POSTs one delivery. Never fails: every problem becomes an `HttpResult`.
-    pub async fn attempt(&self, target: &Target, msg_id: &str, body: Bytes) -> HttpResult {
+    /// Exports a span per attempt through `spans` (and sends its context as `traceparent`).
+    pub fn with_spans(self, spans: Spans) -> Self {
+        Self { spans, ..self }
+    }
+
+    pub fn spans(&self) -> &Spans {
+        &self.spans
+    }
+
+    /// One attempt (`send`) in its `attempt` span, a child of the event's `traceparent`.
+    /// The receiver gets the span's context, or without export the event's `traceparent` as
+    /// it was stored, or none.
+    pub async fn attempt(
+        &self,
+        target: &Target,
+        msg_id: &str,
+        body: Bytes,
+        traceparent: Option<&TraceParent>,
+    ) -> HttpResult {
+        let mut span = self
+            .spans
+            .start("attempt", SpanKind::Client, traceparent, || {
+                vec![
+                    KeyValue::new("chime.tenant", target.tenant_id.to_string()),
+                    KeyValue::new("chime.endpoint", target.endpoint_id.to_string()),
+                    KeyValue::new("chime.event.id", msg_id.to_owned()),
+                ]
+            });
+        let own = span.traceparent();
+        let result = self
+            .send(target, msg_id, body, own.as_ref().or(traceparent))
+            .await;
+        if let Some(status) = result.status {
+            span.set(|| KeyValue::new("http.response.status_code", i64::from(status)));
+        }
+        if let Some(kind) = result.error_kind {
+            span.set(|| KeyValue::new("chime.error_kind", kind.as_str()));
+            span.fail(kind.as_str());
+        }
+        result
+    }
+
+    /// Signs and POSTs one delivery, with `traceparent` if there is one (it replaces an
+    /// endpoint's own header of that name). Never fails: every problem becomes an
+    /// `HttpResult`.
+    async fn send(
+        &self,
+        target: &Target,
+        msg_id: &str,
+        body: Bytes,
+        traceparent: Option<&TraceParent>,
+    ) -> HttpResult {
         let started_at_ms = crate::model::now_millis();
         let started = Instant::now();
         let finish =
@@ -254,6 +311,10 @@ impl DeliveryClient {
         let mut request = http::Request::post(target.uri.clone());
         if let Some(headers) = request.headers_mut() {
             headers.extend(target.headers.clone());
+            if let Some(tp) = traceparent {
+                // A clone of the stored header value: a reference count, no allocation.
+                headers.insert(TRACEPARENT, tp.header_value().clone());
+            }
         }
         let request = request
             .header(http::header::CONTENT_TYPE, APPLICATION_JSON)

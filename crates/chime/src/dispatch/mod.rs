@@ -144,6 +144,7 @@ impl Dispatcher {
             admission.clone(),
             store.clone(),
             metrics.clone(),
+            client.spans().clone(),
         );
         let emitter = Emitter {
             handle: handle.clone(),
@@ -790,7 +791,12 @@ impl Dispatcher {
                 metrics.first_attempt(Duration::from_millis(waited));
             }
             metrics.attempt_started();
-            let attempt = client.attempt(&target, &job.event_id, job.body.clone());
+            let attempt = client.attempt(
+                &target,
+                &job.event_id,
+                job.body.clone(),
+                job.traceparent.as_ref(),
+            );
             let result = tokio::select! {
                 r = attempt => r,
                 _ = abandon.cancelled() => {

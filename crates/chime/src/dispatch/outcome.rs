@@ -76,6 +76,7 @@ mod tests {
             lease_token: 7,
             row: None,
             unattempted_since: None,
+            traceparent: None,
         }
     }
 

@@ -5,8 +5,10 @@
 use std::fmt;
 
 mod ids;
+mod trace;
 
 pub use ids::{AttemptId, DeliveryId, EndpointId, EventId, looks_like_id, new_id};
+pub use trace::{TRACEPARENT, TraceParent};
 
 /// Milliseconds since the Unix epoch: the one time unit stored and passed around.
 pub type Millis = i64;

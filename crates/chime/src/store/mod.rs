@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::model::{AttemptId, DeliveryId, EndpointId, EventId, Millis};
+use crate::model::{AttemptId, DeliveryId, EndpointId, EventId, Millis, TraceParent};
 
 /// Errors of the storage layer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -199,6 +199,8 @@ pub struct Event {
     pub created_at: Millis,
     /// Set when retention removed the payload (`payload` is then empty).
     pub purged_at: Option<Millis>,
+    /// The W3C trace the publish request belonged to, sent on each delivery.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// An entry of the event-type catalog: a documented event name, optionally with a JSON Schema
@@ -366,6 +368,8 @@ pub struct Job {
     /// When the delivery was created (its event accepted), while it has had no attempt yet:
     /// the wait its first attempt reports (`chime_publish_to_first_attempt_seconds`).
     pub unattempted_since: Option<Millis>,
+    /// The event's `traceparent`, sent with each attempt.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// What publishing stored (or, for a repeated idempotency key, what it had stored before).
@@ -406,6 +410,8 @@ pub struct NewEvent {
     /// the store never runs a filter (`filter.rs` says why). Publish through
     /// `filter::KnownFilters::publish`, which fills this in.
     pub filters: crate::filter::Verdicts,
+    /// The publish request's valid `traceparent`, if any.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl NewEvent {
@@ -419,6 +425,7 @@ impl NewEvent {
             idempotency_key: self.idempotency_key,
             created_at: self.created_at,
             purged_at: None,
+            traceparent: self.traceparent,
         }
     }
 }

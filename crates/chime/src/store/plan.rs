@@ -70,6 +70,7 @@ pub fn published(
                 lease_token: lease.token,
                 row: rows(i),
                 unattempted_since: Some(event.created_at),
+                traceparent: event.traceparent.clone(),
             });
         } else if p.status == DeliveryStatus::Pending {
             due_endpoints.push(p.endpoint.id.clone());
@@ -164,6 +165,7 @@ mod tests {
             idempotency_key: None,
             created_at: 7,
             filters: Default::default(),
+            traceparent: None,
         }
     }
 

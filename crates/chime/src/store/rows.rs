@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::model::{AttemptId, DeliveryId, EndpointId, EventId};
+use crate::model::{AttemptId, DeliveryId, EndpointId, EventId, TraceParent};
 
 use super::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointSettings, Event, EventType, Listed, Page,
@@ -66,7 +66,7 @@ pub fn endpoint<R: Columns>(r: &R) -> Result<WithSeq<Endpoint>, R::Error> {
 }
 
 pub const EVENT_COLS: &str =
-    "id, tenant_id, name, payload, idempotency_key, created_at, seq, purged_at";
+    "id, tenant_id, name, payload, idempotency_key, created_at, seq, purged_at, traceparent";
 pub fn event<R: Columns>(r: &R) -> Result<WithSeq<Event>, R::Error> {
     Ok((
         Event {
@@ -77,6 +77,7 @@ pub fn event<R: Columns>(r: &R) -> Result<WithSeq<Event>, R::Error> {
             idempotency_key: r.opt_text(4)?,
             created_at: r.bigint(5)?,
             purged_at: r.opt_bigint(7)?,
+            traceparent: TraceParent::from_stored(r.opt_text(8)?),
         },
         r.bigint(6)?,
     ))

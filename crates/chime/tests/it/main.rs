@@ -25,5 +25,6 @@ mod openapi;
 mod postgres_faults;
 mod process;
 mod store_conformance;
+mod traces;
 mod ui_browser;
 mod ui_http;

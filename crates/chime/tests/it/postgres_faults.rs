@@ -719,6 +719,7 @@ async fn lease_expiry_uses_the_database_clock() {
             idempotency_key: None,
             created_at: now,
             filters: Default::default(),
+            traceparent: None,
         },
         held,
     )
@@ -851,6 +852,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
                     idempotency_key: None,
                     created_at: chime::model::now_millis(),
                     filters: Default::default(),
+                    traceparent: None,
                 },
                 Lease {
                     owner: Arc::from("node"),

@@ -48,6 +48,7 @@ fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent
         idempotency_key: key.map(str::to_owned),
         created_at: at,
         filters: Default::default(),
+        traceparent: None,
     }
 }
 
@@ -1148,6 +1149,53 @@ pub async fn gauges_count_the_backlog_and_endpoints_by_state(s: Arc<dyn Store>) 
     );
 }
 
+/// A publish's `traceparent` is stored with its event and comes back on every job made from
+/// it: at publish, from a claim and from an ordered endpoint's head; an event without one has
+/// none.
+pub async fn traceparents_survive_publish_and_claim(s: Arc<dyn Store>) {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let tp = chime::model::TraceParent::parse(TP).unwrap();
+    s.create_tenant(tenant("a")).await.unwrap();
+    let plain = endpoint("a", &["*"], true);
+    s.create_endpoint(plain.clone()).await.unwrap();
+    let mut ordered = endpoint("a", &["*"], true);
+    ordered.settings.ordered = true;
+    s.create_endpoint(ordered.clone()).await.unwrap();
+
+    let traced = NewEvent {
+        traceparent: Some(tp.clone()),
+        ..event("a", "x", None, 100)
+    };
+    let p = s.publish(traced, lease("n", 1, HELD)).await.unwrap();
+    assert_eq!(p.event.traceparent.as_ref(), Some(&tp));
+    assert_eq!(p.jobs.len(), 1, "the plain endpoint's delivery, leased");
+    assert_eq!(p.jobs[0].traceparent.as_ref(), Some(&tp));
+    let stored = s.get_event("a", &p.event.id).await.unwrap().unwrap();
+    assert_eq!(stored.traceparent.as_ref(), Some(&tp));
+
+    // Released, then claimed: the claim reads it from the event.
+    s.release(vec![p.jobs[0].clone()]).await.unwrap();
+    let c = s
+        .claim(&plain.id, 10, 1_000, &lease("n", 2, HELD))
+        .await
+        .unwrap();
+    assert_eq!(c.jobs.len(), 1);
+    assert_eq!(c.jobs[0].traceparent.as_ref(), Some(&tp));
+    let head = s
+        .claim(&ordered.id, 10, 1_000, &lease("n", 3, HELD))
+        .await
+        .unwrap();
+    assert_eq!(head.jobs.len(), 1);
+    assert_eq!(head.jobs[0].traceparent.as_ref(), Some(&tp));
+
+    let untraced = s
+        .publish(event("a", "x", None, 200), lease("n", 4, HELD))
+        .await
+        .unwrap();
+    assert_eq!(untraced.event.traceparent, None);
+    assert_eq!(untraced.jobs[0].traceparent, None);
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -1172,6 +1220,7 @@ macro_rules! conformance {
                 replay_requeues_matching_finished_deliveries,
                 publish_matches_filters_by_the_verdicts_it_is_given,
                 gauges_count_the_backlog_and_endpoints_by_state,
+                traceparents_survive_publish_and_claim,
             );
         }
     };

@@ -38,7 +38,7 @@ use super::rows::{
 };
 
 use super::*;
-use crate::model::{DeliveryId, EndpointId, Millis};
+use crate::model::{DeliveryId, EndpointId, Millis, TraceParent};
 
 /// "Now" on the database's clock, in milliseconds since the epoch: the clock of leases.
 /// `now()` is the start of the current transaction, which for one statement is its start.
@@ -388,11 +388,13 @@ pub const CLAIM_SQL: &str = concat!(
          RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures, d.next_attempt_at, d.seq,
                    CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since
      )
-     -- The body by a correlated lookup, not a join: a prepared statement's generic plan
-     -- cannot tell that LIMIT $3 is small and would hash-join all of events.
-     SELECT l.id, l.event_id, l.tenant_id, l.cycle_failures,
-            (SELECT e.payload FROM events e WHERE e.id = l.event_id), l.unattempted_since
+     -- The body (and traceparent) by a lookup per row, not a plain join: a prepared
+     -- statement's generic plan cannot tell that LIMIT $3 is small and would hash-join all
+     -- of events. The LIMIT 1 keeps the lateral subquery from being flattened into one.
+     SELECT l.id, l.event_id, l.tenant_id, l.cycle_failures, e.payload, l.unattempted_since,
+            e.traceparent
      FROM leased l
+     CROSS JOIN LATERAL (SELECT payload, traceparent FROM events WHERE id = l.event_id LIMIT 1) e
      ORDER BY l.next_attempt_at, l.seq"
 );
 
@@ -639,10 +641,11 @@ impl PostgresStore {
                  )
                  SELECT head.held, head.next_attempt_at, l.id, l.event_id, l.tenant_id,
                         l.cycle_failures,
-                        (SELECT e.payload FROM events e WHERE e.id = l.event_id),
-                        l.unattempted_since
+                        e.payload, l.unattempted_since, e.traceparent
                  FROM head
-                 LEFT JOIN leased l ON true"
+                 LEFT JOIN leased l ON true
+                 LEFT JOIN LATERAL (SELECT payload, traceparent FROM events
+                                    WHERE id = l.event_id LIMIT 1) e ON true"
             ))
             .await?;
         let row = c
@@ -674,6 +677,7 @@ impl PostgresStore {
                     lease_token: lease.token,
                     row: None,
                     unattempted_since: row.try_get(7)?,
+                    traceparent: TraceParent::from_stored(row.try_get(8)?),
                 });
             }
             None if !held => claimed.next_due = next.filter(|due| *due > now),

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::model::{EndpointId, Millis};
+use crate::model::{EndpointId, Millis, TraceParent};
 use crate::store::{
     Claimed, Endpoint, HealthChange, Job, Lease, Outcome, Queue, Result, StoreError, claim_is_full,
 };
@@ -78,6 +78,7 @@ impl Queue for PostgresStore {
                 lease_token: lease.token,
                 row: None,
                 unattempted_since: r.try_get(5)?,
+                traceparent: TraceParent::from_stored(r.try_get(6)?),
             })
         })?;
         Ok(Claimed {

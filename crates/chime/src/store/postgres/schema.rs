@@ -311,6 +311,11 @@ END $$;
     r#"
 ALTER TABLE tokens ADD COLUMN scope text;
 "#,
+    // The W3C `traceparent` of the publish request (model::TraceParent), sent on each
+    // delivery. NULL when the request had none (or an invalid one).
+    r#"
+ALTER TABLE events ADD COLUMN traceparent text;
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is

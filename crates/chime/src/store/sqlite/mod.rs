@@ -27,7 +27,7 @@ use super::rows::{
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::model::{DeliveryId, EndpointId, EventId, Millis};
+use crate::model::{DeliveryId, EndpointId, EventId, Millis, TraceParent};
 use writer::Writer;
 
 const READERS: usize = 4;
@@ -406,8 +406,9 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
     let plan = crate::store::plan(&all, &ev, lease)?;
 
     conn.prepare_cached(
-        "INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at,
+             traceparent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         ev.id,
@@ -415,7 +416,8 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
         ev.name,
         &ev.payload[..],
         ev.idempotency_key,
-        ev.created_at
+        ev.created_at,
+        ev.traceparent.as_ref().map(TraceParent::as_str)
     ])?;
 
     let mut insert = conn.prepare_cached(
@@ -457,7 +459,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 /// ?1 endpoint id, ?2 due time (ms), ?3 limit, ?4 now (ms). Shared with `explain_claim`, so
 /// the plan shown by `chime-bench` is the plan of the query that runs.
 pub const CLAIM_SQL: &str = "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures,
-            e.payload, CASE WHEN d.attempts = 0 THEN d.created_at END
+            e.payload, CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent
      FROM deliveries d JOIN events e ON e.id = d.event_id
      WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
      AND NOT chime_leased(d.seq, ?4)
@@ -501,7 +503,7 @@ pub fn explain_claim(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// A claimable delivery as both claim queries return it: their first seven columns.
+/// A claimable delivery as both claim queries return it: their first eight columns.
 struct ClaimRow {
     seq: i64,
     id: DeliveryId,
@@ -510,6 +512,7 @@ struct ClaimRow {
     cycle_failures: u32,
     payload: Vec<u8>,
     unattempted_since: Option<Millis>,
+    traceparent: Option<String>,
 }
 
 fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
@@ -521,6 +524,7 @@ fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
         cycle_failures: r.get(4)?,
         payload: r.get(5)?,
         unattempted_since: r.get(6)?,
+        traceparent: r.get(7)?,
     })
 }
 
@@ -537,6 +541,7 @@ fn lease_job(row: ClaimRow, ep: EndpointId, lease: &Lease, until: Millis, now: M
         lease_token: lease.token,
         row: Some(row.seq),
         unattempted_since: row.unattempted_since,
+        traceparent: TraceParent::from_stored(row.traceparent),
     }
 }
 
@@ -552,14 +557,14 @@ fn claim_head(
     let head: Option<(ClaimRow, Option<Millis>, bool)> = conn
         .prepare_cached(
             "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
-                    CASE WHEN d.attempts = 0 THEN d.created_at END,
+                    CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent,
                     d.next_attempt_at, chime_leased(d.seq, ?2)
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ordered = 1
              ORDER BY d.seq LIMIT 1",
         )?
         .query_row(params![&*ep, clock()], |r| {
-            Ok((claim_row(r)?, r.get(7)?, r.get(8)?))
+            Ok((claim_row(r)?, r.get(8)?, r.get(9)?))
         })
         .optional()?;
     let mut claimed = Claimed {

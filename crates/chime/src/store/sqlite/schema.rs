@@ -224,6 +224,11 @@ DROP TRIGGER IF EXISTS deliveries_ordered;
     r#"
 ALTER TABLE tokens ADD COLUMN scope TEXT;
 "#,
+    // The W3C `traceparent` of the publish request (model::TraceParent), sent on each
+    // delivery. NULL when the request had none (or an invalid one).
+    r#"
+ALTER TABLE events ADD COLUMN traceparent TEXT;
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction. Returns the

@@ -40,6 +40,8 @@ pub struct Opts {
     pub metrics_tenant_series: usize,
     /// Origins that may frame the portal (`portal_frame_ancestors`).
     pub portal_frame_ancestors: Option<String>,
+    /// Export spans over OTLP/HTTP to this base URL (a receiver of the test's own).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Opts {
@@ -63,6 +65,7 @@ impl Default for Opts {
             metrics_listen: false,
             metrics_tenant_series: 0,
             portal_frame_ancestors: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -105,6 +108,7 @@ fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
         metrics_listen: opts.metrics_listen.then(|| "127.0.0.1:0".into()),
         metrics_tenant_series: Some(opts.metrics_tenant_series),
         portal_frame_ancestors: opts.portal_frame_ancestors.clone(),
+        otlp_endpoint: opts.otlp_endpoint.clone(),
         ..Default::default()
     };
     chime::config::Config::from_layer(layer).expect("valid test config")
