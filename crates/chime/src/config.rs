@@ -529,23 +529,20 @@ fn ui_config(
             "portal_frame_ancestors: {bad:?} is not an origin such as https://app.example.com"
         ));
     }
+    let brand_name = nonempty(name).unwrap_or_else(|| "chime".into());
+    crate::model::check_name(&brand_name).map_err(|e| format!("brand_{e}"))?;
     let brand_logo_url = nonempty(logo);
-    if let Some(l) = &brand_logo_url
-        && (!l.starts_with("https://") || l.contains(['"', '<', '>', ' ']))
-    {
-        return Err(format!("brand_logo_url = {l:?} must be an https:// URL"));
+    if let Some(l) = &brand_logo_url {
+        crate::model::check_logo_url(l).map_err(|e| format!("brand_{e}"))?;
     }
     let brand_accent = nonempty(accent);
     if let Some(a) = &brand_accent {
-        let hex = a.strip_prefix('#').unwrap_or("");
-        if !matches!(hex.len(), 3 | 6) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("brand_accent = {a:?} must be #rgb or #rrggbb"));
-        }
+        crate::model::check_accent(a).map_err(|e| format!("brand_{e}"))?;
     }
     Ok(UiConfig {
         public_url,
         portal_frame_ancestors,
-        brand_name: nonempty(name).unwrap_or_else(|| "chime".into()),
+        brand_name,
         brand_logo_url,
         brand_accent,
     })

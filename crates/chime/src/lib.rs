@@ -185,6 +185,7 @@ pub async fn run(
             id: model::SYSTEM_TENANT.to_owned(),
             name: Some("chime operational events".to_owned()),
             created_at: model::now_millis(),
+            branding: None,
         })
         .await
     {

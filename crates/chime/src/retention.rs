@@ -43,6 +43,9 @@ pub async fn pass(store: &dyn Retention, policy: Policy) -> crate::store::Result
             break;
         }
     }
+    for prefix in crate::ui::session::EXPIRING_META {
+        store.purge_expired_meta(prefix, now).await?;
+    }
     Ok((purged, deleted))
 }
 

@@ -112,6 +112,16 @@ async fn list(
         endpoint_id: params.endpoint,
         event_id: params.event_id,
         event_name,
+        since: params
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: params
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
     };
     let listed = state
         .store

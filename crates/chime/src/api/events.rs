@@ -12,11 +12,11 @@ use super::extract::{PageParams, Principal, Query, parse_json, read_body};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::types::{
-    DeliveryOut, EventIn, EventListParams, EventOut, EventPath, PublishedDeliveryOut, PublishedOut,
-    TenantPath,
+    DeliveryOut, EndpointPath, ErrorOut, EventIn, EventListParams, EventOut, EventPath,
+    PublishedDeliveryOut, PublishedOut, TenantPath, TestEventIn,
 };
 use super::{AppState, ListOut};
-use crate::model::{EventId, TraceParent, format_time, now_millis, parse_event_name};
+use crate::model::{EndpointId, EventId, TraceParent, format_time, now_millis, parse_event_name};
 use crate::spans::Span;
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
 use opentelemetry::KeyValue;
@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, publish))
         .routes(routes!(show))
+        .routes(routes!(send_test))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -101,6 +102,32 @@ async fn publish_event(
     let key = idempotency_key(req.headers())?;
     let body = read_body(req, state, "event").await?;
     let input: EventIn = parse_json(&body)?;
+    accept(
+        state,
+        tenant_id,
+        input,
+        key,
+        traceparent,
+        None,
+        span,
+        started,
+    )
+    .await
+}
+
+/// Checks an event against the catalog and stores it (through the dispatcher's group
+/// commit): what a publish and a test event share.
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    state: &AppState,
+    tenant_id: String,
+    input: EventIn<'_>,
+    key: Option<String>,
+    traceparent: Option<TraceParent>,
+    only_endpoint: Option<EndpointId>,
+    span: &mut Span,
+    started: std::time::Instant,
+) -> ApiResult<Response> {
     let name = parse_event_name(&input.event)?;
     span.set(|| KeyValue::new("chime.event.name", name.clone()));
     state
@@ -130,6 +157,7 @@ async fn publish_event(
         created_at: now_millis(),
         filters: Default::default(),
         traceparent,
+        only_endpoint,
     };
     let published = state.dispatch.publish(new).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found("tenant"),
@@ -168,6 +196,72 @@ async fn publish_event(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/endpoints/{endpoint}/test",
+    tag = "endpoints",
+    summary = "Send a test event to this endpoint alone",
+    description = "Stored and delivered like any event (signed, retried, in the delivery log), but only this endpoint receives it, whatever its subscription and filter. `event` defaults to `chime.test` and `data` to `{\"test\": true}`; with `strict_event_types`, the event must be in the catalog.",
+    params(EndpointPath),
+    request_body = TestEventIn,
+    responses((status = 202, description = "Stored; its one delivery starts", body = PublishedOut), (status = 409, description = "The endpoint is disabled", body = ErrorOut))
+)]
+async fn send_test(
+    State(state): State<AppState>,
+    principal: Result<Principal, ApiError>,
+    Path((tenant_id, endpoint_id)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    let started = std::time::Instant::now();
+    let incoming = TraceParent::from_headers(req.headers());
+    let mut span = state
+        .spans
+        .start("publish", SpanKind::Server, incoming.as_ref(), || {
+            vec![KeyValue::new("chime.tenant", tenant_id.clone())]
+        });
+    let traceparent = span.traceparent().or(incoming);
+    let answer = async {
+        let principal = principal?;
+        let endpoint = super::endpoints::load(&state, &principal, &tenant_id, &endpoint_id).await?;
+        if !endpoint.enabled {
+            return Err(ApiError::new(
+                super::error::Code::Conflict,
+                "the endpoint is disabled: enable it to send it a test event",
+            ));
+        }
+        let body = read_body(req, &state, "test event").await?;
+        let input: TestEventIn = if body.is_empty() {
+            TestEventIn::default()
+        } else {
+            parse_json(&body)?
+        };
+        let default_data = RawValue::from_string(r#"{"test":true}"#.into()).expect("JSON");
+        let input = EventIn {
+            event: input
+                .event
+                .unwrap_or(std::borrow::Cow::Borrowed("chime.test")),
+            data: input.data.unwrap_or(&default_data),
+        };
+        accept(
+            &state,
+            tenant_id,
+            input,
+            None,
+            traceparent,
+            Some(endpoint.id),
+            &mut span,
+            started,
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = &answer {
+        state.metrics.event_refused(Some(e.code));
+        span.fail(e.code.as_str());
+    }
+    answer
 }
 
 #[derive(serde::Deserialize)]

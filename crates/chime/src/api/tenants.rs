@@ -8,7 +8,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, PageParams, Principal, Query};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::types::{ErrorOut, TenantIn, TenantOut, TenantPath, TokenOut};
+use super::types::{ErrorOut, TenantIn, TenantOut, TenantPatch, TenantPath, TokenOut};
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{format_time, new_id, now_millis, parse_tenant_id};
 use crate::store::{Page, Tenant, TokenScope};
@@ -16,7 +16,7 @@ use crate::store::{Page, Tenant, TokenScope};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
-        .routes(routes!(show, delete))
+        .routes(routes!(show, update, delete))
         .routes(routes!(create_token))
 }
 
@@ -26,8 +26,18 @@ impl From<Tenant> for TenantOut {
             id: t.id,
             name: t.name,
             created_at: format_time(t.created_at),
+            branding: t.branding,
         }
     }
+}
+
+fn check_name(name: &Option<String>) -> ApiResult<()> {
+    if let Some(name) = name
+        && name.chars().count() > 256
+    {
+        return Err(ApiError::invalid("name must be at most 256 characters"));
+    }
+    Ok(())
 }
 
 #[utoipa::path(
@@ -48,15 +58,12 @@ async fn create(
         Some(id) => parse_tenant_id(&id)?,
         None => new_id("ten"),
     };
-    if let Some(name) = &body.name
-        && name.chars().count() > 256
-    {
-        return Err(ApiError::invalid("name must be at most 256 characters"));
-    }
+    check_name(&body.name)?;
     let tenant = Tenant {
         id,
         name: body.name,
         created_at: now_millis(),
+        branding: None,
     };
     state.store.create_tenant(tenant.clone()).await?;
     Ok((StatusCode::CREATED, Json(tenant.into())))
@@ -97,6 +104,47 @@ async fn show(
     Ok(Json(
         visible_tenant(&state, &principal, &tenant_id).await?.into(),
     ))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{tenant}",
+    tag = "tenants",
+    summary = "Rename a tenant or set its portal branding (admin)",
+    params(TenantPath),
+    request_body = TenantPatch,
+    responses((status = 200, description = "The tenant as it is now", body = TenantOut))
+)]
+async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(tenant_id): Path<String>,
+    JsonBody(body): JsonBody<TenantPatch>,
+) -> ApiResult<Json<TenantOut>> {
+    principal.require_admin()?;
+    let mut tenant = visible_tenant(&state, &principal, &tenant_id).await?;
+    if let Some(name) = body.name {
+        check_name(&name)?;
+        tenant.name = name;
+    }
+    if let Some(branding) = body.branding {
+        tenant.branding = branding
+            .map(|b| {
+                b.checked()
+                    .map_err(|e| ApiError::invalid(format!("branding: {e}")))
+            })
+            .transpose()?
+            .filter(|b| !b.is_empty());
+    }
+    state
+        .store
+        .update_tenant(&tenant)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::not_found("tenant"),
+            other => other.into(),
+        })?;
+    Ok(Json(tenant.into()))
 }
 
 #[utoipa::path(

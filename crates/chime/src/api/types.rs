@@ -99,11 +99,26 @@ pub struct TenantIn {
     pub name: Option<String>,
 }
 
+/// `PATCH /v1/tenants/{tenant}`: absent fields are left as they are; `null` clears.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: Option<Option<String>>,
+    /// How the customer portal presents this tenant's product; each part left out (or
+    /// `null`) falls back to the server's branding.
+    #[serde(default, deserialize_with = "nullable")]
+    pub branding: Option<Option<crate::model::Branding>>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TenantOut {
     pub id: String,
     pub name: Option<String>,
     pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branding: Option<crate::model::Branding>,
 }
 
 /// A tenant's API token, shown once, when created.
@@ -226,6 +241,18 @@ pub struct RotatedOut {
 
 // --- events --------------------------------------------------------------------------------
 
+/// `POST …/endpoints/{endpoint}/test`: an event for one endpoint; both fields optional.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestEventIn<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub event: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub data: Option<&'a RawValue>,
+}
+
 /// `POST …/events`. `data` stays raw JSON: it is stored and sent with its bytes as given.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -328,6 +355,10 @@ pub struct DeliveryListParams {
     pub event_id: Option<String>,
     /// An event name, as everywhere else in the API.
     pub event: Option<String>,
+    /// RFC 3339; deliveries created at or after.
+    pub since: Option<String>,
+    /// RFC 3339; deliveries created before.
+    pub until: Option<String>,
 }
 
 /// `POST …/replay`: which deliveries to send again.

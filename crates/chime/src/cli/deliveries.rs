@@ -48,6 +48,12 @@ enum DeliveriesCommand {
         /// Only deliveries of events with this name (e.g. order.created).
         #[arg(long, value_name = "NAME")]
         event: Option<String>,
+        /// Only deliveries created at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only deliveries created before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
         #[command(flatten)]
         page: PageArgs,
     },
@@ -145,6 +151,8 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
             endpoint,
             event_id,
             event,
+            since,
+            until,
             page,
         } => {
             let query = DeliveryListParams {
@@ -158,6 +166,8 @@ async fn run(api: &Client, json: bool, command: DeliveriesCommand) -> Result<(),
                 endpoint,
                 event_id,
                 event,
+                since,
+                until,
             };
             let list = api
                 .get::<ListOut<DeliveryOut>>(

@@ -1,10 +1,11 @@
-//! `chime tenant create|list|token`: tenants from the command line.
+//! `chime tenant create|list|update|token`: tenants from the command line.
 
 use std::process::ExitCode;
 
 use super::client::{self, ApiArgs, CliError, Client, PageArgs, cell};
 use super::output::{Style, Table, print_json};
-use crate::api::types::{ListOut, TenantIn, TenantOut, TokenOut};
+use crate::api::types::{ListOut, TenantIn, TenantOut, TenantPatch, TokenOut};
+use crate::model::Branding;
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -34,6 +35,29 @@ enum TenantCommand {
     List {
         #[command(flatten)]
         page: PageArgs,
+    },
+    /// Rename a tenant or set how the customer portal presents its product (admin token).
+    #[command(
+        after_help = "Examples:\n  chime tenant update acme --brand-name \"Acme Hooks\" --brand-accent '#0a7d38'\n  chime tenant update acme --clear-branding"
+    )]
+    Update {
+        /// The tenant id.
+        id: String,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The product name the portal shows for this tenant.
+        #[arg(long)]
+        brand_name: Option<String>,
+        /// An https:// URL of the logo the portal shows.
+        #[arg(long)]
+        brand_logo_url: Option<String>,
+        /// The portal's accent colour, #rgb or #rrggbb.
+        #[arg(long)]
+        brand_accent: Option<String>,
+        /// Go back to the server's branding.
+        #[arg(long, conflicts_with_all = ["brand_name", "brand_logo_url", "brand_accent"])]
+        clear_branding: bool,
     },
     /// Create an API token that can reach this tenant only (printed once).
     #[command(
@@ -68,6 +92,50 @@ pub fn main(args: TenantArgs) -> ExitCode {
                     print_json(&list);
                 } else {
                     print_tenants(&list)?;
+                }
+            }
+            TenantCommand::Update {
+                id,
+                name,
+                brand_name,
+                brand_logo_url,
+                brand_accent,
+                clear_branding,
+            } => {
+                let given = Branding {
+                    name: brand_name,
+                    logo_url: brand_logo_url,
+                    accent: brand_accent,
+                };
+                let branding = if clear_branding {
+                    Some(None)
+                } else if given.is_empty() {
+                    None
+                } else {
+                    // The parts not given keep their current values.
+                    let now = api
+                        .get::<TenantOut>(&["v1", "tenants", &id], &())
+                        .await?
+                        .value
+                        .branding
+                        .unwrap_or_default();
+                    Some(Some(Branding {
+                        name: given.name.or(now.name),
+                        logo_url: given.logo_url.or(now.logo_url),
+                        accent: given.accent.or(now.accent),
+                    }))
+                };
+                let patch = TenantPatch {
+                    name: name.map(Some),
+                    branding,
+                };
+                let t = api
+                    .patch::<TenantOut>(&["v1", "tenants", &id], &patch)
+                    .await?;
+                if json {
+                    print_json(&t);
+                } else {
+                    println!("Updated tenant {}", Style::stdout().bold(&t.id));
                 }
             }
             TenantCommand::Token { id } => {

@@ -30,6 +30,7 @@ impl Emitter {
                 created_at: now_millis(),
                 filters: Default::default(),
                 traceparent: None,
+                only_endpoint: None,
             };
             if let Err(e) = handle.publish(event).await {
                 tracing::warn!(event = name, error = %e, "could not emit an operational event");

@@ -4,9 +4,11 @@
 
 use std::fmt;
 
+mod branding;
 mod ids;
 mod trace;
 
+pub use branding::{Branding, check_accent, check_logo_url, check_name};
 pub use ids::{AttemptId, DeliveryId, EndpointId, EventId, looks_like_id, new_id};
 pub use trace::{TRACEPARENT, TraceParent};
 

@@ -129,6 +129,8 @@ pub struct Tenant {
     pub id: String,
     pub name: Option<String>,
     pub created_at: Millis,
+    /// How the portal presents this tenant's product (over the server's branding).
+    pub branding: Option<crate::model::Branding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,6 +414,9 @@ pub struct NewEvent {
     pub filters: crate::filter::Verdicts,
     /// The publish request's valid `traceparent`, if any.
     pub traceparent: Option<TraceParent>,
+    /// A test event (`POST …/endpoints/{id}/test`): this endpoint alone receives it,
+    /// whatever its subscription and filter.
+    pub only_endpoint: Option<crate::model::EndpointId>,
 }
 
 impl NewEvent {
@@ -493,6 +498,10 @@ pub struct DeliveryFilter {
     pub endpoint_id: Option<String>,
     pub event_id: Option<String>,
     pub event_name: Option<String>,
+    /// Created at or after.
+    pub since: Option<Millis>,
+    /// Created before.
+    pub until: Option<Millis>,
 }
 
 /// News from the writers sharing a store (`Store::notifications`).
@@ -552,6 +561,9 @@ pub trait Admin: Send + Sync + 'static {
     async fn create_tenant(&self, tenant: Tenant) -> Result<()>;
 
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    /// Sets a tenant's name and branding (the rest is fixed at creation); `NotFound` if it
+    /// does not exist.
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<()>;
 
     async fn list_tenants(&self, page: Page) -> Result<Listed<Tenant>>;
 
@@ -715,6 +727,11 @@ pub trait Retention: Send + Sync + 'static {
     /// Deletes up to `limit` events created before `before`, with their deliveries and
     /// attempts, when none of their deliveries is pending. Returns how many events.
     async fn purge_events(&self, before: Millis, limit: u32) -> Result<u64>;
+
+    /// Deletes the meta rows under `prefix` whose value, an expiry in milliseconds, is
+    /// before `now` (markers that outlive what they mark: used sign-in links, revoked
+    /// sessions). Returns how many.
+    async fn purge_expired_meta(&self, prefix: &str, now: Millis) -> Result<u64>;
 }
 
 /// The whole storage interface, by role: a backend implements the four role traits, and

@@ -95,13 +95,16 @@ pub fn published(
 }
 
 /// The endpoints among `endpoints` that receive the event: subscribed to its name, and whose
-/// filter (if any) selected something. Both backends match with this, inside their publish
+/// filter (if any) selected something; for a test event, its one endpoint. Both backends match with this, inside their publish
 /// transaction; an endpoint whose filter has no verdict in `event.filters` makes it answer
 /// `FiltersNeeded` with every filter of the tenant's endpoints, before anything is written.
 pub fn subscribers<'a>(
     endpoints: &'a [Arc<Endpoint>],
     event: &NewEvent,
 ) -> Result<Vec<&'a Arc<Endpoint>>> {
+    if let Some(only) = &event.only_endpoint {
+        return Ok(endpoints.iter().filter(|e| e.id == *only).collect());
+    }
     let mut out = Vec::new();
     for ep in endpoints {
         if !ep.events.matches(&event.name) {
@@ -166,6 +169,7 @@ mod tests {
             created_at: 7,
             filters: Default::default(),
             traceparent: None,
+            only_endpoint: None,
         }
     }
 
@@ -225,5 +229,24 @@ mod tests {
         assert_eq!(out.due_endpoints, ["ep_ordered", "ep_full"]);
         assert_eq!(out.deliveries.len(), 4);
         assert!(!out.repeated);
+    }
+
+    /// A test event reaches its one endpoint, even one not subscribed to its name.
+    #[test]
+    fn a_test_event_reaches_only_its_endpoint() {
+        let eps = vec![
+            endpoint("ep_other", &["user.*"], true, false),
+            endpoint("ep_all", &["*"], true, false),
+        ];
+        let ev = NewEvent {
+            only_endpoint: Some(EndpointId::from_stored("ep_other")),
+            ..event("order.created")
+        };
+        let got: Vec<_> = subscribers(&eps, &ev)
+            .unwrap()
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect();
+        assert_eq!(got, ["ep_other"]);
     }
 }

@@ -29,16 +29,25 @@ pub trait Columns {
 /// A row type with the `seq` that orders and pages it.
 pub type WithSeq<T> = (T, i64);
 
-pub const TENANT_COLS: &str = "id, name, created_at, seq";
+pub const TENANT_COLS: &str = "id, name, created_at, seq, branding";
 pub fn tenant<R: Columns>(r: &R) -> Result<WithSeq<Tenant>, R::Error> {
     Ok((
         Tenant {
             id: r.text(0)?,
             name: r.opt_text(1)?,
             created_at: r.bigint(2)?,
+            branding: r.opt_text(4)?.and_then(|b| serde_json::from_str(&b).ok()),
         },
         r.bigint(3)?,
     ))
+}
+
+/// A tenant's branding as its column holds it (JSON; NULL when there is none).
+pub fn branding_text(t: &Tenant) -> Option<String> {
+    t.branding
+        .as_ref()
+        .filter(|b| !b.is_empty())
+        .map(|b| serde_json::to_string(b).expect("branding serializes"))
 }
 
 pub const ENDPOINT_COLS: &str = "id, tenant_id, url, events, description, enabled, secret, created_at, updated_at, seq, \

@@ -16,7 +16,7 @@ fn head(base: &str, title: &str, brand: &Brand) -> Markup {
             meta name="referrer" content="no-referrer";
             title { (title) " · " (brand.name) }
             link rel="stylesheet" href={ (base) "/assets/chime.css" };
-            link rel="stylesheet" href={ (base) "/assets/brand.css" };
+            link rel="stylesheet" href={ (base) "/assets/brand.css" @if let Some(a) = &brand.accent { "?accent=" (a.trim_start_matches('#')) } };
             script src={ (base) "/assets/chime.js" } defer {}
         }
     }
@@ -53,7 +53,7 @@ pub fn bare(brand: &Brand, base: &str, title: &str, body: Markup) -> Markup {
 /// A page of a signed-in session.
 pub fn page(state: &UiState, s: &Session, title: &str, body: Markup) -> Markup {
     let base = state.base();
-    let brand = &state.settings.brand;
+    let brand = &s.brand;
     html! {
         (DOCTYPE)
         html lang="en" {

@@ -75,6 +75,22 @@ pub struct Brand {
     pub accent: Option<String>,
 }
 
+impl Brand {
+    /// This branding with a tenant's own parts in place of the server's.
+    pub fn overlay(mut self, own: &crate::model::Branding) -> Self {
+        if let Some(n) = &own.name {
+            self.name = n.clone();
+        }
+        if own.logo_url.is_some() {
+            self.logo_url = own.logo_url.clone();
+        }
+        if own.accent.is_some() {
+            self.accent = own.accent.clone();
+        }
+        self
+    }
+}
+
 /// Signs the one-time links the API hands out.
 pub struct LinkIssuer {
     keys: Keys,
@@ -187,8 +203,10 @@ fn routes(state: UiState) -> Router {
         r = r
             .route("/login", get(signin::login_form).post(signin::login))
             .route("/tenants", get(tenants::list).post(tenants::create))
+            .route("/t/{tenant}/branding", post(tenants::branding))
             .route("/api", get(reference::show))
             .route("/event-types", post(event_types::create))
+            .route("/event-types/{name}/edit", post(event_types::edit))
             .route("/event-types/{name}/delete", post(event_types::delete));
     }
     r.fallback(web::not_found)

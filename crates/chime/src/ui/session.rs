@@ -10,6 +10,9 @@
 //! - A **one-time link** carries claims signed with purpose `link`; it is used by writing
 //!   `ui_link_used:<sha256(token)>` with `put_meta_if_absent`, which is true once, on any node.
 //!
+//! Both markers hold the expiry of what they mark, so retention deletes them once that has
+//! passed (`EXPIRING_META`): an expired link or session is refused without them.
+//!
 //! Raw tokens are never stored or logged: only their hashes appear in meta keys.
 
 use base64::Engine;
@@ -22,6 +25,10 @@ use crate::model::{Millis, now_millis};
 use crate::store::{Admin, StoreError};
 
 const KEY_META: &str = "ui_session_key";
+const REVOKED: &str = "ui_session_revoked:";
+const USED: &str = "ui_link_used:";
+/// The meta prefixes whose rows hold an expiry and can go once it has passed.
+pub const EXPIRING_META: [&str; 2] = [REVOKED, USED];
 
 /// Which pages a session or link opens: the operator's dashboard (`/ui`) or a tenant's
 /// customer portal (`/portal`). A session of one is refused by the other.
@@ -168,7 +175,7 @@ impl Keys {
     pub async fn session(&self, store: &dyn Admin, cookie: &str) -> Result<Claims, Refused> {
         let claims = self.open("session", cookie, now_millis())?;
         if store
-            .get_meta(&format!("ui_session_revoked:{}", claims.id))
+            .get_meta(&format!("{REVOKED}{}", claims.id))
             .await?
             .is_some()
         {
@@ -181,8 +188,8 @@ impl Keys {
     pub async fn revoke(&self, store: &dyn Admin, claims: &Claims) -> Result<(), StoreError> {
         store
             .put_meta_if_absent(
-                &format!("ui_session_revoked:{}", claims.id),
-                &now_millis().to_string(),
+                &format!("{REVOKED}{}", claims.id),
+                &claims.expires_at.to_string(),
             )
             .await
             .map(|_| ())
@@ -191,9 +198,9 @@ impl Keys {
     /// Uses a one-time link: its claims, the first time only (on any node).
     pub async fn redeem(&self, store: &dyn Admin, token: &str) -> Result<Claims, Refused> {
         let claims = self.open("link", token, now_millis())?;
-        let used_key = format!("ui_link_used:{}", crate::auth::hash_token(token));
+        let used_key = format!("{USED}{}", crate::auth::hash_token(token));
         if !store
-            .put_meta_if_absent(&used_key, &now_millis().to_string())
+            .put_meta_if_absent(&used_key, &claims.expires_at.to_string())
             .await?
         {
             return Err(Refused::Used);

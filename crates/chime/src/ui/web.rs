@@ -1,7 +1,7 @@
 //! The request side of the pages: the session (`Session`), checked form posts (`Post`:
 //! CSRF, read-only), cookies, the security headers every page carries, and error pages.
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -62,6 +62,9 @@ pub struct Session {
     /// The CSRF token its forms carry.
     pub csrf: String,
     pub api: Api,
+    /// How its pages present the product: the server's branding, in the portal overlaid
+    /// with the tenant's own.
+    pub brand: super::Brand,
 }
 
 impl Session {
@@ -91,10 +94,19 @@ impl FromRequestParts<UiState> for Session {
         if claims.area != state.area {
             return Err(refused("This session is for other pages.".into()));
         }
+        let mut brand = state.settings.brand.clone();
+        if state.area == Area::Portal
+            && let Some(t) = &claims.tenant
+            && let Ok(Some(tenant)) = state.app.store.get_tenant(t).await
+            && let Some(own) = &tenant.branding
+        {
+            brand = brand.overlay(own);
+        }
         Ok(Session {
             csrf: state.keys.csrf(&claims.id),
             api: Api::new(state.api.clone(), claims.principal()),
             claims,
+            brand,
         })
     }
 }
@@ -289,12 +301,27 @@ pub async fn js() -> Response {
         .into_response()
 }
 
-/// The accent colour as a stylesheet of its own (the CSP allows no inline style); the
-/// colour was checked to be `#rgb` or `#rrggbb` at start.
-pub async fn brand_css(State(state): State<UiState>) -> Response {
-    let css = match &state.settings.brand.accent {
-        Some(c) => format!(":root {{ --accent: {c}; }}\n"),
-        None => String::new(),
-    };
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], css).into_response()
+/// The accent colour as a stylesheet of its own (the CSP allows no inline style). The
+/// colour comes in the query (`?accent=4b57d1`, as `layout` links it) so a tenant's own
+/// accent needs no session here; only `#rgb`/`#rrggbb` ever reaches the CSS.
+pub async fn brand_css(Query(q): Query<BrandCss>) -> Response {
+    let css = q
+        .accent
+        .map(|hex| format!("#{hex}"))
+        .filter(|c| crate::model::check_accent(c).is_ok())
+        .map(|c| format!(":root {{ --accent: {c}; }}\n"))
+        .unwrap_or_default();
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        css,
+    )
+        .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct BrandCss {
+    accent: Option<String>,
 }

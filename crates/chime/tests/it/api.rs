@@ -496,8 +496,92 @@ async fn endpoint_lifecycle_and_secret() {
     server.stop().await;
 }
 
+/// A test event goes to its one endpoint, subscribed or not, and nowhere else.
+async fn a_test_event_reaches_only_its_endpoint() {
+    let (_dir, server) = server().await;
+    let rx = Receiver::start().await;
+    server.create_tenant("acme").await;
+    server.create_tenant("globex").await;
+    let (users, _) = server
+        .create_endpoint("acme", &rx.url("/users"), json!(["user.*"]))
+        .await;
+    let (_all, _) = server
+        .create_endpoint("acme", &rx.url("/all"), json!(["*"]))
+        .await;
+    let path = format!("/v1/tenants/acme/endpoints/{users}/test");
+    let (s, b) = server
+        .admin(
+            "POST",
+            &path,
+            Some(json!({"event": "order.created", "data": {"id": 1}})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["event"], "order.created");
+    assert_eq!(b["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(b["deliveries"][0]["endpoint_id"], users.as_str());
+    let delivery = b["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    server.wait_status("acme", &delivery, "succeeded").await;
+    // Without a body: chime.test with {"test": true}.
+    let (s, b) = server.admin("POST", &path, None).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["event"], "chime.test");
+    let second = b["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    server.wait_status("acme", &second, "succeeded").await;
+    let got = rx.received();
+    assert_eq!(got.len(), 2, "nothing went to the other endpoint");
+    assert!(got.iter().all(|r| r.path == "/users"));
+    assert_eq!(
+        &got[0].body[..],
+        br#"{"event":"order.created","data":{"id":1}}"#
+    );
+    assert!(got[0].headers.contains_key("webhook-signature"));
+    assert_eq!(
+        &got[1].body[..],
+        br#"{"event":"chime.test","data":{"test":true}}"#
+    );
+
+    // Another tenant's token, an unknown endpoint, a disabled one, bad input.
+    let globex = tenant_token(&server, "globex").await;
+    let (s, _) = server.call("POST", &path, Some(&globex), None).await;
+    assert_eq!(s, 403);
+    let (s, _) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/endpoints/ep_01jdoesnotexist0000000000/test",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, b) = server
+        .admin("POST", &path, Some(json!({"event": "Not A Name!"})))
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["code"].as_str()),
+        (422, Some("invalid_request"))
+    );
+    let (s, _) = server
+        .admin(
+            "PATCH",
+            &format!("/v1/tenants/acme/endpoints/{users}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = server.admin("POST", &path, None).await;
+    assert_eq!((s.as_u16(), b["code"].as_str()), (409, Some("conflict")));
+    let (_, events) = server.admin("GET", "/v1/tenants/acme/events", None).await;
+    assert_eq!(
+        events["data"].as_array().unwrap().len(),
+        2,
+        "refusals stored nothing"
+    );
+    server.stop().await;
+}
+
 // Every test above runs twice: on SQLite (`sqlite::…`) and on PostgreSQL (`postgres::…`).
 on_both_backends!(
+    a_test_event_reaches_only_its_endpoint,
     auth_and_tenant_isolation,
     each_error_status_has_the_documented_shape,
     idempotency_key_returns_the_first_result_and_stores_nothing_new,

@@ -215,6 +215,26 @@ fn quickstart_without_curl() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("is not an event id"));
+    // A time range: everything so far is after 2020 and nothing before it.
+    for (args, found) in [
+        (["--since", "2020-01-01T00:00:00Z"], 3),
+        (["--until", "2020-01-01T00:00:00Z"], 0),
+    ] {
+        let got = env.json(&[&["deliveries", "list", "--tenant", "acme"][..], &args[..]].concat());
+        assert_eq!(got["data"].as_array().unwrap().len(), found, "{args:?}");
+    }
+    env.chime()
+        .args([
+            "deliveries",
+            "list",
+            "--tenant",
+            "acme",
+            "--since",
+            "yesterday",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("since must be an RFC 3339 time"));
     let shown = env.json(&["events", "show", &evt, "--tenant", "acme"]);
     assert_eq!(shown["data"]["order_id"], 1234);
     assert_eq!(shown["deliveries"][0]["id"], delivery.as_str());

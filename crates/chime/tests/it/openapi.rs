@@ -151,6 +151,21 @@ async fn every_documented_operation_answers_as_documented() {
         200
     );
 
+    let branding =
+        json!({"name": "Globex", "branding": {"name": "Globex Hooks", "accent": "#123"}});
+    assert_eq!(
+        w.call("PATCH", "/v1/tenants/globex", Some(branding))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        w.call("POST", &format!("{t}/endpoints/{ep}/test"), None)
+            .await
+            .0,
+        202
+    );
+
     let (s, published) = w
         .call(
             "POST",

@@ -682,6 +682,7 @@ async fn lease_expiry_uses_the_database_clock() {
         id: "a".into(),
         name: None,
         created_at: 1,
+        branding: None,
     })
     .await
     .unwrap();
@@ -720,6 +721,7 @@ async fn lease_expiry_uses_the_database_clock() {
             created_at: now,
             filters: Default::default(),
             traceparent: None,
+            only_endpoint: None,
         },
         held,
     )
@@ -821,6 +823,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
         id: "doomed".into(),
         name: None,
         created_at: 1,
+        branding: None,
     })
     .await
     .unwrap();
@@ -853,6 +856,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
                     created_at: chime::model::now_millis(),
                     filters: Default::default(),
                     traceparent: None,
+                    only_endpoint: None,
                 },
                 Lease {
                     owner: Arc::from("node"),

@@ -14,6 +14,7 @@ fn tenant(id: &str) -> Tenant {
         id: id.into(),
         name: Some(format!("{id} inc")),
         created_at: 1_000,
+        branding: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent
         created_at: at,
         filters: Default::default(),
         traceparent: None,
+        only_endpoint: None,
     }
 }
 
@@ -135,6 +137,23 @@ pub async fn tenants_are_created_listed_and_deleted(s: Arc<dyn Store>) {
         Err(StoreError::NotFound)
     ));
     assert_eq!(s.list_tenants(page(10)).await.unwrap().rows.len(), 2);
+    // Name and branding change; an empty branding is stored as none.
+    let mut a = tenant("a");
+    a.name = Some("Acme".into());
+    a.branding = Some(chime::model::Branding {
+        name: Some("Acme Hooks".into()),
+        logo_url: None,
+        accent: Some("#0a0".into()),
+    });
+    s.update_tenant(&a).await.unwrap();
+    assert_eq!(s.get_tenant("a").await.unwrap(), Some(a.clone()));
+    a.branding = Some(Default::default());
+    s.update_tenant(&a).await.unwrap();
+    assert_eq!(s.get_tenant("a").await.unwrap().unwrap().branding, None);
+    assert!(matches!(
+        s.update_tenant(&tenant("b")).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 pub async fn tokens_resolve_to_scopes_and_die_with_their_tenant(s: Arc<dyn Store>) {
@@ -556,6 +575,26 @@ pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn
             .unwrap()
             .rows;
         assert_eq!(rows.len(), found);
+    }
+    // The event was published at 100: the range is [since, until).
+    for (since, until, found) in [
+        (Some(100), None, 1),
+        (Some(101), None, 0),
+        (None, Some(101), 1),
+        (None, Some(100), 0),
+        (Some(50), Some(150), 1),
+    ] {
+        let in_range = DeliveryFilter {
+            since,
+            until,
+            ..Default::default()
+        };
+        let rows = s
+            .list_deliveries("a", &in_range, page(10))
+            .await
+            .unwrap()
+            .rows;
+        assert_eq!(rows.len(), found, "since {since:?} until {until:?}");
     }
 }
 
@@ -1196,6 +1235,25 @@ pub async fn traceparents_survive_publish_and_claim(s: Arc<dyn Store>) {
     assert_eq!(untraced.jobs[0].traceparent, None);
 }
 
+/// Markers holding an expiry go once it has passed; others under the prefix and other keys
+/// stay.
+pub async fn expired_meta_markers_are_purged(s: Arc<dyn Store>) {
+    for (key, value) in [
+        ("ui_link_used:old", "100"),
+        ("ui_link_used:new", "300"),
+        ("ui_link_usedx", "1"),
+        ("ui_session_key", "1"),
+    ] {
+        assert!(s.put_meta_if_absent(key, value).await.unwrap());
+    }
+    assert_eq!(s.purge_expired_meta("ui_link_used:", 200).await.unwrap(), 1);
+    assert_eq!(s.get_meta("ui_link_used:old").await.unwrap(), None);
+    for kept in ["ui_link_used:new", "ui_link_usedx", "ui_session_key"] {
+        assert!(s.get_meta(kept).await.unwrap().is_some(), "{kept}");
+    }
+    assert_eq!(s.purge_expired_meta("ui_link_used:", 200).await.unwrap(), 0);
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -1221,6 +1279,7 @@ macro_rules! conformance {
                 publish_matches_filters_by_the_verdicts_it_is_given,
                 gauges_count_the_backlog_and_endpoints_by_state,
                 traceparents_survive_publish_and_claim,
+                expired_meta_markers_are_purged,
             );
         }
     };

@@ -576,3 +576,168 @@ async fn an_endpoints_settings_are_edited_through_the_apis_rules() {
     assert!(got["filter"].is_null());
     two.server.stop().await;
 }
+
+/// A tenant's branding (set by the admin through the API) names its portal; the other
+/// tenant's portal, the dashboard and the stylesheet take nothing from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_branding_shows_in_its_own_portal() {
+    let t = two_tenants(Opts::default()).await;
+    let server = &t.server;
+    let branding = json!({"branding": {"name": "Alpha Hooks", "accent": "#0a7d38",
+        "logo_url": "https://alpha.example/logo.png"}});
+    let (s, b) = server
+        .admin("PATCH", "/v1/tenants/alpha", Some(branding.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["branding"]["name"], "Alpha Hooks");
+    // Only the admin may; bad parts are refused and change nothing.
+    let (s, b) = server.admin("POST", "/v1/tenants/alpha/tokens", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let token = b["token"].as_str().unwrap().to_owned();
+    let (s, _) = server
+        .call("PATCH", "/v1/tenants/alpha", Some(&token), Some(branding))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for bad in [
+        json!({"accent": "red;}body{display:none"}),
+        json!({"logo_url": "javascript:alert(1)"}),
+        json!({"name": "x".repeat(65)}),
+        json!({"colour": "#fff"}),
+    ] {
+        let (s, b) = server
+            .admin(
+                "PATCH",
+                "/v1/tenants/alpha",
+                Some(json!({ "branding": bad })),
+            )
+            .await;
+        assert!(s.is_client_error(), "{bad}: {s} {b}");
+    }
+    let (_, b) = server.admin("GET", "/v1/tenants/alpha", None).await;
+    assert_eq!(b["branding"]["accent"], "#0a7d38");
+
+    let mut alpha = Visitor::new(server);
+    let link = portal_link(server, "alpha", json!({})).await;
+    assert_eq!(alpha.get(&link).await.status, 200);
+    let p = alpha.get("/portal/t/alpha").await;
+    assert_eq!(p.status, 200);
+    assert!(p.text.contains("Alpha Hooks"), "{}", p.text);
+    assert!(p.text.contains("brand.css?accent=0a7d38"), "{}", p.text);
+    assert!(p.text.contains("https://alpha.example/logo.png"));
+    let css = alpha.get("/portal/assets/brand.css?accent=0a7d38").await;
+    assert_eq!(css.text, ":root { --accent: #0a7d38; }\n");
+    let css = alpha
+        .get("/portal/assets/brand.css?accent=0a7d38;}body{display:none")
+        .await;
+    assert_eq!(css.text, "");
+
+    let mut bravo = Visitor::new(server);
+    let link = portal_link(server, "bravo", json!({})).await;
+    assert_eq!(bravo.get(&link).await.status, 200);
+    let p = bravo.get("/portal/t/bravo").await;
+    assert_eq!(p.status, 200);
+    assert!(!p.text.contains("Alpha Hooks"), "{}", p.text);
+    let mut admin = admin_visitor(server).await;
+    assert!(!admin.get("/ui").await.text.contains("Alpha Hooks"));
+
+    // The dashboard's form sets it through the same rules; empty fields clear.
+    let csrf = admin.get("/ui/t/alpha").await.csrf();
+    let p = admin
+        .post(
+            "/ui/t/alpha/branding",
+            &[
+                ("csrf", &csrf),
+                ("name", "Alpha Portal"),
+                ("accent", ""),
+                ("logo_url", ""),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.text);
+    let (_, b) = server.admin("GET", "/v1/tenants/alpha", None).await;
+    assert_eq!(b["branding"], json!({"name": "Alpha Portal"}));
+    let p = admin
+        .post(
+            "/ui/t/alpha/branding",
+            &[("csrf", &csrf), ("accent", "blue")],
+        )
+        .await;
+    assert_eq!(p.status, 422, "{}", p.text);
+    let (_, b) = server.admin("GET", "/v1/tenants/alpha", None).await;
+    assert_eq!(b["branding"], json!({"name": "Alpha Portal"}), "unchanged");
+
+    // null goes back to the server's branding.
+    let (s, b) = server
+        .admin(
+            "PATCH",
+            "/v1/tenants/alpha",
+            Some(json!({"branding": null})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.get("branding").is_none(), "{b}");
+    t.server.stop().await;
+}
+
+/// The catalog's types are edited from the dashboard, through the API's rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_type_is_edited_from_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    let (s, b) = server
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(json!({"name": "order.created", "description": "first"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let mut v = admin_visitor(&server).await;
+    let page = v.get("/ui/event-types").await;
+    assert!(page.text.contains("Save order.created"));
+    let csrf = page.csrf();
+    let schema = r#"{"type": "object", "required": ["id"]}"#;
+    let p = v
+        .post(
+            "/ui/event-types/order.created/edit",
+            &[
+                ("csrf", &csrf),
+                ("description", "An order"),
+                ("schema", schema),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.text);
+    let (_, b) = server
+        .admin("GET", "/v1/event-types/order.created", None)
+        .await;
+    assert_eq!(b["description"], "An order");
+    assert_eq!(b["schema"]["required"], json!(["id"]));
+    // Not JSON, or a schema the API refuses: nothing changes.
+    for bad in ["{", r#"{"type": 12}"#] {
+        let p = v
+            .post(
+                "/ui/event-types/order.created/edit",
+                &[("csrf", &csrf), ("description", "x"), ("schema", bad)],
+            )
+            .await;
+        assert_eq!(p.status, 422, "{bad}: {}", p.text);
+    }
+    let (_, b) = server
+        .admin("GET", "/v1/event-types/order.created", None)
+        .await;
+    assert_eq!(b["description"], "An order");
+    // An emptied schema field removes the schema.
+    let p = v
+        .post(
+            "/ui/event-types/order.created/edit",
+            &[("csrf", &csrf), ("description", "An order"), ("schema", "")],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let (_, b) = server
+        .admin("GET", "/v1/event-types/order.created", None)
+        .await;
+    assert!(b["schema"].is_null(), "{b}");
+    server.stop().await;
+}

@@ -1,4 +1,4 @@
-//! `chime endpoint add|list|show|update|delete|disable|enable|rotate-secret`: a tenant's
+//! `chime endpoint add|list|show|update|delete|disable|enable|rotate-secret|test`: a tenant's
 //! receiver URLs and their delivery settings.
 
 use std::process::ExitCode;
@@ -9,8 +9,8 @@ mod print;
 use super::client::{self, ApiArgs, CliError, Client, PageArgs, TenantArg};
 use super::output::{Style, Table, print_json};
 use crate::api::types::{
-    EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, ListOut, RotateIn, RotatedOut,
-    SecretOut, SignatureScheme,
+    EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, ListOut, PublishedOut, RotateIn,
+    RotatedOut, SecretOut, SignatureScheme, TestEventIn,
 };
 use print::{print_endpoint, settings_lines, yes_no};
 
@@ -164,6 +164,22 @@ enum EndpointCommand {
         /// days) [server default: 24h].
         #[arg(long, value_parser = humantime::parse_duration)]
         grace: Option<std::time::Duration>,
+    },
+    /// Send a test event to this endpoint alone (signed, retried and logged like any other).
+    #[command(
+        after_help = "Example:\n  chime endpoint test ep_01j… --tenant acme --event order.created --data '{\"id\": 1}'"
+    )]
+    Test {
+        /// The endpoint id.
+        id: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The event name [default: chime.test].
+        #[arg(long)]
+        event: Option<String>,
+        /// The event's data, as JSON [default: {"test": true}].
+        #[arg(long)]
+        data: Option<String>,
     },
 }
 
@@ -455,6 +471,39 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                     ),
                     None => println!("The previous key no longer signs."),
                 }
+            }
+        }
+        EndpointCommand::Test {
+            id,
+            tenant,
+            event,
+            data,
+        } => {
+            let data = data
+                .map(serde_json::value::RawValue::from_string)
+                .transpose()
+                .map_err(|e| CliError::usage(format!("--data is not JSON: {e}")))?;
+            let body = TestEventIn {
+                event: event.map(Into::into),
+                data: data.as_deref(),
+            };
+            let p = api
+                .post::<PublishedOut>(
+                    &["v1", "tenants", &tenant.tenant, "endpoints", &id, "test"],
+                    &body,
+                )
+                .await?;
+            if json {
+                print_json(&p);
+            } else {
+                let delivery = p.deliveries.first().map(|d| d.id.as_str()).unwrap_or("");
+                println!(
+                    "Sent test event {} ({}) as delivery {}; follow it with: chime deliveries show {delivery} --tenant {}",
+                    out.bold(&p.id),
+                    p.event,
+                    delivery,
+                    tenant.tenant
+                );
             }
         }
     }

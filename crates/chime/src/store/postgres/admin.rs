@@ -75,15 +75,31 @@ impl Admin for PostgresStore {
         let c = self.conn().await?;
         let stmt = c
             .prepare_cached(
-                "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)
+                "INSERT INTO tenants (id, name, created_at, branding) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (id) DO NOTHING",
             )
             .await?;
-        match c.execute(&stmt, &[&t.id, &t.name, &t.created_at]).await? {
+        let branding = crate::store::rows::branding_text(&t);
+        match c
+            .execute(&stmt, &[&t.id, &t.name, &t.created_at, &branding])
+            .await?
+        {
             0 => Err(StoreError::Conflict(format!(
                 "tenant {:?} already exists",
                 t.id
             ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> Result<()> {
+        let c = self.conn().await?;
+        let stmt = c
+            .prepare_cached("UPDATE tenants SET name = $2, branding = $3 WHERE id = $1")
+            .await?;
+        let branding = crate::store::rows::branding_text(t);
+        match c.execute(&stmt, &[&t.id, &t.name, &branding]).await? {
+            0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
     }

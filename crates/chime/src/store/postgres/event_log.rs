@@ -125,6 +125,8 @@ impl EventLog for PostgresStore {
                    AND ($4::text IS NULL OR endpoint_id = $4::text)
                    AND ($5::text IS NULL OR event_id = $5::text)
                    AND ($7::text IS NULL OR event_name = $7::text)
+                   AND ($8::bigint IS NULL OR created_at >= $8::bigint)
+                   AND ($9::bigint IS NULL OR created_at < $9::bigint)
                  ORDER BY seq DESC LIMIT $6"
             ))
             .await?;
@@ -139,6 +141,8 @@ impl EventLog for PostgresStore {
                     &filter.event_id,
                     &fetch(page),
                     &filter.event_name,
+                    &filter.since,
+                    &filter.until,
                 ],
             )
             .await?;

@@ -41,4 +41,15 @@ impl Retention for PostgresStore {
             .await?;
         Ok(c.execute(&stmt, &[&before, &i64::from(limit)]).await?)
     }
+
+    async fn purge_expired_meta(&self, prefix: &str, now: Millis) -> Result<u64> {
+        let c = self.conn().await?;
+        // The values under these prefixes are all expiries written by chime (digits only).
+        let stmt = c
+            .prepare_cached(
+                "DELETE FROM meta WHERE starts_with(key, $1::text) AND value::bigint < $2",
+            )
+            .await?;
+        Ok(c.execute(&stmt, &[&prefix, &now]).await?)
+    }
 }

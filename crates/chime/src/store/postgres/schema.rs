@@ -316,6 +316,10 @@ ALTER TABLE tokens ADD COLUMN scope text;
     r#"
 ALTER TABLE events ADD COLUMN traceparent text;
 "#,
+    // A tenant's branding (model::Branding as JSON), shown by the portal; NULL: the server's.
+    r#"
+ALTER TABLE tenants ADD COLUMN branding text;
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is

@@ -83,10 +83,30 @@ impl Admin for SqliteStore {
                     )));
                 }
                 c.prepare_cached(
-                    "INSERT INTO tenants (id, seq, name, created_at)
-                     VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tenants), ?2, ?3)",
+                    "INSERT INTO tenants (id, seq, name, created_at, branding)
+                     VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tenants), ?2, ?3, ?4)",
                 )?
-                .execute(params![t.id, t.name, t.created_at])?;
+                .execute(params![
+                    t.id,
+                    t.name,
+                    t.created_at,
+                    crate::store::rows::branding_text(&t)
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> Result<()> {
+        let t = t.clone();
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached("UPDATE tenants SET name = ?2, branding = ?3 WHERE id = ?1")?
+                    .execute(params![t.id, t.name, crate::store::rows::branding_text(&t)])?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
                 Ok(())
             })
             .await

@@ -103,6 +103,8 @@ impl EventLog for SqliteStore {
                        AND (?4 IS NULL OR endpoint_id = ?4)
                        AND (?5 IS NULL OR event_id = ?5)
                        AND (?7 IS NULL OR event_name = ?7)
+                       AND (?8 IS NULL OR created_at >= ?8)
+                       AND (?9 IS NULL OR created_at < ?9)
                      ORDER BY seq DESC LIMIT ?6"
                 ))?,
                 params![
@@ -112,7 +114,9 @@ impl EventLog for SqliteStore {
                     filter.endpoint_id,
                     filter.event_id,
                     page.limit + 1,
-                    filter.event_name
+                    filter.event_name,
+                    filter.since,
+                    filter.until
                 ],
                 delivery_row,
             )?;

@@ -44,4 +44,19 @@ impl Retention for SqliteStore {
             })
             .await
     }
+
+    async fn purge_expired_meta(&self, prefix: &str, now: Millis) -> Result<u64> {
+        let prefix = prefix.to_owned();
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .prepare_cached(
+                        "DELETE FROM meta WHERE substr(key, 1, length(?1)) = ?1
+                           AND CAST(value AS INTEGER) < ?2",
+                    )?
+                    .execute(params![prefix, now])?;
+                Ok(n as u64)
+            })
+            .await
+    }
 }

@@ -229,6 +229,10 @@ ALTER TABLE tokens ADD COLUMN scope TEXT;
     r#"
 ALTER TABLE events ADD COLUMN traceparent TEXT;
 "#,
+    // A tenant's branding (model::Branding as JSON), shown by the portal; NULL: the server's.
+    r#"
+ALTER TABLE tenants ADD COLUMN branding TEXT;
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction. Returns the

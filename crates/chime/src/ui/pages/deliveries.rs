@@ -29,6 +29,12 @@ pub struct Filters {
     endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "blank")]
     event_id: Option<String>,
+    /// RFC 3339, created at or after.
+    #[serde(default, skip_serializing_if = "blank")]
+    since: Option<String>,
+    /// RFC 3339, created before.
+    #[serde(default, skip_serializing_if = "blank")]
+    until: Option<String>,
     #[serde(default, skip_serializing_if = "blank")]
     cursor: Option<String>,
 }
@@ -108,6 +114,10 @@ pub async fn list(
                     input #f-endpoint name="endpoint" type="text" value=(f.endpoint.as_deref().unwrap_or(""));
                     label for="f-event-id" { "Event id" }
                     input #f-event-id name="event_id" type="text" value=(f.event_id.as_deref().unwrap_or(""));
+                    label for="f-since" { "From (RFC 3339)" }
+                    input #f-since name="since" type="text" placeholder="2026-12-01T00:00:00Z" value=(f.since.as_deref().unwrap_or(""));
+                    label for="f-until" { "Before (RFC 3339)" }
+                    input #f-until name="until" type="text" placeholder="2026-12-02T00:00:00Z" value=(f.until.as_deref().unwrap_or(""));
                     button type="submit" { "Filter" }
                 }
                 @if live.is_some() {

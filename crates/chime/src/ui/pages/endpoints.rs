@@ -181,6 +181,9 @@ pub async fn list(
                         button type="submit" { "Add endpoint" }
                     }
                 }
+                @if s.is_admin() && state.area == crate::ui::session::Area::Dashboard {
+                    (super::tenants::branding_form(&state, &s, &t))
+                }
             },
         )))
     }
@@ -296,7 +299,7 @@ pub async fn show(
                     h2 { "Send a test event" }
                     form.card method="post" action={ (base) "/test" } {
                         (csrf(&s))
-                        label for="test-event" { "Event type (every endpoint of the tenant subscribed to it receives it)" }
+                        label for="test-event" { "Event type (only this endpoint receives it)" }
                         input #test-event name="event" type="text" required list="catalog" value=(types.first().map(|t| t.name.as_str()).unwrap_or("chime.test"));
                         datalist #catalog { @for t in &types { option value=(t.name) {} } }
                         label for="test-data" { "Data (JSON)" }
@@ -387,7 +390,7 @@ pub async fn act(
                     })?;
                 let published: PublishedOut = api
                     .post(
-                        &format!("{}/events", tenant_path(&tenant)),
+                        &format!("{path}/test"),
                         json!({ "event": p.fields.get("event").unwrap_or(""), "data": data }),
                     )
                     .await?;

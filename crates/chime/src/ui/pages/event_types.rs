@@ -1,5 +1,5 @@
 //! The event-type catalog: every session reads it (the portal chooses from it); the admin
-//! adds and deletes types with their JSON Schemas.
+//! adds, edits and deletes types with their JSON Schemas.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -39,6 +39,19 @@ pub async fn list(State(state): State<UiState>, s: Session) -> Response {
                             }
                         }
                         @if s.is_admin() && state.area == crate::ui::session::Area::Dashboard {
+                            details {
+                                summary { "Edit" }
+                                form method="post" action={ (base) "/event-types/" (seg(&t.name)) "/edit" } {
+                                    (csrf(&s))
+                                    label for={ "d-" (t.name) } { "Description" }
+                                    input id={ "d-" (t.name) } name="description" type="text" value=(t.description);
+                                    label for={ "s-" (t.name) } { "JSON Schema of data (empty: none)" }
+                                    textarea id={ "s-" (t.name) } name="schema" rows="8" {
+                                        (t.schema.as_ref().map(|v| serde_json::to_string_pretty(v).unwrap_or_default()).unwrap_or_default())
+                                    }
+                                    button type="submit" { "Save " (t.name) }
+                                }
+                            }
                             form method="post" action={ (base) "/event-types/" (seg(&t.name)) "/delete" } {
                                 (csrf(&s)) button.danger type="submit" { "Delete " (t.name) }
                             }
@@ -65,17 +78,24 @@ pub async fn list(State(state): State<UiState>, s: Session) -> Response {
     or_failed(&state, r)
 }
 
-pub async fn create(State(state): State<UiState>, p: Post) -> Response {
-    let r = async {
-        let schema: Option<Value> = match p.fields.get("schema") {
-            None => None,
-            Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+/// The schema field: empty is none.
+fn schema_field(p: &Post) -> Result<Option<Value>, Failed> {
+    p.fields
+        .get("schema")
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| {
                 Failed::new(
                     axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                     format!("the schema is not JSON: {e}"),
                 )
-            })?),
-        };
+            })
+        })
+        .transpose()
+}
+
+pub async fn create(State(state): State<UiState>, p: Post) -> Response {
+    let r = async {
+        let schema = schema_field(&p)?;
         let _: EventTypeOut = p
             .session
             .api
@@ -84,6 +104,27 @@ pub async fn create(State(state): State<UiState>, p: Post) -> Response {
                 json!({
                     "name": p.fields.get("name").unwrap_or(""),
                     "description": p.fields.get("description"),
+                    "schema": schema,
+                }),
+            )
+            .await?;
+        Ok(Redirect::to(&format!("{}/event-types", state.base())).into_response())
+    }
+    .await;
+    or_failed(&state, r)
+}
+
+/// Saves a type's description and schema (an emptied schema field removes the schema).
+pub async fn edit(State(state): State<UiState>, Path(name): Path<String>, p: Post) -> Response {
+    let r = async {
+        let schema = schema_field(&p)?;
+        let _: EventTypeOut = p
+            .session
+            .api
+            .patch(
+                &format!("/v1/event-types/{}", seg(&name)),
+                json!({
+                    "description": p.fields.get("description").unwrap_or(""),
                     "schema": schema,
                 }),
             )

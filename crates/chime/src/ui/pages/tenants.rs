@@ -1,8 +1,8 @@
-//! Tenants (admin): the list and a form to create one.
+//! Tenants (admin): the list, a form to create one, and a tenant's portal branding.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::html;
+use maud::{Markup, html};
 use serde_json::json;
 
 use super::or_failed;
@@ -69,6 +69,49 @@ pub async fn create(State(state): State<UiState>, p: Post) -> Response {
     let body = json!({ "id": p.fields.get("id"), "name": p.fields.get("name") });
     let r = async {
         let t: TenantOut = p.session.api.post("/v1/tenants", body).await?;
+        Ok(Redirect::to(&format!("{}/t/{}", state.base(), seg(&t.id))).into_response())
+    }
+    .await;
+    or_failed(&state, r)
+}
+
+/// The admin's form for how a tenant's portal presents the product (empty: the server's).
+pub fn branding_form(state: &UiState, s: &Session, t: &TenantOut) -> Markup {
+    let b = t.branding.clone().unwrap_or_default();
+    html! {
+        details.card {
+            summary { "Portal branding" }
+            form method="post" action={ (state.base()) "/t/" (seg(&t.id)) "/branding" } {
+                (csrf(s))
+                p.muted { "How this tenant's customer portal names the product; empty fields use the server's." }
+                label for="brand-name" { "Product name" }
+                input #brand-name name="name" type="text" maxlength="64" value=(b.name.unwrap_or_default());
+                label for="brand-logo" { "Logo URL (https://)" }
+                input #brand-logo name="logo_url" type="url" value=(b.logo_url.unwrap_or_default());
+                label for="brand-accent" { "Accent colour (#rgb or #rrggbb)" }
+                input #brand-accent name="accent" type="text" pattern="#([0-9a-fA-F]{3}){1,2}" value=(b.accent.unwrap_or_default());
+                button type="submit" { "Save branding" }
+            }
+        }
+    }
+}
+
+pub async fn branding(
+    State(state): State<UiState>,
+    Path(tenant): Path<String>,
+    p: Post,
+) -> Response {
+    let body = json!({ "branding": {
+        "name": p.fields.get("name"),
+        "logo_url": p.fields.get("logo_url"),
+        "accent": p.fields.get("accent"),
+    }});
+    let r = async {
+        let t: TenantOut = p
+            .session
+            .api
+            .patch(&format!("/v1/tenants/{}", seg(&tenant)), body)
+            .await?;
         Ok(Redirect::to(&format!("{}/t/{}", state.base(), seg(&t.id))).into_response())
     }
     .await;
