@@ -60,32 +60,51 @@ async fn publish(
     Path(tenant_id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let started = std::time::Instant::now();
-    // An invalid traceparent is ignored, not refused (W3C Trace Context processing model).
-    let incoming = TraceParent::from_headers(req.headers());
-    let mut span = state
-        .spans
-        .start("publish", SpanKind::Server, incoming.as_ref(), || {
-            vec![KeyValue::new("chime.tenant", tenant_id.clone())]
-        });
-    // The event carries the publish span's context when spans are exported (so the store's
-    // commit and the attempts are its children), else the request's own.
-    let traceparent = span.traceparent().or(incoming);
-    let answer = publish_event(
-        &state,
-        principal,
-        tenant_id,
-        req,
-        traceparent,
-        &mut span,
-        started,
-    )
-    .await;
-    if let Err(e) = &answer {
-        state.metrics.event_refused(Some(e.code));
-        span.fail(e.code.as_str());
+    let mut p = Publishing::begin(&state, &tenant_id, req.headers());
+    let answer = publish_event(&state, principal, tenant_id, req, &mut p).await;
+    p.end(&state, answer)
+}
+
+/// One publish as it is observed, whatever its kind (an API event, a test event): its
+/// `publish` span, when it started, and the trace context its event carries.
+pub(super) struct Publishing {
+    span: Span,
+    started: std::time::Instant,
+    traceparent: Option<TraceParent>,
+}
+
+impl Publishing {
+    pub(super) fn begin(state: &AppState, tenant_id: &str, headers: &HeaderMap) -> Self {
+        let started = std::time::Instant::now();
+        // An invalid traceparent is ignored, not refused (W3C Trace Context processing model).
+        let incoming = TraceParent::from_headers(headers);
+        let span = state
+            .spans
+            .start("publish", SpanKind::Server, incoming.as_ref(), || {
+                vec![KeyValue::new("chime.tenant", tenant_id.to_owned())]
+            });
+        // The event carries the publish span's context when spans are exported (so the
+        // store's commit and the attempts are its children), else the request's own.
+        let traceparent = span.traceparent().or(incoming);
+        Self {
+            span,
+            started,
+            traceparent,
+        }
     }
-    answer
+
+    /// Counts a refusal (metrics and span) and passes the answer on.
+    pub(super) fn end(
+        mut self,
+        state: &AppState,
+        answer: ApiResult<Response>,
+    ) -> ApiResult<Response> {
+        if let Err(e) = &answer {
+            state.metrics.event_refused(Some(e.code));
+            self.span.fail(e.code.as_str());
+        }
+        answer
+    }
 }
 
 async fn publish_event(
@@ -93,41 +112,27 @@ async fn publish_event(
     principal: Result<Principal, ApiError>,
     tenant_id: String,
     req: Request,
-    traceparent: Option<TraceParent>,
-    span: &mut Span,
-    started: std::time::Instant,
+    p: &mut Publishing,
 ) -> ApiResult<Response> {
     principal?.check_tenant(&tenant_id)?;
     // Read from the request itself: a `HeaderMap` extractor would copy every header first.
     let key = idempotency_key(req.headers())?;
     let body = read_body(req, state, "event").await?;
     let input: EventIn = parse_json(&body)?;
-    accept(
-        state,
-        tenant_id,
-        input,
-        key,
-        traceparent,
-        None,
-        span,
-        started,
-    )
-    .await
+    accept(state, tenant_id, input, key, None, p).await
 }
 
 /// Checks an event against the catalog and stores it (through the dispatcher's group
 /// commit): what a publish and a test event share.
-#[allow(clippy::too_many_arguments)]
 async fn accept(
     state: &AppState,
     tenant_id: String,
     input: EventIn<'_>,
     key: Option<String>,
-    traceparent: Option<TraceParent>,
     only_endpoint: Option<EndpointId>,
-    span: &mut Span,
-    started: std::time::Instant,
+    p: &mut Publishing,
 ) -> ApiResult<Response> {
+    let span = &mut p.span;
     let name = parse_event_name(&input.event)?;
     span.set(|| KeyValue::new("chime.event.name", name.clone()));
     state
@@ -156,7 +161,7 @@ async fn accept(
         idempotency_key: key,
         created_at: now_millis(),
         filters: Default::default(),
-        traceparent,
+        traceparent: p.traceparent.clone(),
         only_endpoint,
     };
     let published = state.dispatch.publish(new).await.map_err(|e| match e {
@@ -169,7 +174,7 @@ async fn accept(
     span.set(|| KeyValue::new("chime.idempotent_replay", repeated));
     state
         .metrics
-        .event_accepted(&published.event.tenant_id, started.elapsed());
+        .event_accepted(&published.event.tenant_id, p.started.elapsed());
     let out = PublishedOut {
         id: published.event.id.into(),
         event: published.event.name,
@@ -214,14 +219,7 @@ async fn send_test(
     Path((tenant_id, endpoint_id)): Path<(String, String)>,
     req: Request,
 ) -> ApiResult<Response> {
-    let started = std::time::Instant::now();
-    let incoming = TraceParent::from_headers(req.headers());
-    let mut span = state
-        .spans
-        .start("publish", SpanKind::Server, incoming.as_ref(), || {
-            vec![KeyValue::new("chime.tenant", tenant_id.clone())]
-        });
-    let traceparent = span.traceparent().or(incoming);
+    let mut p = Publishing::begin(&state, &tenant_id, req.headers());
     let answer = async {
         let principal = principal?;
         let endpoint = super::endpoints::load(&state, &principal, &tenant_id, &endpoint_id).await?;
@@ -244,24 +242,10 @@ async fn send_test(
                 .unwrap_or(std::borrow::Cow::Borrowed("chime.test")),
             data: input.data.unwrap_or(&default_data),
         };
-        accept(
-            &state,
-            tenant_id,
-            input,
-            None,
-            traceparent,
-            Some(endpoint.id),
-            &mut span,
-            started,
-        )
-        .await
+        accept(&state, tenant_id, input, None, Some(endpoint.id), &mut p).await
     }
     .await;
-    if let Err(e) = &answer {
-        state.metrics.event_refused(Some(e.code));
-        span.fail(e.code.as_str());
-    }
-    answer
+    p.end(&state, answer)
 }
 
 #[derive(serde::Deserialize)]
