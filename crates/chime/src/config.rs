@@ -110,6 +110,10 @@ pub struct DeliveryConfig {
     pub connect_timeout: Duration,
     /// Bytes of a response kept with its attempt.
     pub response_capture_bytes: usize,
+    /// Every delivery leaves through this proxy (`http://host:port`), unless its endpoint has
+    /// its own or its host is in `egress_no_proxy`.
+    pub egress_proxy: Option<http::Uri>,
+    pub egress_no_proxy: crate::dispatch::proxy::NoProxy,
 }
 
 /// The dispatcher's settings.
@@ -173,6 +177,14 @@ pub struct Layer {
     /// Deadline of an attempt's TCP and TLS connect, at most the request timeout.
     #[arg(long, env = "CHIME_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<String>,
+    /// Send every delivery through this HTTP proxy, e.g. http://proxy:3128 (CONNECT for
+    /// https targets), so receivers see one address.
+    #[arg(long, env = "CHIME_EGRESS_PROXY")]
+    pub egress_proxy: Option<String>,
+    /// Hosts that bypass the egress proxy: names, .domains, IP literals, or * (comma or space
+    /// separated).
+    #[arg(long, env = "CHIME_EGRESS_NO_PROXY")]
+    pub egress_no_proxy: Option<String>,
     /// Largest API request body in bytes (413 above).
     #[arg(long, env = "CHIME_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -379,6 +391,14 @@ impl Config {
         }
         // A connect may not outlast the attempt it belongs to.
         let connect_timeout = duration("connect_timeout", l.connect_timeout)?.min(request_timeout);
+        let egress_proxy = match l.egress_proxy.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => {
+                Some(crate::model::check_proxy_url(text).map_err(|e| format!("egress_{e}"))?)
+            }
+        };
+        let egress_no_proxy =
+            crate::dispatch::proxy::NoProxy::parse(l.egress_no_proxy.as_deref().unwrap_or(""));
         let admin_token = l.admin_token.filter(|t| !t.is_empty());
         if let Some(t) = &admin_token
             && t.len() < 16
@@ -418,6 +438,8 @@ impl Config {
                     "response_capture_bytes",
                     l.response_capture_bytes,
                 )?,
+                egress_proxy,
+                egress_no_proxy,
             },
             dispatch: DispatchConfig {
                 retry_schedule,
@@ -679,6 +701,8 @@ mod tests {
                 "brand_logo_url",
                 "brand_accent",
                 "otlp_endpoint",
+                "egress_proxy",
+                "egress_no_proxy",
             ];
             if !empty_by_default.contains(&id) {
                 assert!(help.contains("[default: "), "{id}: {help}");

@@ -44,7 +44,7 @@ const CODES: [Code; 15] = [
 ];
 
 /// The attempt's `error_kind` label: `none` for a success, else the stable kind.
-const ERROR_KINDS: [Option<ErrorKind>; 8] = [
+const ERROR_KINDS: [Option<ErrorKind>; 9] = [
     None,
     Some(ErrorKind::Timeout),
     Some(ErrorKind::Connect),
@@ -53,6 +53,7 @@ const ERROR_KINDS: [Option<ErrorKind>; 8] = [
     Some(ErrorKind::RefusedTarget),
     Some(ErrorKind::Status),
     Some(ErrorKind::Protocol),
+    Some(ErrorKind::Auth),
 ];
 
 fn error_kind_index(kind: Option<ErrorKind>) -> usize {

@@ -11,11 +11,13 @@ use super::extract::{JsonBody, PageParams, Principal, Query, checked_description
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::types::{
-    EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, EndpointPath, RotateIn, RotatedOut,
-    SecretOut, SignatureScheme, TenantPath,
+    AuthOut, EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, EndpointPath, RotateIn,
+    RotatedOut, SecretOut, SignatureScheme, TenantPath, TlsOut,
 };
 use super::{AppState, ListOut, visible_tenant};
-use crate::model::{EndpointId, Subscription, format_time, now_millis, parse_endpoint_url};
+use crate::model::{
+    EndpointAuth, EndpointId, Subscription, format_time, now_millis, parse_endpoint_url,
+};
 use crate::net_policy::Refusal;
 use crate::store::{DeliveryStatus, Endpoint, EndpointSettings};
 
@@ -53,6 +55,37 @@ impl EndpointOut {
             max_in_flight: e.settings.max_in_flight,
             rate_limit_per_s: e.settings.rate_limit_per_s,
             ordered: e.settings.ordered,
+            warnings: warnings(&e.settings),
+            tls: e.settings.tls.map(|t| TlsOut {
+                client_certificate: t.client_cert_pem.is_some(),
+                ca_pem: t.ca_pem,
+                insecure_skip_verify: t.insecure_skip_verify,
+            }),
+            auth: e.settings.auth.map(|a| match a {
+                EndpointAuth::Basic { username, .. } => AuthOut {
+                    kind: "basic".into(),
+                    username: Some(username),
+                    token_url: None,
+                    client_id: None,
+                    scope: None,
+                    audience: None,
+                },
+                EndpointAuth::Oauth2ClientCredentials {
+                    token_url,
+                    client_id,
+                    scope,
+                    audience,
+                    ..
+                } => AuthOut {
+                    kind: "oauth2_client_credentials".into(),
+                    username: None,
+                    token_url: Some(token_url),
+                    client_id: Some(client_id),
+                    scope,
+                    audience,
+                },
+            }),
+            proxy: e.settings.proxy,
             headers: e.settings.headers,
             filter: e.settings.filter,
             disabled_reason: e.disabled_reason,
@@ -137,7 +170,33 @@ fn checked_headers(headers: BTreeMap<String, String>) -> ApiResult<BTreeMap<Stri
     Ok(out)
 }
 
-fn checked_settings(s: EndpointSettings) -> ApiResult<EndpointSettings> {
+/// What the endpoint's view warns about.
+fn warnings(s: &EndpointSettings) -> Vec<String> {
+    let mut w = Vec::new();
+    if s.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+        w.push(INSECURE.to_owned());
+    }
+    w
+}
+
+const INSECURE: &str = "tls.insecure_skip_verify: the receiver's certificate is not verified, \
+     so anyone on the network path can read and change deliveries";
+
+fn checked_settings(state: &AppState, s: EndpointSettings) -> ApiResult<EndpointSettings> {
+    let tls = s.tls.filter(|t| !t.is_empty());
+    if let Some(t) = &tls {
+        t.check().map_err(ApiError::invalid)?;
+    }
+    if let Some(a) = &s.auth {
+        a.check().map_err(ApiError::invalid)?;
+        if let EndpointAuth::Oauth2ClientCredentials { token_url, .. } = a {
+            checked_url(state, token_url).map_err(|e| e.prefixed("auth.token_url: "))?;
+        }
+    }
+    if let Some(p) = &s.proxy {
+        crate::model::check_proxy_url(p).map_err(ApiError::invalid)?;
+    }
+    let s = EndpointSettings { tls, ..s };
     if let Some(n) = s.max_in_flight
         && !(1..=100).contains(&n)
     {
@@ -207,13 +266,19 @@ async fn create(
             .to_whsec(),
         None => generate_secret(body.signature),
     };
-    let settings = checked_settings(EndpointSettings {
-        max_in_flight: body.max_in_flight,
-        rate_limit_per_s: body.rate_limit_per_s,
-        ordered: body.ordered.unwrap_or(false),
-        headers: body.headers.unwrap_or_default(),
-        filter: body.filter,
-    })?;
+    let settings = checked_settings(
+        &state,
+        EndpointSettings {
+            max_in_flight: body.max_in_flight,
+            rate_limit_per_s: body.rate_limit_per_s,
+            ordered: body.ordered.unwrap_or(false),
+            headers: body.headers.unwrap_or_default(),
+            filter: body.filter,
+            tls: body.tls,
+            auth: body.auth,
+            proxy: body.proxy,
+        },
+    )?;
     let now = now_millis();
     let endpoint = Endpoint {
         id: EndpointId::new(),
@@ -414,7 +479,16 @@ async fn update(
     if let Some(v) = patch.filter {
         settings.filter = v;
     }
-    e.settings = checked_settings(settings)?;
+    if let Some(v) = patch.tls {
+        settings.tls = v;
+    }
+    if let Some(v) = patch.auth {
+        settings.auth = v;
+    }
+    if let Some(v) = patch.proxy {
+        settings.proxy = v;
+    }
+    e.settings = checked_settings(&state, settings)?;
     if let Some(url) = url {
         e.url = url;
     }

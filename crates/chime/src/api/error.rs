@@ -90,6 +90,14 @@ impl ApiError {
         Self::new(Code::NotFound, format!("{what} not found"))
     }
 
+    /// The same error with its detail prefixed (which field it is about).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        Self {
+            detail: format!("{prefix}{}", self.detail),
+            ..self
+        }
+    }
+
     pub fn forbidden() -> Self {
         Self::new(Code::Forbidden, "this token may not access that resource")
     }

@@ -156,6 +156,15 @@ pub struct EndpointIn {
     pub ordered: Option<bool>,
     pub headers: Option<BTreeMap<String, String>>,
     pub filter: Option<String>,
+    /// TLS beyond the system's roots: `ca_pem`, `client_cert_pem` + `client_key_pem` (mutual
+    /// TLS), or `insecure_skip_verify`.
+    pub tls: Option<crate::model::TlsSettings>,
+    /// `{"type": "basic", "username", "password"}` or `{"type":
+    /// "oauth2_client_credentials", "token_url", "client_id", "client_secret", "scope"?,
+    /// "audience"?}`. Write-only: answers show the type and the non-secret parts.
+    pub auth: Option<crate::model::EndpointAuth>,
+    /// An egress proxy for this endpoint, `http://host:port`.
+    pub proxy: Option<String>,
 }
 
 /// `PATCH …/endpoints/{id}`: absent fields are left as they are; `null` clears a setting.
@@ -175,6 +184,38 @@ pub struct EndpointPatch {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub filter: Option<Option<String>>,
+    /// Replaces all TLS settings (`null`: the system's roots only).
+    #[serde(default, deserialize_with = "nullable")]
+    pub tls: Option<Option<crate::model::TlsSettings>>,
+    /// Replaces the authentication (`null`: none).
+    #[serde(default, deserialize_with = "nullable")]
+    pub auth: Option<Option<crate::model::EndpointAuth>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub proxy: Option<Option<String>>,
+}
+
+/// An endpoint's TLS settings as answers show them: never the private key.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TlsOut {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// A client certificate and key are set (mutual TLS).
+    pub client_certificate: bool,
+    pub insecure_skip_verify: bool,
+}
+
+/// An endpoint's authentication as answers show it: never the password or client secret.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuthOut {
+    /// `basic` or `oauth2_client_credentials`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub username: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -194,6 +235,15 @@ pub struct EndpointOut {
     pub ordered: bool,
     pub headers: BTreeMap<String, String>,
     pub filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOut>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthOut>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// What an operator should know about its settings (e.g. certificates not verified).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Why chime disabled it (a 410 answer, or failing too long).
     pub disabled_reason: Option<String>,
     /// Since when it has been failing (probed only), if it is.

@@ -61,7 +61,7 @@ enum Command {
     /// Create and list tenants.
     Tenant(tenant::TenantArgs),
     /// Manage endpoints: add, list, show, update, delete, disable, enable, rotate-secret.
-    Endpoint(endpoint::EndpointArgs),
+    Endpoint(Box<endpoint::EndpointArgs>),
     /// Read published events and their deliveries.
     Events(events::EventsArgs),
     /// Read the delivery log, see attempts, retry, skip and replay deliveries.
@@ -93,7 +93,7 @@ pub fn main_with_args() -> ExitCode {
         Command::Replay(args) => replay::main(args),
         Command::Send(args) => send::main(args),
         Command::Tenant(args) => tenant::main(args),
-        Command::Endpoint(args) => endpoint::main(args),
+        Command::Endpoint(args) => endpoint::main(*args),
         Command::Events(args) => events::main(args),
         Command::Deliveries(args) => deliveries::main(args),
         Command::EventTypes(args) => event_types::main(args),

@@ -1,5 +1,6 @@
-//! The outbound HTTP side of a delivery: one pooled client whose resolver refuses internal
-//! addresses, and `attempt`, which signs and POSTs one delivery and classifies the result.
+//! The outbound HTTP side of a delivery: pooled clients whose resolver refuses internal
+//! addresses (one for plain endpoints, one per distinct TLS and proxy setting), and
+//! `attempt`, which signs and POSTs one delivery, authenticates it, and classifies the result.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
 
-use crate::model::{TRACEPARENT, TraceParent};
+use super::clients::{AnyClient, Clients};
+use super::oauth::{self, OAuthConfig, TokenTransport, Tokens};
+use super::proxy::NoProxy;
+use crate::model::{TRACEPARENT, TlsSettings, TraceParent};
 use crate::net_policy::TargetPolicy;
 use crate::spans::Spans;
 use opentelemetry::KeyValue;
@@ -68,6 +69,12 @@ pub struct Target {
     pub ordered: bool,
     /// When the endpoint became "failing" (circuit opened), for auto-disable.
     pub failing_since: Option<i64>,
+    /// TLS beyond the system's roots (`None`: the system's, no client certificate).
+    pub tls: Option<Arc<TlsSettings>>,
+    /// The endpoint's own egress proxy (`None`: the server's, if it has one).
+    pub proxy: Option<http::Uri>,
+    /// OAuth2 client credentials (HTTP basic is a fixed header, in `headers`).
+    pub oauth: Option<Arc<OAuthConfig>>,
 }
 
 /// The result of one HTTP try, before it is turned into a delivery state.
@@ -99,6 +106,8 @@ pub enum ErrorKind {
     RefusedTarget,
     /// The receiver answered with a non-2xx status (redirects included: never followed).
     Status,
+    /// No credentials to send: the OAuth2 token endpoint refused or failed.
+    Auth,
     /// The connection broke or the receiver spoke malformed HTTP.
     Protocol,
 }
@@ -112,6 +121,7 @@ impl ErrorKind {
             Self::Tls => "tls",
             Self::RefusedTarget => "refused_target",
             Self::Status => "status",
+            Self::Auth => "auth",
             Self::Protocol => "protocol",
         }
     }
@@ -119,7 +129,7 @@ impl ErrorKind {
 
 /// Why the resolver refused a name; found again in the error chain to classify the attempt.
 #[derive(Debug, thiserror::Error)]
-enum ResolveError {
+pub(super) enum ResolveError {
     #[error("{0} resolves only to addresses closed to delivery")]
     Refused(String),
     #[error("could not resolve {0}: {1}")]
@@ -129,8 +139,26 @@ enum ResolveError {
 /// A DNS resolver that drops addresses the policy closes, so a name cannot be used to reach
 /// an internal address and there is no window between check and connect.
 #[derive(Clone)]
-struct GuardedResolver {
+pub(super) struct GuardedResolver {
     policy: Arc<TargetPolicy>,
+}
+
+impl GuardedResolver {
+    /// The addresses of `host` (a name or an IP literal, bracketed or not) the policy
+    /// permits, IPv4 first: where a proxy is asked to connect.
+    pub(super) async fn allowed(&self, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let mut allowed: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+            .await
+            .map_err(|e| ResolveError::Lookup(host.to_owned(), e))?
+            .filter(|a| self.policy.permits(a.ip()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(ResolveError::Refused(host.to_owned()));
+        }
+        allowed.sort_by_key(|a| a.is_ipv6());
+        Ok(allowed)
+    }
 }
 
 impl tower::Service<Name> for GuardedResolver {
@@ -162,12 +190,12 @@ impl tower::Service<Name> for GuardedResolver {
     }
 }
 
-type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
-
-/// The shared delivery client: keep-alive connections pooled per endpoint host.
+/// The delivery client: pooled clients per TLS and proxy setting, the OAuth2 tokens, and
+/// how an attempt is bounded and captured.
 #[derive(Clone)]
 pub struct DeliveryClient {
-    client: Client<HttpsConnector, Full<Bytes>>,
+    clients: Arc<Clients>,
+    tokens: Arc<Tokens>,
     policy: Arc<TargetPolicy>,
     timeout: Duration,
     capture: usize,
@@ -195,24 +223,17 @@ impl DeliveryClient {
         capture: usize,
     ) -> Self {
         let policy = Arc::new(policy);
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+        let resolver = GuardedResolver {
             policy: policy.clone(),
-        });
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout.min(timeout)));
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring provider supports the default protocol versions")
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(tls);
+        };
         Self {
-            client,
+            clients: Arc::new(Clients::new(
+                resolver,
+                connect_timeout.min(timeout),
+                None,
+                NoProxy::default(),
+            )),
+            tokens: Arc::default(),
             policy,
             timeout,
             capture,
@@ -222,6 +243,22 @@ impl DeliveryClient {
             )),
             spans: Spans::default(),
         }
+    }
+
+    /// Every delivery leaves through `proxy` (`egress_proxy`) unless its host is listed in
+    /// `no_proxy` or its endpoint has a proxy of its own.
+    pub fn with_egress_proxy(self, proxy: Option<http::Uri>, no_proxy: NoProxy) -> Self {
+        let resolver = self.clients.resolver().clone();
+        let connect_timeout = self.clients.connect_timeout();
+        Self {
+            clients: Arc::new(Clients::new(resolver, connect_timeout, proxy, no_proxy)),
+            ..self
+        }
+    }
+
+    /// Drops what is cached for an endpoint (its OAuth2 token) when it changes.
+    pub fn forget(&self, endpoint_id: &str) {
+        self.tokens.forget(endpoint_id);
     }
 
     /// Exports a span per attempt through `spans` (and sends its context as `traceparent`).
@@ -301,6 +338,28 @@ impl DeliveryClient {
             );
         }
 
+        let proxy = self
+            .clients
+            .proxy_for(target.proxy.as_ref(), target.uri.host().unwrap_or_default());
+        let client = match self.clients.client(target.tls.as_ref(), proxy.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                let text = format!("TLS settings: {e}");
+                return finish(None, Some(ErrorKind::Tls), Some(text), None);
+            }
+        };
+        let via_proxy = proxy.is_some();
+        // Through a proxy an http target is named in the request line: name it by the address
+        // chime checked, so the proxy resolves nothing itself.
+        let (uri, host) =
+            match pin_if_proxied(&target.uri, via_proxy, self.clients.resolver()).await {
+                Ok(pinned) => pinned,
+                Err(e) => {
+                    let kind = resolve_kind(&e);
+                    return finish(None, Some(kind), Some(e.to_string()), None);
+                }
+            };
+
         let timestamp = started_at_ms / 1000;
         let signing = target
             .signers
@@ -308,35 +367,66 @@ impl DeliveryClient {
             .filter(|(_, until)| until.is_none_or(|u| u > started_at_ms))
             .map(|(s, _)| s);
         let signature = signature_header(signing, msg_id, timestamp, &body);
-        let mut request = http::Request::post(target.uri.clone());
-        if let Some(headers) = request.headers_mut() {
-            headers.extend(target.headers.clone());
-            if let Some(tp) = traceparent {
-                // A clone of the stored header value: a reference count, no allocation.
-                headers.insert(TRACEPARENT, tp.header_value().clone());
+        let build = |authorization: Option<&http::HeaderValue>| {
+            let mut request = http::Request::post(uri.clone());
+            if let Some(headers) = request.headers_mut() {
+                headers.extend(target.headers.clone());
+                if let Some(tp) = traceparent {
+                    // A clone of the stored header value: a reference count, no allocation.
+                    headers.insert(TRACEPARENT, tp.header_value().clone());
+                }
+                if let Some(h) = &host {
+                    headers.insert(http::header::HOST, h.clone());
+                }
+                if let Some(a) = authorization {
+                    headers.insert(http::header::AUTHORIZATION, a.clone());
+                }
             }
-        }
-        let request = request
-            .header(http::header::CONTENT_TYPE, APPLICATION_JSON)
-            .header(http::header::USER_AGENT, self.user_agent.clone())
-            .header(WEBHOOK_ID, msg_id)
-            .header(WEBHOOK_TIMESTAMP, timestamp)
-            .header(WEBHOOK_SIGNATURE, signature)
-            .body(Full::new(body));
-        let request = match request {
-            Ok(r) => r,
-            Err(e) => return finish(None, Some(ErrorKind::Protocol), Some(e.to_string()), None),
+            request
+                .header(http::header::CONTENT_TYPE, APPLICATION_JSON)
+                .header(http::header::USER_AGENT, self.user_agent.clone())
+                .header(WEBHOOK_ID, msg_id)
+                .header(WEBHOOK_TIMESTAMP, timestamp)
+                .header(WEBHOOK_SIGNATURE, signature.as_str())
+                .body(Full::new(body.clone()))
+                .map_err(Failure::Build)
         };
 
         let exchange = async {
-            let response = self.client.request(request).await?;
+            let tokens = TokenVia {
+                client: &client,
+                resolver: self.clients.resolver(),
+                via_proxy,
+                user_agent: &self.user_agent,
+            };
+            let mut bearer = None;
+            if let Some(cfg) = &target.oauth {
+                let b = self
+                    .tokens
+                    .bearer(&target.endpoint_id, cfg, None, &tokens)
+                    .await
+                    .map_err(Failure::Auth)?;
+                bearer = Some(b);
+            }
+            let mut response = client.request(build(bearer.as_ref())?).await?;
+            // A refused token is fetched again, once per attempt.
+            if response.status() == http::StatusCode::UNAUTHORIZED
+                && let Some(cfg) = &target.oauth
+            {
+                let fresh = self
+                    .tokens
+                    .bearer(&target.endpoint_id, cfg, bearer.as_ref(), &tokens)
+                    .await
+                    .map_err(Failure::Auth)?;
+                response = client.request(build(Some(&fresh))?).await?;
+            }
             let status = response.status();
             let retry_after = matches!(status.as_u16(), 429 | 503)
                 .then(|| response.headers().get(http::header::RETRY_AFTER))
                 .flatten()
                 .and_then(|v| parse_retry_after(v.to_str().ok()?, std::time::SystemTime::now()));
             let captured = read_capped(response.into_body(), self.capture).await;
-            Ok::<_, hyper_util::client::legacy::Error>((status, captured, retry_after))
+            Ok::<_, Failure>((status, captured, retry_after))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => finish(
@@ -345,9 +435,18 @@ impl DeliveryClient {
                 Some(format!("no complete answer within {:?}", self.timeout)),
                 None,
             ),
-            Ok(Err(e)) => {
+            Ok(Err(Failure::Http(e))) => {
                 let (kind, text) = classify(&e);
                 finish(None, Some(kind), Some(text), None)
+            }
+            Ok(Err(Failure::Auth(text))) => finish(
+                None,
+                Some(ErrorKind::Auth),
+                Some(format!("OAuth2: {text}")),
+                None,
+            ),
+            Ok(Err(Failure::Build(e))) => {
+                finish(None, Some(ErrorKind::Protocol), Some(e.to_string()), None)
             }
             Ok(Ok((status, captured, retry_after))) => {
                 let kind = (!status.is_success()).then_some(ErrorKind::Status);
@@ -358,6 +457,93 @@ impl DeliveryClient {
                 }
             }
         }
+    }
+}
+
+/// Why an exchange produced no answer.
+enum Failure {
+    Http(hyper_util::client::legacy::Error),
+    /// No token to send.
+    Auth(String),
+    Build(http::Error),
+}
+
+impl From<hyper_util::client::legacy::Error> for Failure {
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        Self::Http(e)
+    }
+}
+
+fn resolve_kind(e: &ResolveError) -> ErrorKind {
+    match e {
+        ResolveError::Refused(_) => ErrorKind::RefusedTarget,
+        ResolveError::Lookup(..) => ErrorKind::Dns,
+    }
+}
+
+/// For an http target sent through a proxy: the URI with the checked address in place of the
+/// host, and the `Host` header that names it. Otherwise the URI as it is.
+async fn pin_if_proxied(
+    uri: &http::Uri,
+    via_proxy: bool,
+    resolver: &GuardedResolver,
+) -> Result<(http::Uri, Option<http::HeaderValue>), ResolveError> {
+    if !via_proxy || uri.scheme_str() == Some("https") {
+        return Ok((uri.clone(), None));
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let addr = resolver.allowed(uri.host().unwrap_or_default()).await?[0];
+    let addr = SocketAddr::new(addr.ip(), uri.port_u16().unwrap_or(80));
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pinned = format!("http://{addr}{path}")
+        .parse()
+        .map_err(|_| ResolveError::Refused(authority.to_owned()))?;
+    let host = http::HeaderValue::from_str(authority)
+        .map_err(|_| ResolveError::Refused(authority.to_owned()))?;
+    Ok((pinned, Some(host)))
+}
+
+/// OAuth2 token requests, sent the way the endpoint's deliveries go (its TLS trust, its
+/// proxy, the same address guard).
+struct TokenVia<'a> {
+    client: &'a AnyClient,
+    resolver: &'a GuardedResolver,
+    via_proxy: bool,
+    user_agent: &'a http::HeaderValue,
+}
+
+impl TokenTransport for TokenVia<'_> {
+    async fn post_form(
+        &self,
+        url: &http::Uri,
+        authorization: http::HeaderValue,
+        body: String,
+    ) -> Result<(u16, Bytes), String> {
+        let (uri, host) = pin_if_proxied(url, self.via_proxy, self.resolver)
+            .await
+            .map_err(|e| format!("token URL: {e}"))?;
+        let mut request = http::Request::post(uri)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, self.user_agent.clone())
+            .header(http::header::AUTHORIZATION, authorization);
+        if let Some(h) = host {
+            request = request.header(http::header::HOST, h);
+        }
+        let request = request
+            .body(oauth::form_body(body))
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| format!("token request: {}", classify(&e).1))?;
+        let status = response.status().as_u16();
+        let body = oauth::read_answer(response.into_body()).await?;
+        Ok((status, body))
     }
 }
 
@@ -411,27 +597,37 @@ async fn read_capped(mut body: hyper::body::Incoming, capture: usize) -> String 
     String::from_utf8_lossy(&kept).into_owned()
 }
 
+/// The rustls error in `err`, looking through io::Errors wrapped in io::Errors (as the TLS
+/// connector reports a handshake failure): their `source()` skips the wrapped error itself.
+fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut at = err;
+    loop {
+        if let Some(tls) = at.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = at
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            at = inner;
+        } else {
+            return at.source().and_then(rustls_error);
+        }
+    }
+}
+
 fn classify(e: &hyper_util::client::legacy::Error) -> (ErrorKind, String) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut text = e.to_string();
     while let Some(err) = source {
         if let Some(r) = err.downcast_ref::<ResolveError>() {
-            let kind = match r {
-                ResolveError::Refused(_) => ErrorKind::RefusedTarget,
-                ResolveError::Lookup(..) => ErrorKind::Dns,
-            };
-            return (kind, r.to_string());
+            return (resolve_kind(r), r.to_string());
         }
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return (ErrorKind::Tls, format!("TLS: {tls}"));
+        if let Some(p) = err.downcast_ref::<super::proxy::ProxyError>() {
+            return (ErrorKind::Connect, p.to_string());
         }
-        // rustls reports through io::Error, whose `source()` skips the wrapped error itself.
-        if let Some(tls) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return (ErrorKind::Tls, format!("TLS: {tls}"));
+        if let Some(tls) = rustls_error(err) {
+            return (ErrorKind::Tls, super::tls::explain(tls));
         }
         if err.source().is_none() {
             text = format!("{e}: {err}");

@@ -33,15 +33,19 @@
 //! one's outcome is recorded.
 
 pub mod circuit;
+mod clients;
 mod emitter;
 mod endpoint_state;
 mod handle;
 pub mod http;
 pub mod limits;
+mod oauth;
 pub mod outcome;
 pub mod pace;
+pub mod proxy;
 mod recorder;
 mod target;
+mod tls;
 
 pub use handle::DispatchHandle;
 

@@ -1,8 +1,13 @@
-//! Building a delivery `Target` (URL, signers, headers, limits) from an endpoint row.
+//! Building a delivery `Target` (URL, signers, headers, limits, TLS, authentication, proxy)
+//! from an endpoint row.
 
 use std::sync::Arc;
 
+use base64::Engine;
+
 use super::http::{Signer, Target};
+use super::oauth::OAuthConfig;
+use crate::model::EndpointAuth;
 use crate::store::Endpoint;
 
 /// The target an endpoint row describes, or `None` when its URL or secret no longer parse
@@ -24,6 +29,32 @@ pub(super) fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc
             headers.insert(n, v);
         }
     }
+    let mut oauth = None;
+    match &row.settings.auth {
+        None => {}
+        Some(EndpointAuth::Basic { username, password }) => {
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            let mut value = ::http::HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+            value.set_sensitive(true);
+            headers.insert(::http::header::AUTHORIZATION, value);
+        }
+        Some(EndpointAuth::Oauth2ClientCredentials {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            audience,
+        }) => {
+            oauth = Some(Arc::new(OAuthConfig {
+                token_url: token_url.parse().ok()?,
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                scope: scope.clone(),
+                audience: audience.clone(),
+            }));
+        }
+    }
     let max_in_flight = if row.settings.ordered {
         1
     } else {
@@ -43,5 +74,16 @@ pub(super) fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc
         rate_limit_per_s: row.settings.rate_limit_per_s.filter(|r| *r > 0),
         ordered: row.settings.ordered,
         failing_since: row.failing_since,
+        tls: row
+            .settings
+            .tls
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Arc::new),
+        proxy: match &row.settings.proxy {
+            Some(p) => Some(p.parse().ok()?),
+            None => None,
+        },
+        oauth,
     }))
 }

@@ -7,10 +7,12 @@ use std::fmt;
 mod branding;
 mod ids;
 mod trace;
+mod transport;
 
 pub use branding::{Branding, check_accent, check_logo_url, check_name};
 pub use ids::{AttemptId, DeliveryId, EndpointId, EventId, looks_like_id, new_id};
 pub use trace::{TRACEPARENT, TraceParent};
+pub use transport::{EndpointAuth, TlsSettings, check_proxy_url};
 
 /// Milliseconds since the Unix epoch: the one time unit stored and passed around.
 pub type Millis = i64;

@@ -177,6 +177,15 @@ pub struct EndpointSettings {
     /// RFC 9535 JSONPath predicate over the envelope; only matching events are delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// TLS beyond the system's roots: a private CA, a client certificate, or none at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::model::TlsSettings>,
+    /// How chime authenticates to the receiver (credentials are write-only in the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::model::EndpointAuth>,
+    /// An egress proxy of this endpoint's own (`http://host:port`), over the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 /// A change of an endpoint's health, made by the dispatcher.

@@ -24,6 +24,7 @@ mod metrics;
 mod openapi;
 mod postgres_faults;
 mod process;
+mod reach;
 mod store_conformance;
 mod traces;
 mod ui_browser;

@@ -12,6 +12,7 @@ use crate::api::types::{
     EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, ListOut, PublishedOut, RotateIn,
     RotatedOut, SecretOut, SignatureScheme, TestEventIn,
 };
+use crate::model::{EndpointAuth, TlsSettings};
 use print::{print_endpoint, settings_lines, yes_no};
 
 #[derive(Args)]
@@ -120,6 +121,15 @@ enum EndpointCommand {
         /// Remove every custom header.
         #[arg(long, conflicts_with = "headers")]
         clear_headers: bool,
+        /// Remove the TLS settings (the system's roots only, no client certificate).
+        #[arg(long, conflicts_with_all = ["ca_file", "client_cert", "insecure_skip_verify"])]
+        clear_tls: bool,
+        /// Remove the authentication.
+        #[arg(long, conflicts_with_all = ["basic_auth", "oauth2_token_url"])]
+        clear_auth: bool,
+        /// Remove the endpoint's own proxy (the server's egress proxy applies again).
+        #[arg(long, conflicts_with = "proxy")]
+        clear_proxy: bool,
         /// Pause it (as `chime endpoint disable`).
         #[arg(long, conflicts_with = "enabled")]
         disabled: bool,
@@ -204,9 +214,91 @@ struct SettingsArgs {
     /// one-element array holding the event, e.g. '$[?@.data.amount > 100]'.
     #[arg(long, value_name = "JSONPATH")]
     filter: Option<String>,
+    /// A PEM file of CA certificates trusted for this receiver besides the system's (a
+    /// private CA).
+    #[arg(long, value_name = "PEM_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// A PEM client certificate (chain) presented to the receiver: mutual TLS. With
+    /// --client-key.
+    #[arg(long, value_name = "PEM_FILE", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, value_name = "PEM_FILE", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
+    /// Do not verify the receiver's certificate (shown as a warning wherever the endpoint
+    /// is). For tests against self-signed receivers only.
+    #[arg(long)]
+    insecure_skip_verify: bool,
+    /// HTTP basic authentication on every delivery, as USER:PASSWORD.
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        conflicts_with = "oauth2_token_url"
+    )]
+    basic_auth: Option<String>,
+    /// OAuth2 client credentials: the token URL (with --oauth2-client-id and
+    /// --oauth2-client-secret); chime sends the token it gets as a bearer token.
+    #[arg(long, value_name = "URL", requires_all = ["oauth2_client_id", "oauth2_client_secret"])]
+    oauth2_token_url: Option<String>,
+    #[arg(long, value_name = "ID", requires = "oauth2_token_url")]
+    oauth2_client_id: Option<String>,
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "CHIME_OAUTH2_CLIENT_SECRET",
+        requires = "oauth2_token_url"
+    )]
+    oauth2_client_secret: Option<String>,
+    #[arg(long, requires = "oauth2_token_url")]
+    oauth2_scope: Option<String>,
+    #[arg(long, requires = "oauth2_token_url")]
+    oauth2_audience: Option<String>,
+    /// Send this endpoint's deliveries through this HTTP proxy (http://host:port).
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+}
+
+fn read_pem(path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))
 }
 
 impl SettingsArgs {
+    /// The TLS settings given, if any.
+    fn tls(&self) -> Result<Option<TlsSettings>, CliError> {
+        let read = |p: &Option<std::path::PathBuf>| p.as_deref().map(read_pem).transpose();
+        let tls = TlsSettings {
+            ca_pem: read(&self.ca_file)?,
+            client_cert_pem: read(&self.client_cert)?,
+            client_key_pem: read(&self.client_key)?,
+            insecure_skip_verify: self.insecure_skip_verify,
+        };
+        Ok((!tls.is_empty()).then_some(tls))
+    }
+
+    /// The authentication given, if any.
+    fn auth(&self) -> Result<Option<EndpointAuth>, CliError> {
+        if let Some(pair) = &self.basic_auth {
+            let (username, password) = pair
+                .split_once(':')
+                .ok_or_else(|| CliError::usage("--basic-auth is USER:PASSWORD"))?;
+            return Ok(Some(EndpointAuth::Basic {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            }));
+        }
+        Ok(self
+            .oauth2_token_url
+            .clone()
+            .map(|token_url| EndpointAuth::Oauth2ClientCredentials {
+                token_url,
+                client_id: self.oauth2_client_id.clone().unwrap_or_default(),
+                client_secret: self.oauth2_client_secret.clone().unwrap_or_default(),
+                scope: self.oauth2_scope.clone(),
+                audience: self.oauth2_audience.clone(),
+            }))
+    }
+
     /// The headers given, if any (`None`: leave them as they are).
     fn headers(&self) -> Option<std::collections::BTreeMap<String, String>> {
         (!self.headers.is_empty()).then(|| self.headers.iter().cloned().collect())
@@ -263,6 +355,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             settings,
             disabled,
         } => {
+            let (tls, auth) = (settings.tls()?, settings.auth()?);
             let body = EndpointIn {
                 url: target,
                 events: (!events.is_empty()).then_some(events),
@@ -274,6 +367,9 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 description: settings.description,
                 max_in_flight: settings.max_in_flight,
                 rate_limit_per_s: settings.rate_limit,
+                tls,
+                auth,
+                proxy: settings.proxy,
                 filter: settings.filter,
             };
             let e = api
@@ -377,6 +473,9 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             clear_rate_limit,
             clear_filter,
             clear_headers,
+            clear_tls,
+            clear_auth,
+            clear_proxy,
             disabled,
             enabled,
         } => {
@@ -387,6 +486,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                      set CHIME_URL or put --url before `update`)",
                 ));
             }
+            let (tls, auth) = (settings.tls()?, settings.auth()?);
             let body = EndpointPatch {
                 url: target,
                 events: (!events.is_empty()).then_some(events),
@@ -398,6 +498,9 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 description: settings.description,
                 max_in_flight: set_or_clear(settings.max_in_flight, clear_max_in_flight),
                 rate_limit_per_s: set_or_clear(settings.rate_limit, clear_rate_limit),
+                tls: set_or_clear(tls, clear_tls),
+                auth: set_or_clear(auth, clear_auth),
+                proxy: set_or_clear(settings.proxy, clear_proxy),
                 filter: set_or_clear(settings.filter, clear_filter),
             };
             if serde_json::to_string(&body).is_ok_and(|b| b == "{}") {

@@ -120,6 +120,33 @@ pub(super) fn settings_lines(e: &EndpointOut, all: bool) -> Vec<(&'static str, S
         None if all => lines.push(("filter", "none (every subscribed event)".into())),
         None => {}
     }
+    if let Some(t) = &e.tls {
+        let mut parts = Vec::new();
+        if t.ca_pem.is_some() {
+            parts.push("own CA");
+        }
+        if t.client_certificate {
+            parts.push("client certificate (mutual TLS)");
+        }
+        if t.insecure_skip_verify {
+            parts.push("NOT VERIFIED");
+        }
+        lines.push(("tls", parts.join(", ")));
+    }
+    if let Some(a) = &e.auth {
+        let who = a
+            .username
+            .clone()
+            .or_else(|| a.client_id.clone())
+            .unwrap_or_default();
+        lines.push(("auth", format!("{} ({who}; secret set)", a.kind)));
+    }
+    if let Some(p) = &e.proxy {
+        lines.push(("proxy", p.clone()));
+    }
+    for w in &e.warnings {
+        lines.push(("warning", w.clone()));
+    }
     lines
 }
 

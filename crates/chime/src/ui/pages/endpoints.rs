@@ -261,11 +261,25 @@ pub async fn show(
             &s,
             &format!("Endpoint {}", e.id),
             html! {
+                @for w in &e.warnings { p.warning role="alert" { (w) } }
                 dl.facts {
                     dt { "URL" } dd.url { (e.url) }
                     dt { "Events" } dd { (e.events.join(", ")) }
                     dt { "Health" } dd { (health(e)) }
                     dt { "Signature" } dd { (format!("{:?}", e.signature).to_lowercase()) }
+                    @if let Some(t) = &e.tls {
+                        dt { "TLS" } dd {
+                            @if t.ca_pem.is_some() { "own CA. " }
+                            @if t.client_certificate { "Client certificate set (mutual TLS). " }
+                            @if t.insecure_skip_verify { strong { "Certificates NOT verified." } }
+                        }
+                    }
+                    @if let Some(a) = &e.auth {
+                        dt { "Authentication" } dd {
+                            (a.kind) " (" (a.username.as_deref().or(a.client_id.as_deref()).unwrap_or("")) "; secret set)"
+                        }
+                    }
+                    @if let Some(p) = &e.proxy { dt { "Proxy" } dd { (p) } }
                     dt { "Created" } dd { (when(&e.created_at)) }
                     @if let Some(b) = &d.blocked_by { dt { "Blocked by" } dd { (b.id) } }
                 }

@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod server;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -42,6 +42,9 @@ pub struct Opts {
     pub portal_frame_ancestors: Option<String>,
     /// Export spans over OTLP/HTTP to this base URL (a receiver of the test's own).
     pub otlp_endpoint: Option<String>,
+    /// Every delivery through this proxy (`egress_proxy`), but for these hosts.
+    pub egress_proxy: Option<String>,
+    pub egress_no_proxy: Option<String>,
 }
 
 impl Default for Opts {
@@ -66,6 +69,8 @@ impl Default for Opts {
             metrics_tenant_series: 0,
             portal_frame_ancestors: None,
             otlp_endpoint: None,
+            egress_proxy: None,
+            egress_no_proxy: None,
         }
     }
 }
@@ -109,6 +114,8 @@ fn config_for(data_dir: &Path, opts: &Opts) -> chime::config::Config {
         metrics_tenant_series: Some(opts.metrics_tenant_series),
         portal_frame_ancestors: opts.portal_frame_ancestors.clone(),
         otlp_endpoint: opts.otlp_endpoint.clone(),
+        egress_proxy: opts.egress_proxy.clone(),
+        egress_no_proxy: opts.egress_no_proxy.clone(),
         ..Default::default()
     };
     chime::config::Config::from_layer(layer).expect("valid test config")
