@@ -87,7 +87,12 @@ pub fn check(method: &str, path: &str, status: u16, body: &Value) {
     };
     let key = (method.clone(), template, status);
     let validator = {
-        let mut cache = validators().lock().unwrap();
+        // A cache, so a panic of another test while it was held leaves it usable: one
+        // test's failure must not fail every test after it (cargo test runs them in one
+        // process).
+        let mut cache = validators()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(v) = cache.get(&key) {
             v.clone()
         } else {
