@@ -129,6 +129,9 @@ pub struct DispatchConfig {
     pub tenant_max_in_flight: usize,
     /// Reservation time of a claimed delivery.
     pub lease: Duration,
+    /// The longest one attempt takes (`request_timeout`): a held job starts only while its
+    /// lease has at least this much left.
+    pub attempt_timeout: Duration,
     /// Fallback scan period.
     pub poll_interval: Duration,
     /// How long in-flight attempts may finish at shutdown.
@@ -447,6 +450,7 @@ impl Config {
                 max_in_flight,
                 tenant_max_in_flight: tenant_max_in_flight.min(max_in_flight),
                 lease,
+                attempt_timeout: request_timeout,
                 poll_interval: duration("poll_interval", l.poll_interval)?,
                 shutdown_grace: duration("shutdown_grace", l.shutdown_grace)?,
                 max_retry_after: duration("max_retry_after", l.max_retry_after)?,

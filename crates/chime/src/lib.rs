@@ -23,6 +23,7 @@ pub mod config;
 pub mod dispatch;
 pub mod filter;
 pub mod http_server;
+pub mod inbox;
 pub mod json_rules;
 pub mod metrics;
 pub mod model;
@@ -245,6 +246,7 @@ pub async fn run(
         metrics: metrics.clone(),
         links: Arc::new(ui::LinkIssuer::new(keys.clone(), &public_url)),
         spans: spans.clone(),
+        inbox: Arc::default(),
     };
     let api_router = api::router(state.clone());
     let app = ui::router(ui::UiState {

@@ -25,7 +25,7 @@ use crate::dispatch::http::ErrorKind;
 use crate::store::Gauges;
 
 /// Every API error code, in the order of `Code`'s variants (the refused-events label).
-const CODES: [Code; 15] = [
+const CODES: [Code; 17] = [
     Code::MalformedJson,
     Code::MalformedRequest,
     Code::RequestTimeout,
@@ -39,6 +39,8 @@ const CODES: [Code; 15] = [
     Code::PayloadTooLarge,
     Code::InvalidRequest,
     Code::RefusedTarget,
+    Code::InvalidSignature,
+    Code::RateLimited,
     Code::Internal,
     Code::Unavailable,
 ];

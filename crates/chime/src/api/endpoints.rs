@@ -86,6 +86,10 @@ impl EndpointOut {
                 },
             }),
             proxy: e.settings.proxy,
+            sources: e
+                .settings
+                .sources
+                .map(|l| l.into_iter().map(String::from).collect()),
             headers: e.settings.headers,
             filter: e.settings.filter,
             disabled_reason: e.disabled_reason,
@@ -168,6 +172,30 @@ fn checked_headers(headers: BTreeMap<String, String>) -> ApiResult<BTreeMap<Stri
         }
     }
     Ok(out)
+}
+
+/// Source ids that are the tenant's own sources.
+async fn checked_sources(
+    state: &AppState,
+    tenant_id: &str,
+    ids: Option<Vec<String>>,
+) -> ApiResult<Option<Vec<crate::model::SourceId>>> {
+    let Some(ids) = ids else { return Ok(None) };
+    if ids.len() > 50 {
+        return Err(ApiError::invalid("sources: at most 50"));
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let parsed = crate::model::SourceId::parse(&id)
+            .map_err(|_| ApiError::invalid(format!("sources: {id:?} is not a source id")))?;
+        if state.store.get_source(tenant_id, &parsed).await?.is_none() {
+            return Err(ApiError::invalid(format!(
+                "sources: {id} is not a source of this tenant"
+            )));
+        }
+        out.push(parsed);
+    }
+    Ok(Some(out))
 }
 
 /// What the endpoint's view warns about.
@@ -277,6 +305,7 @@ async fn create(
             tls: body.tls,
             auth: body.auth,
             proxy: body.proxy,
+            sources: checked_sources(&state, &tenant_id, body.sources).await?,
         },
     )?;
     let now = now_millis();
@@ -487,6 +516,9 @@ async fn update(
     }
     if let Some(v) = patch.proxy {
         settings.proxy = v;
+    }
+    if let Some(v) = patch.sources {
+        settings.sources = checked_sources(&state, &tenant_id, v).await?;
     }
     e.settings = checked_settings(&state, settings)?;
     if let Some(url) = url {

@@ -24,6 +24,10 @@ pub enum Code {
     PayloadTooLarge,
     InvalidRequest,
     RefusedTarget,
+    /// An inbound request's signature (or credentials) did not verify.
+    InvalidSignature,
+    /// An inbound source's rate was exceeded.
+    RateLimited,
     Internal,
     Unavailable,
 }
@@ -44,6 +48,8 @@ impl Code {
             Code::PayloadTooLarge => "payload_too_large",
             Code::InvalidRequest => "invalid_request",
             Code::RefusedTarget => "refused_target",
+            Code::InvalidSignature => "invalid_signature",
+            Code::RateLimited => "rate_limited",
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
         }
@@ -55,7 +61,8 @@ impl Code {
             Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::UriTooLong => StatusCode::URI_TOO_LONG,
             Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Unauthorized | Code::InvalidSignature => StatusCode::UNAUTHORIZED,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -163,6 +163,7 @@ async fn accept(
         filters: Default::default(),
         traceparent: p.traceparent.clone(),
         only_endpoint,
+        inbound: None,
     };
     let published = state.dispatch.publish(new).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found("tenant"),
@@ -255,9 +256,18 @@ struct Envelope {
 
 impl EventOut {
     fn of(e: Event, deliveries: Option<Vec<Delivery>>) -> Self {
-        let data = serde_json::from_slice::<Envelope>(&e.payload)
-            .map(|env| env.data)
-            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+        let null = || RawValue::from_string("null".into()).expect("null is JSON");
+        let data = match &e.inbound {
+            // A source event is its body: JSON as it came, anything else as text.
+            Some(_) if e.purged_at.is_some() => null(),
+            Some(_) => serde_json::from_slice::<Box<RawValue>>(&e.payload).unwrap_or_else(|_| {
+                serde_json::value::to_raw_value(&String::from_utf8_lossy(&e.payload))
+                    .unwrap_or_else(|_| null())
+            }),
+            None => serde_json::from_slice::<Envelope>(&e.payload)
+                .map(|env| env.data)
+                .unwrap_or_else(|_| null()),
+        };
         Self {
             id: e.id.into(),
             event: e.name,
@@ -266,6 +276,8 @@ impl EventOut {
             data,
             purged_at: e.purged_at.map(format_time),
             deliveries: deliveries.map(|ds| ds.into_iter().map(DeliveryOut::from).collect()),
+            source_id: e.inbound.as_ref().map(|i| i.source_id.to_string()),
+            content_type: e.inbound.as_ref().map(|i| i.content_type.clone()),
         }
     }
 }

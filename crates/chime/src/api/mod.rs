@@ -13,6 +13,7 @@ mod extract;
 mod links;
 pub mod metrics;
 mod openapi;
+mod sources;
 mod tenants;
 pub mod types;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     /// Signs the one-time links of the portal and the dashboard.
     pub links: Arc<crate::ui::LinkIssuer>,
+    /// This node's state of the inbound sources (lookups, rates, rejections).
+    pub inbox: Arc<crate::inbox::Inbox>,
 }
 
 /// The routes of the API with the OpenAPI document their handlers describe: one list, so no
@@ -63,6 +66,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(event_types::routes())
         .merge(metrics::routes())
         .merge(links::routes())
+        .merge(sources::routes())
 }
 
 /// The OpenAPI 3.1 document of this API, as `GET /v1/openapi.json` serves it.

@@ -165,6 +165,8 @@ pub struct EndpointIn {
     pub auth: Option<crate::model::EndpointAuth>,
     /// An egress proxy for this endpoint, `http://host:port`.
     pub proxy: Option<String>,
+    /// Receive only events from these sources (`src_…`).
+    pub sources: Option<Vec<String>>,
 }
 
 /// `PATCH …/endpoints/{id}`: absent fields are left as they are; `null` clears a setting.
@@ -192,6 +194,8 @@ pub struct EndpointPatch {
     pub auth: Option<Option<crate::model::EndpointAuth>>,
     #[serde(default, deserialize_with = "nullable")]
     pub proxy: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub sources: Option<Option<Vec<String>>>,
 }
 
 /// An endpoint's TLS settings as answers show them: never the private key.
@@ -241,6 +245,8 @@ pub struct EndpointOut {
     pub auth: Option<AuthOut>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
     /// What an operator should know about its settings (e.g. certificates not verified).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -345,6 +351,12 @@ pub struct EventOut {
     pub purged_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliveries: Option<Vec<DeliveryOut>>,
+    /// The source that received it (absent for events published through the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    /// A source event's content type; its `data` is the body (JSON, or the text of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 #[serde_with::skip_serializing_none]
@@ -539,4 +551,80 @@ mod tests {
             serde_json::from_str(r#"{"id":"a","name":null,"created_at":"t","new":1}"#).unwrap();
         assert_eq!(t.id, "a");
     }
+}
+
+// --- sources ---------------------------------------------------------------------------------
+
+/// `…/sources/{source}`
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SourcePath {
+    /// Tenant id
+    pub tenant: String,
+    /// Source id (`src_…`)
+    pub source: String,
+}
+
+/// `POST …/sources`: a public URL a provider posts to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceIn {
+    /// Lower-case letters, digits, `-` and `_`, at most 64; unique in the tenant.
+    pub name: String,
+    /// `{"scheme": "stripe"|"github"|"shopify"|"standard"|"hmac"|"basic"|"none", …}`.
+    pub verify: crate::model::SourceVerify,
+    /// Where the event name is: a JSON pointer (`/type`) or `header:Name`; default per scheme.
+    pub event_name: Option<String>,
+    /// Where the provider's delivery id is (for de-duplication); default per scheme.
+    pub dedupe_key: Option<String>,
+    /// Largest body accepted (at most the server's `max_body_bytes`, the default).
+    pub max_body_bytes: Option<u64>,
+    /// Requests per second accepted; more get 429 with `Retry-After`.
+    pub rate_limit_per_s: Option<u32>,
+}
+
+/// `PATCH …/sources/{source}`: absent fields stay; `null` clears.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePatch {
+    pub name: Option<String>,
+    /// Replaces the verification (and its secrets).
+    pub verify: Option<crate::model::SourceVerify>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub event_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub dedupe_key: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_body_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub rate_limit_per_s: Option<Option<u32>>,
+}
+
+/// A source as answers show it: the scheme and how many secrets, never the secrets.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SourceOut {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub scheme: String,
+    pub secrets: usize,
+    /// Where the event name is read (the setting, or the scheme's default).
+    pub event_name: String,
+    pub dedupe_key: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub rate_limit_per_s: Option<u32>,
+    /// Where the provider posts: `{public_url}/in/{key}`.
+    pub ingest_url: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A request a source refused (kept per node, newest first, at most 100).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RejectionOut {
+    pub at: String,
+    pub code: String,
+    pub detail: String,
 }

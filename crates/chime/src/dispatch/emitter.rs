@@ -31,6 +31,7 @@ impl Emitter {
                 filters: Default::default(),
                 traceparent: None,
                 only_endpoint: None,
+                inbound: None,
             };
             if let Err(e) = handle.publish(event).await {
                 tracing::warn!(event = name, error = %e, "could not emit an operational event");

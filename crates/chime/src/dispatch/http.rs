@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use super::clients::{AnyClient, Clients};
 use super::oauth::{self, OAuthConfig, TokenTransport, Tokens};
 use super::proxy::NoProxy;
-use crate::model::{TRACEPARENT, TlsSettings, TraceParent};
+use crate::model::{Inbound, TRACEPARENT, TlsSettings, TraceParent};
 use crate::net_policy::TargetPolicy;
 use crate::spans::Spans;
 use opentelemetry::KeyValue;
@@ -279,6 +279,7 @@ impl DeliveryClient {
         msg_id: &str,
         body: Bytes,
         traceparent: Option<&TraceParent>,
+        inbound: Option<&Inbound>,
     ) -> HttpResult {
         let mut span = self
             .spans
@@ -291,7 +292,7 @@ impl DeliveryClient {
             });
         let own = span.traceparent();
         let result = self
-            .send(target, msg_id, body, own.as_ref().or(traceparent))
+            .send(target, msg_id, body, own.as_ref().or(traceparent), inbound)
             .await;
         if let Some(status) = result.status {
             span.set(|| KeyValue::new("http.response.status_code", i64::from(status)));
@@ -312,6 +313,7 @@ impl DeliveryClient {
         msg_id: &str,
         body: Bytes,
         traceparent: Option<&TraceParent>,
+        inbound: Option<&Inbound>,
     ) -> HttpResult {
         let started_at_ms = crate::model::now_millis();
         let started = Instant::now();
@@ -381,9 +383,24 @@ impl DeliveryClient {
                 if let Some(a) = authorization {
                     headers.insert(http::header::AUTHORIZATION, a.clone());
                 }
+                // A source event goes as it came: its content type, and the provider's
+                // identifying headers under their own names.
+                if let Some(i) = inbound {
+                    for (name, value) in &i.headers {
+                        if let (Ok(n), Ok(v)) = (
+                            http::HeaderName::from_bytes(name.as_bytes()),
+                            http::HeaderValue::from_str(value),
+                        ) {
+                            headers.insert(n, v);
+                        }
+                    }
+                }
             }
+            let content_type = inbound
+                .and_then(|i| http::HeaderValue::from_str(&i.content_type).ok())
+                .unwrap_or(APPLICATION_JSON);
             request
-                .header(http::header::CONTENT_TYPE, APPLICATION_JSON)
+                .header(http::header::CONTENT_TYPE, content_type)
                 .header(http::header::USER_AGENT, self.user_agent.clone())
                 .header(WEBHOOK_ID, msg_id)
                 .header(WEBHOOK_TIMESTAMP, timestamp)

@@ -49,6 +49,10 @@ mod tls;
 
 pub use handle::DispatchHandle;
 
+/// Lease time kept in reserve beyond one attempt's timeout when deciding whether a held job
+/// may still start (clocks, the record's round trip).
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -720,6 +724,7 @@ impl Dispatcher {
     /// endpoint can start one.
     fn pump(&mut self) {
         let probe = self.cfg.probe_interval.as_millis() as i64;
+        let mut stale: Vec<Job> = Vec::new();
         while self.in_flight < self.cfg.max_in_flight {
             let Ok(permit) = self.record_slots.clone().try_acquire_owned() else {
                 break;
@@ -762,7 +767,26 @@ impl Dispatcher {
                     continue;
                 }
             }
-            let Some(job) = ep.queue.pop_front() else {
+            // A job whose lease could end before its attempt does goes back to the store
+            // (a node slowed down too much to start it in time): another claim, with a fresh
+            // lease, sends it once, where starting it now could send it twice.
+            let room = self
+                .cfg
+                .lease
+                .saturating_sub(self.cfg.attempt_timeout + LEASE_MARGIN);
+            let mut job = None;
+            while let Some(next) = ep.queue.pop_front() {
+                if next.held_since.is_some_and(|at| at.elapsed() > room) {
+                    stale.push(next);
+                } else {
+                    job = Some(next);
+                    break;
+                }
+            }
+            if !stale.is_empty() {
+                ep.stored_due = Some(ep.stored_due.map_or(now, |d| d.min(now)));
+            }
+            let Some(job) = job else {
                 continue;
             };
             ep.in_flight += 1;
@@ -777,6 +801,18 @@ impl Dispatcher {
             }
             self.start(job, target, permit);
             self.maybe_claim(&id);
+        }
+        if !stale.is_empty() {
+            tracing::warn!(
+                jobs = stale.len(),
+                "deliveries held too long to start within their lease were given back"
+            );
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.release(stale).await {
+                    tracing::error!(error = %e, "could not release stale deliveries; their leases expire on their own");
+                }
+            });
         }
     }
 
@@ -800,6 +836,7 @@ impl Dispatcher {
                 &job.event_id,
                 job.body.clone(),
                 job.traceparent.as_ref(),
+                job.inbound.as_deref(),
             );
             let result = tokio::select! {
                 r = attempt => r,

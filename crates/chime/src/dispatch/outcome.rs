@@ -77,6 +77,8 @@ mod tests {
             row: None,
             unattempted_since: None,
             traceparent: None,
+            inbound: None,
+            held_since: None,
         }
     }
 

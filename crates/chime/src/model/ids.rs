@@ -139,6 +139,14 @@ macro_rules! id_type {
             }
         }
 
+        /// Read back as written, checked like an id at the edge.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                Self::parse(&text).map_err(|e| serde::de::Error::custom(e.0))
+            }
+        }
+
         impl rusqlite::ToSql for $name {
             fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
                 Ok(rusqlite::types::ToSqlOutput::Borrowed(
@@ -204,6 +212,11 @@ id_type!(
     /// One attempt of a delivery: `att_…`.
     AttemptId,
     "att"
+);
+id_type!(
+    /// An inbound source: a public URL a provider posts to: `src_…`.
+    SourceId,
+    "src"
 );
 
 #[cfg(test)]

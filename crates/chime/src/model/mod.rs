@@ -6,11 +6,13 @@ use std::fmt;
 
 mod branding;
 mod ids;
+mod source;
 mod trace;
 mod transport;
 
 pub use branding::{Branding, check_accent, check_logo_url, check_name};
-pub use ids::{AttemptId, DeliveryId, EndpointId, EventId, looks_like_id, new_id};
+pub use ids::{AttemptId, DeliveryId, EndpointId, EventId, SourceId, looks_like_id, new_id};
+pub use source::{Inbound, Locator, SourceVerify};
 pub use trace::{TRACEPARENT, TraceParent};
 pub use transport::{EndpointAuth, TlsSettings, check_proxy_url};
 

@@ -186,6 +186,9 @@ pub struct EndpointSettings {
     /// An egress proxy of this endpoint's own (`http://host:port`), over the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
+    /// Receive only events from these sources (`None`: any matching event, API or source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<crate::model::SourceId>>,
 }
 
 /// A change of an endpoint's health, made by the dispatcher.
@@ -212,6 +215,8 @@ pub struct Event {
     pub purged_at: Option<Millis>,
     /// The W3C trace the publish request belonged to, sent on each delivery.
     pub traceparent: Option<TraceParent>,
+    /// For an event a source received: its source, content type and passed-on headers.
+    pub inbound: Option<Arc<crate::model::Inbound>>,
 }
 
 /// An entry of the event-type catalog: a documented event name, optionally with a JSON Schema
@@ -381,6 +386,12 @@ pub struct Job {
     pub unattempted_since: Option<Millis>,
     /// The event's `traceparent`, sent with each attempt.
     pub traceparent: Option<TraceParent>,
+    /// A source event's content type and passed-on headers (`None`: JSON from the API).
+    pub inbound: Option<Arc<crate::model::Inbound>>,
+    /// When the lease began, by this process's clock (a little after it did: the job is made
+    /// once the store answered): the dispatcher never starts an attempt the lease would not
+    /// cover. `None`: not known.
+    pub held_since: Option<std::time::Instant>,
 }
 
 /// What publishing stored (or, for a repeated idempotency key, what it had stored before).
@@ -426,6 +437,8 @@ pub struct NewEvent {
     /// A test event (`POST …/endpoints/{id}/test`): this endpoint alone receives it,
     /// whatever its subscription and filter.
     pub only_endpoint: Option<crate::model::EndpointId>,
+    /// Set for an event a source received (`payload` is then the request's exact bytes).
+    pub inbound: Option<Arc<crate::model::Inbound>>,
 }
 
 impl NewEvent {
@@ -440,6 +453,7 @@ impl NewEvent {
             created_at: self.created_at,
             purged_at: None,
             traceparent: self.traceparent,
+            inbound: self.inbound,
         }
     }
 }
@@ -743,12 +757,58 @@ pub trait Retention: Send + Sync + 'static {
     async fn purge_expired_meta(&self, prefix: &str, now: Millis) -> Result<u64>;
 }
 
+/// An inbound source: a public URL (`/in/{ingest_key}`) that a provider posts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub id: crate::model::SourceId,
+    pub tenant_id: String,
+    pub name: String,
+    pub settings: SourceSettings,
+    /// The unguessable part of the ingest URL (shown to the tenant, as a webhook URL is).
+    pub ingest_key: String,
+    /// Its SHA-256: what a request is looked up by, so no lookup compares the key itself.
+    pub ingest_key_hash: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A source's settings, stored as one JSON column.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceSettings {
+    pub verify: crate::model::SourceVerify,
+    /// Where the event name is (`Locator::text`); `None`: the scheme's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+    /// Where the provider's delivery id is; `None`: the scheme's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_s: Option<u32>,
+}
+
+/// Inbound sources: their settings and the lookup of a request's key.
+#[async_trait]
+pub trait Sources: Send + Sync + 'static {
+    /// `Conflict` if the tenant has a source of that name; `NotFound` without the tenant.
+    async fn create_source(&self, source: Source) -> Result<()>;
+    async fn get_source(&self, tenant_id: &str, id: &str) -> Result<Option<Source>>;
+    async fn list_sources(&self, tenant_id: &str, page: Page) -> Result<Listed<Source>>;
+    /// Name, settings and key; `NotFound` if absent, `Conflict` if the name is taken.
+    async fn update_source(&self, source: &Source) -> Result<()>;
+    /// `NotFound` if absent.
+    async fn delete_source(&self, tenant_id: &str, id: &str) -> Result<()>;
+    /// The source whose ingest key hashes to `key_hash`.
+    async fn find_source(&self, key_hash: &str) -> Result<Option<Source>>;
+}
+
 /// The whole storage interface, by role: a backend implements the four role traits, and
 /// `Arc<dyn Store>` reaches them all. Code that needs one role takes that trait (the
 /// dispatcher holds a `dyn Queue`, retention a `dyn Retention`).
-pub trait Store: Admin + EventLog + Queue + Retention {}
+pub trait Store: Admin + EventLog + Queue + Retention + Sources {}
 
-impl<T: Admin + EventLog + Queue + Retention> Store for T {}
+impl<T: Admin + EventLog + Queue + Retention + Sources> Store for T {}
 
 /// Where the data lives, from `database_url`.
 #[derive(Debug, Clone, PartialEq, Eq)]

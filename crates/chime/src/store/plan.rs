@@ -58,6 +58,7 @@ pub fn published(
     let mut jobs = Vec::with_capacity(plan.len());
     let mut endpoints = Vec::with_capacity(plan.len());
     let mut due_endpoints = Vec::new();
+    let held_since = std::time::Instant::now();
     for (i, p) in plan.into_iter().enumerate() {
         if p.leased {
             jobs.push(Job {
@@ -71,6 +72,8 @@ pub fn published(
                 row: rows(i),
                 unattempted_since: Some(event.created_at),
                 traceparent: event.traceparent.clone(),
+                inbound: event.inbound.clone(),
+                held_since: Some(held_since),
             });
         } else if p.status == DeliveryStatus::Pending {
             due_endpoints.push(p.endpoint.id.clone());
@@ -106,8 +109,15 @@ pub fn subscribers<'a>(
         return Ok(endpoints.iter().filter(|e| e.id == *only).collect());
     }
     let mut out = Vec::new();
+    let source = event.inbound.as_ref().map(|i| &i.source_id);
     for ep in endpoints {
         if !ep.events.matches(&event.name) {
+            continue;
+        }
+        // An endpoint limited to some sources takes only their events.
+        if let Some(allowed) = &ep.settings.sources
+            && !source.is_some_and(|s| allowed.contains(s))
+        {
             continue;
         }
         let verdict = match ep.settings.filter.as_deref() {
@@ -170,6 +180,7 @@ mod tests {
             filters: Default::default(),
             traceparent: None,
             only_endpoint: None,
+            inbound: None,
         }
     }
 
@@ -240,6 +251,7 @@ mod tests {
         ];
         let ev = NewEvent {
             only_endpoint: Some(EndpointId::from_stored("ep_other")),
+            inbound: None,
             ..event("order.created")
         };
         let got: Vec<_> = subscribers(&eps, &ev)

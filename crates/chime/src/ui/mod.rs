@@ -105,6 +105,11 @@ impl LinkIssuer {
         }
     }
 
+    /// Where browsers and providers reach this server, without a trailing `/`.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
     pub fn issue(
         &self,
         area: Area,

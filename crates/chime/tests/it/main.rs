@@ -25,6 +25,7 @@ mod openapi;
 mod postgres_faults;
 mod process;
 mod reach;
+mod sources;
 mod store_conformance;
 mod traces;
 mod ui_browser;

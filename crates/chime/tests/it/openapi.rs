@@ -151,6 +151,51 @@ async fn every_documented_operation_answers_as_documented() {
         200
     );
 
+    let src = json!({"name": "hooks", "verify": {"scheme": "none"}});
+    let (s, created) = w.call("POST", &format!("{t}/sources"), Some(src)).await;
+    assert_eq!(s, 201, "{created}");
+    let sid = created["id"].as_str().unwrap().to_owned();
+    let key = created["ingest_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(w.call("GET", &format!("{t}/sources"), None).await.0, 200);
+    assert_eq!(
+        w.call("GET", &format!("{t}/sources/{sid}"), None).await.0,
+        200
+    );
+    let patch = json!({"rate_limit_per_s": 100});
+    assert_eq!(
+        w.call("PATCH", &format!("{t}/sources/{sid}"), Some(patch))
+            .await
+            .0,
+        200
+    );
+    let event = json!({"event": "x"});
+    assert_eq!(
+        w.call("POST", &format!("/in/{key}"), Some(event)).await.0,
+        202
+    );
+    assert_eq!(
+        w.call("GET", &format!("{t}/sources/{sid}/rejections"), None)
+            .await
+            .0,
+        200
+    );
+    let (s, rotated) = w
+        .call("POST", &format!("{t}/sources/{sid}/rotate-url"), None)
+        .await;
+    assert_eq!(s, 200, "{rotated}");
+    assert_eq!(
+        w.call("DELETE", &format!("{t}/sources/{sid}"), None)
+            .await
+            .0,
+        204
+    );
+
     let branding =
         json!({"name": "Globex", "branding": {"name": "Globex Hooks", "accent": "#123"}});
     assert_eq!(

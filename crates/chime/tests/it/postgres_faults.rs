@@ -722,6 +722,7 @@ async fn lease_expiry_uses_the_database_clock() {
             filters: Default::default(),
             traceparent: None,
             only_endpoint: None,
+            inbound: None,
         },
         held,
     )
@@ -857,6 +858,7 @@ async fn a_tenant_deleted_during_a_publish_keeps_no_events() {
                     filters: Default::default(),
                     traceparent: None,
                     only_endpoint: None,
+                    inbound: None,
                 },
                 Lease {
                     owner: Arc::from("node"),

@@ -51,6 +51,7 @@ fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent
         filters: Default::default(),
         traceparent: None,
         only_endpoint: None,
+        inbound: None,
     }
 }
 
@@ -1254,6 +1255,60 @@ pub async fn expired_meta_markers_are_purged(s: Arc<dyn Store>) {
     assert_eq!(s.purge_expired_meta("ui_link_used:", 200).await.unwrap(), 0);
 }
 
+/// Sources: one name per tenant, found by the hash of their key, gone with their tenant.
+pub async fn sources_are_scoped_named_and_found_by_key(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    s.create_tenant(tenant("b")).await.unwrap();
+    let make = |t: &str, name: &str, hash: &str| Source {
+        id: chime::model::SourceId::new(),
+        tenant_id: t.into(),
+        name: name.into(),
+        settings: SourceSettings {
+            verify: chime::model::SourceVerify::None,
+            event_name: Some("/type".into()),
+            dedupe_key: None,
+            max_body_bytes: Some(1000),
+            rate_limit_per_s: None,
+        },
+        ingest_key: format!("key-{hash}"),
+        ingest_key_hash: hash.into(),
+        created_at: 5,
+        updated_at: 5,
+    };
+    let one = make("a", "stripe", "h1");
+    s.create_source(one.clone()).await.unwrap();
+    assert!(matches!(
+        s.create_source(make("a", "stripe", "h2")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.create_source(make("b", "stripe", "h3")).await.unwrap();
+    assert!(matches!(
+        s.create_source(make("zz", "x", "h4")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.get_source("a", &one.id).await.unwrap(), Some(one.clone()));
+    assert_eq!(s.get_source("b", &one.id).await.unwrap(), None);
+    assert_eq!(s.find_source("h1").await.unwrap(), Some(one.clone()));
+    assert_eq!(s.find_source("nope").await.unwrap(), None);
+    let mut changed = one.clone();
+    changed.ingest_key_hash = "h9".into();
+    changed.name = "stripe-prod".into();
+    s.update_source(&changed).await.unwrap();
+    assert_eq!(s.find_source("h1").await.unwrap(), None);
+    assert_eq!(s.find_source("h9").await.unwrap(), Some(changed.clone()));
+    assert_eq!(
+        s.list_sources("a", page(10)).await.unwrap().rows,
+        [changed.clone()]
+    );
+    s.delete_source("a", &one.id).await.unwrap();
+    assert!(matches!(
+        s.delete_source("a", &one.id).await,
+        Err(StoreError::NotFound)
+    ));
+    s.delete_tenant("b").await.unwrap();
+    assert_eq!(s.find_source("h3").await.unwrap(), None);
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -1280,6 +1335,7 @@ macro_rules! conformance {
                 gauges_count_the_backlog_and_endpoints_by_state,
                 traceparents_survive_publish_and_claim,
                 expired_meta_markers_are_purged,
+                sources_are_scoped_named_and_found_by_key,
             );
         }
     };

@@ -256,6 +256,9 @@ struct SettingsArgs {
     /// Send this endpoint's deliveries through this HTTP proxy (http://host:port).
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
+    /// Receive only events from these inbound sources (src_…); repeat or comma-separate.
+    #[arg(long = "source", value_name = "SOURCE_ID", value_delimiter = ',')]
+    sources: Vec<String>,
 }
 
 fn read_pem(path: &std::path::Path) -> Result<String, CliError> {
@@ -370,6 +373,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 tls,
                 auth,
                 proxy: settings.proxy,
+                sources: (!settings.sources.is_empty()).then_some(settings.sources),
                 filter: settings.filter,
             };
             let e = api
@@ -501,6 +505,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 tls: set_or_clear(tls, clear_tls),
                 auth: set_or_clear(auth, clear_auth),
                 proxy: set_or_clear(settings.proxy, clear_proxy),
+                sources: (!settings.sources.is_empty()).then_some(Some(settings.sources)),
                 filter: set_or_clear(settings.filter, clear_filter),
             };
             if serde_json::to_string(&body).is_ok_and(|b| b == "{}") {

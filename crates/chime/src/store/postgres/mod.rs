@@ -53,6 +53,7 @@ mod admin;
 mod event_log;
 mod queue;
 mod retention;
+mod sources;
 
 // After `db_now!`, which it uses.
 mod publish;
@@ -392,9 +393,10 @@ pub const CLAIM_SQL: &str = concat!(
      -- statement's generic plan cannot tell that LIMIT $3 is small and would hash-join all
      -- of events. The LIMIT 1 keeps the lateral subquery from being flattened into one.
      SELECT l.id, l.event_id, l.tenant_id, l.cycle_failures, e.payload, l.unattempted_since,
-            e.traceparent
+            e.traceparent, e.inbound
      FROM leased l
-     CROSS JOIN LATERAL (SELECT payload, traceparent FROM events WHERE id = l.event_id LIMIT 1) e
+     CROSS JOIN LATERAL (SELECT payload, traceparent, inbound FROM events
+                         WHERE id = l.event_id LIMIT 1) e
      ORDER BY l.next_attempt_at, l.seq"
 );
 
@@ -641,10 +643,10 @@ impl PostgresStore {
                  )
                  SELECT head.held, head.next_attempt_at, l.id, l.event_id, l.tenant_id,
                         l.cycle_failures,
-                        e.payload, l.unattempted_since, e.traceparent
+                        e.payload, l.unattempted_since, e.traceparent, e.inbound
                  FROM head
                  LEFT JOIN leased l ON true
-                 LEFT JOIN LATERAL (SELECT payload, traceparent FROM events
+                 LEFT JOIN LATERAL (SELECT payload, traceparent, inbound FROM events
                                     WHERE id = l.event_id LIMIT 1) e ON true"
             ))
             .await?;
@@ -678,6 +680,8 @@ impl PostgresStore {
                     row: None,
                     unattempted_since: row.try_get(7)?,
                     traceparent: TraceParent::from_stored(row.try_get(8)?),
+                    inbound: crate::model::Inbound::from_stored(row.try_get(9)?),
+                    held_since: Some(std::time::Instant::now()),
                 });
             }
             None if !held => claimed.next_due = next.filter(|due| *due > now),

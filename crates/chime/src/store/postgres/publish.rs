@@ -91,9 +91,9 @@ const INSERT_SQL: &str = concat!(
          SELECT id FROM tenants WHERE id = ANY($2::text[]) FOR KEY SHARE
      ), ev AS (
          INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at,
-             traceparent)
+             traceparent, inbound)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
-                              $6::bigint[], $18::text[])
+                              $6::bigint[], $18::text[], $19::text[])
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
          DO NOTHING
          RETURNING id
@@ -344,6 +344,7 @@ async fn insert(
     let mut keys = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
     let mut traceparents = Vec::with_capacity(n);
+    let mut inbounds: Vec<Option<String>> = Vec::with_capacity(n);
     let m: usize = planned.iter().map(|p| p.deliveries.len()).sum();
     let mut d_ids = Vec::with_capacity(m);
     let mut d_tenants = Vec::with_capacity(m);
@@ -366,6 +367,7 @@ async fn insert(
         keys.push(ev.idempotency_key.as_deref());
         created.push(ev.created_at);
         traceparents.push(ev.traceparent.as_ref().map(TraceParent::as_str));
+        inbounds.push(ev.inbound.as_ref().map(|i| i.to_stored()));
         for d in &p.deliveries {
             let leased = d.leased;
             d_ids.push(d.id.as_str());
@@ -404,6 +406,7 @@ async fn insert(
                 &d_durations,
                 &d_created,
                 &traceparents,
+                &inbounds,
             ],
         )
         .await?;

@@ -79,6 +79,8 @@ impl Queue for PostgresStore {
                 row: None,
                 unattempted_since: r.try_get(5)?,
                 traceparent: TraceParent::from_stored(r.try_get(6)?),
+                inbound: crate::model::Inbound::from_stored(r.try_get(7)?),
+                held_since: Some(std::time::Instant::now()),
             })
         })?;
         Ok(Claimed {

@@ -320,6 +320,24 @@ ALTER TABLE events ADD COLUMN traceparent text;
     r#"
 ALTER TABLE tenants ADD COLUMN branding text;
 "#,
+    // Inbound sources (store::Source), and what a source event's deliveries carry besides
+    // its bytes (model::Inbound as JSON; NULL for events published through the API).
+    r#"
+CREATE TABLE sources (
+    seq             BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    id              text COLLATE "C" PRIMARY KEY,
+    tenant_id       text COLLATE "C" NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name            text COLLATE "C" NOT NULL,
+    settings        text NOT NULL,
+    ingest_key      text NOT NULL,
+    ingest_key_hash text COLLATE "C" NOT NULL UNIQUE,
+    created_at      bigint NOT NULL,
+    updated_at      bigint NOT NULL
+);
+CREATE UNIQUE INDEX sources_tenant_name ON sources(tenant_id, name);
+CREATE INDEX sources_tenant ON sources(tenant_id, seq);
+ALTER TABLE events ADD COLUMN inbound text;
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is

@@ -12,6 +12,7 @@ mod leases;
 mod queue;
 mod retention;
 mod schema;
+mod sources;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -407,8 +408,8 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 
     conn.prepare_cached(
         "INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at,
-             traceparent)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             traceparent, inbound)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         ev.id,
@@ -417,7 +418,8 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
         &ev.payload[..],
         ev.idempotency_key,
         ev.created_at,
-        ev.traceparent.as_ref().map(TraceParent::as_str)
+        ev.traceparent.as_ref().map(TraceParent::as_str),
+        ev.inbound.as_ref().map(|i| i.to_stored())
     ])?;
 
     let mut insert = conn.prepare_cached(
@@ -459,7 +461,7 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 /// ?1 endpoint id, ?2 due time (ms), ?3 limit, ?4 now (ms). Shared with `explain_claim`, so
 /// the plan shown by `chime-bench` is the plan of the query that runs.
 pub const CLAIM_SQL: &str = "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures,
-            e.payload, CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent
+            e.payload, CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent, e.inbound
      FROM deliveries d JOIN events e ON e.id = d.event_id
      WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
      AND NOT chime_leased(d.seq, ?4)
@@ -503,7 +505,7 @@ pub fn explain_claim(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// A claimable delivery as both claim queries return it: their first eight columns.
+/// A claimable delivery as both claim queries return it: their first nine columns.
 struct ClaimRow {
     seq: i64,
     id: DeliveryId,
@@ -513,6 +515,7 @@ struct ClaimRow {
     payload: Vec<u8>,
     unattempted_since: Option<Millis>,
     traceparent: Option<String>,
+    inbound: Option<String>,
 }
 
 fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
@@ -525,6 +528,7 @@ fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
         payload: r.get(5)?,
         unattempted_since: r.get(6)?,
         traceparent: r.get(7)?,
+        inbound: r.get(8)?,
     })
 }
 
@@ -542,6 +546,8 @@ fn lease_job(row: ClaimRow, ep: EndpointId, lease: &Lease, until: Millis, now: M
         row: Some(row.seq),
         unattempted_since: row.unattempted_since,
         traceparent: TraceParent::from_stored(row.traceparent),
+        inbound: crate::model::Inbound::from_stored(row.inbound),
+        held_since: Some(std::time::Instant::now()),
     }
 }
 
@@ -557,14 +563,14 @@ fn claim_head(
     let head: Option<(ClaimRow, Option<Millis>, bool)> = conn
         .prepare_cached(
             "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
-                    CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent,
+                    CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent, e.inbound,
                     d.next_attempt_at, chime_leased(d.seq, ?2)
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ordered = 1
              ORDER BY d.seq LIMIT 1",
         )?
         .query_row(params![&*ep, clock()], |r| {
-            Ok((claim_row(r)?, r.get(8)?, r.get(9)?))
+            Ok((claim_row(r)?, r.get(9)?, r.get(10)?))
         })
         .optional()?;
     let mut claimed = Claimed {

@@ -233,6 +233,29 @@ ALTER TABLE events ADD COLUMN traceparent TEXT;
     r#"
 ALTER TABLE tenants ADD COLUMN branding TEXT;
 "#,
+    // Inbound sources (store::Source), and what a source event's deliveries carry besides
+    // its bytes (model::Inbound as JSON; NULL for events published through the API).
+    r#"
+CREATE TABLE sources (
+    seq             INTEGER NOT NULL UNIQUE,
+    id              TEXT PRIMARY KEY,
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    settings        TEXT NOT NULL,
+    ingest_key      TEXT NOT NULL,
+    ingest_key_hash TEXT NOT NULL UNIQUE,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX sources_tenant_name ON sources(tenant_id, name);
+CREATE INDEX sources_tenant ON sources(tenant_id, seq);
+ALTER TABLE events ADD COLUMN inbound TEXT;
+-- Foreign keys are not enforced on the writer (see the cascades above): a trigger removes a
+-- deleted tenant's sources.
+CREATE TRIGGER tenants_sources_cascade AFTER DELETE ON tenants BEGIN
+    DELETE FROM sources WHERE tenant_id = old.id;
+END;
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction. Returns the
