@@ -176,6 +176,17 @@ async fn accept(
     state
         .metrics
         .event_accepted(&published.event.tenant_id, p.started.elapsed());
+    Ok(published_answer(published, StatusCode::ACCEPTED))
+}
+
+/// What a publish answers: `202` with the event and its deliveries. A repeat (its
+/// idempotency key seen before) answers what the first call answered, with
+/// `Idempotent-Replayed: true` and `repeat_status`.
+pub(super) fn published_answer(
+    published: crate::store::Published,
+    repeat_status: StatusCode,
+) -> Response {
+    let repeated = published.repeated;
     let out = PublishedOut {
         id: published.event.id.into(),
         event: published.event.name,
@@ -195,13 +206,18 @@ async fn accept(
             })
             .collect(),
     };
-    let mut response = (StatusCode::ACCEPTED, Json(out)).into_response();
+    let status = if repeated {
+        repeat_status
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut response = (status, Json(out)).into_response();
     if repeated {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 #[utoipa::path(

@@ -14,15 +14,15 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{JsonBody, PageParams, Principal, Query, path_id, read_body};
 use super::types::{
-    ErrorOut, ListOut, PublishedDeliveryOut, PublishedOut, RejectionOut, SourceIn, SourceOut,
-    SourcePatch, SourcePath, TenantPath,
+    ErrorOut, ListOut, PublishedOut, RejectionOut, SourceIn, SourceOut, SourcePatch, SourcePath,
+    TenantPath,
 };
 use super::{AppState, visible_tenant};
 use crate::inbox::{key_hash, new_key};
 use crate::model::{
     EventId, Inbound, Locator, SourceId, format_time, now_millis, parse_event_name,
 };
-use crate::store::{DeliveryStatus, NewEvent, Source, SourceSettings, StoreError};
+use crate::store::{NewEvent, Source, SourceSettings, StoreError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -497,34 +497,6 @@ async fn receive(state: &AppState, source: &Arc<Source>, req: Request) -> ApiRes
     state
         .metrics
         .event_accepted(&published.event.tenant_id, started.elapsed());
-    let repeated = published.repeated;
-    let out = PublishedOut {
-        id: published.event.id.into(),
-        event: published.event.name,
-        timestamp: format_time(published.event.created_at),
-        deliveries: published
-            .deliveries
-            .into_iter()
-            .map(|d| PublishedDeliveryOut {
-                id: d.id.into(),
-                endpoint_id: d.endpoint_id.into(),
-                status: match d.status {
-                    DeliveryStatus::Skipped => DeliveryStatus::Skipped,
-                    _ => DeliveryStatus::Pending,
-                },
-            })
-            .collect(),
-    };
-    let status = if repeated {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let mut response = (status, Json(out)).into_response();
-    if repeated {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    // A provider's retry of what is stored: 200, so it stops retrying; nothing new.
+    Ok(super::events::published_answer(published, StatusCode::OK))
 }
