@@ -399,3 +399,71 @@ async fn events_filter_and_record_then_replay_resigned() {
     assert_eq!(filtered.len(), 1);
     assert_eq!(&filtered[0].body[..], bodies[0].as_bytes());
 }
+
+/// `--forward-to PATTERN=URL` rules: the first match wins, a plain URL takes the rest, and
+/// without a default an unmatched event is shown but not forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_routes_send_each_event_to_its_app() {
+    let orders = Receiver::start().await;
+    let rest = Receiver::start().await;
+    let secret = Secret::generate();
+    let rule = format!("order.*={}", orders.url("/orders"));
+    let (mut listener, url) = listen(&[
+        "--secret",
+        &secret.to_whsec(),
+        "--forward-to",
+        &rule,
+        "--forward-to",
+        &rest.url("/rest"),
+    ])
+    .await;
+    let ts = now();
+    for (id, body) in [
+        ("evt_1", r#"{"event":"order.created","data":{}}"#),
+        ("evt_2", r#"{"event":"user.created","data":{}}"#),
+    ] {
+        let r = post_signed(&url, &secret, id, ts, body, body).await;
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let lines = [listener.next_json().await, listener.next_json().await];
+    assert!(
+        lines.iter().all(|l| l["forward"]["ok"] == true),
+        "{lines:?}"
+    );
+    assert_eq!(orders.received().len(), 1);
+    assert_eq!(orders.received()[0].path, "/orders");
+    assert_eq!(rest.received().len(), 1);
+    assert_eq!(rest.received()[0].path, "/rest");
+
+    let (mut only, url) = listen(&["--forward-to", &rule]).await;
+    let body = r#"{"event":"user.deleted","data":{}}"#;
+    let r = post_signed(&url, &secret, "evt_3", ts, body, body).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let line = only.next_json().await;
+    assert_eq!(
+        line["forward"]["skipped"],
+        "no --forward-to route for this event"
+    );
+    assert_eq!(orders.received().len(), 1);
+}
+
+/// `--print-secret` prints the secret it verifies with and exits; without one it says how.
+#[test]
+fn print_secret_prints_the_secret_for_scripts() {
+    chime()
+        .args([
+            "listen",
+            "--print-secret",
+            "--secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ])
+        .assert()
+        .code(0)
+        .stdout("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+    chime()
+        .env_remove("CHIME_WEBHOOK_SECRET")
+        .args(["listen", "--print-secret"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no secret to print"));
+}

@@ -30,7 +30,7 @@ pub(super) struct ForwardReport {
 
 pub(super) async fn forwarder(
     mut rx: tokio::sync::mpsc::Receiver<Arc<Webhook>>,
-    target: reqwest::Url,
+    routes: Arc<super::routes::Routes>,
     http: reqwest::Client,
     retries: u32,
     timeout: Duration,
@@ -41,7 +41,11 @@ pub(super) async fn forwarder(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (target, http, sink) = (target.clone(), http.clone(), sink.clone());
+        // Planned only when a route exists (`receive` checks), so there is one.
+        let Some(target) = routes.pick(hook.event.as_deref()).cloned() else {
+            continue;
+        };
+        let (http, sink) = (http.clone(), sink.clone());
         tokio::spawn(async move {
             let report = forward_one(&http, &target, &hook, retries, timeout).await;
             let _ = sink.send(SinkMsg::Forwarded(hook, report));

@@ -32,6 +32,7 @@ use super::output::{self, Style, minify};
 use crate::model::{Subscription, format_time, now_millis};
 
 mod forward;
+mod routes;
 mod sink;
 
 use forward::{ForwardReport, forwarder};
@@ -76,9 +77,15 @@ pub struct ListenArgs {
     /// them. Needs --secret.
     #[arg(long)]
     reject_invalid: bool,
-    /// Forward each new webhook (exact body bytes and headers) to this local app URL.
+    /// Forward each new webhook (exact body bytes and headers) to this local app URL; or,
+    /// as PATTERN=URL, only the events matching PATTERN (`order.*=http://localhost:3000/orders`).
+    /// Repeat it: rules are tried in order, the first match wins, a plain URL takes the rest.
+    #[arg(long, value_name = "[PATTERN=]URL")]
+    forward_to: Vec<String>,
+    /// Print the secret this listener verifies with (--secret or CHIME_WEBHOOK_SECRET; the
+    /// first, if several) on one line and exit, for scripts.
     #[arg(long)]
-    forward_to: Option<String>,
+    print_secret: bool,
     /// Deadline of one forward attempt.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     forward_timeout: Duration,
@@ -151,6 +158,7 @@ struct Shared {
     seen: Mutex<Seen>,
     sink: std::sync::mpsc::Sender<SinkMsg>,
     forward: Option<tokio::sync::mpsc::Sender<Arc<Webhook>>>,
+    routes: Option<Arc<routes::Routes>>,
 }
 
 /// One received webhook, as shown, recorded and forwarded.
@@ -190,6 +198,18 @@ enum SinkMsg {
 }
 
 async fn listen(args: ListenArgs) -> Result<(), CliError> {
+    if args.print_secret {
+        return match args.secret.first() {
+            Some(s) => {
+                println!("{s}");
+                Ok(())
+            }
+            None => Err(CliError::usage(
+                "no secret to print: give --secret or set CHIME_WEBHOOK_SECRET \
+                 (chime endpoint show ID --secret prints an endpoint's)",
+            )),
+        };
+    }
     if !args.path.starts_with('/') {
         return Err(CliError::usage(format!(
             "--path {:?} must start with /",
@@ -212,20 +232,9 @@ async fn listen(args: ListenArgs) -> Result<(), CliError> {
                 .map_err(|e| CliError::usage(format!("--events: {e}")))?,
         )
     };
-    let forward_url = args
-        .forward_to
-        .as_deref()
-        .map(|u| {
-            reqwest::Url::parse(u)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-                .ok_or_else(|| {
-                    CliError::usage(format!(
-                        "--forward-to {u:?} is not an http(s) URL such as http://localhost:3000/webhook"
-                    ))
-                })
-        })
-        .transpose()?;
+    let forward_url = routes::Routes::parse(&args.forward_to)
+        .map_err(CliError::Usage)?
+        .map(Arc::new);
     let record = args
         .record
         .as_ref()
@@ -270,7 +279,7 @@ async fn listen(args: ListenArgs) -> Result<(), CliError> {
     }
     let sink_thread = std::thread::spawn(move || sink.run(sink_rx));
 
-    let (forward_tx, forwarder) = match forward_url {
+    let (forward_tx, forwarder) = match forward_url.clone() {
         Some(target) => {
             let (tx, rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);
             let http = reqwest::Client::builder()
@@ -303,6 +312,7 @@ async fn listen(args: ListenArgs) -> Result<(), CliError> {
         }),
         sink: sink_tx,
         forward: forward_tx,
+        routes: forward_url,
     });
     let app = axum::Router::new()
         .fallback(receive)
@@ -328,7 +338,7 @@ fn print_banner(
     args: &ListenArgs,
     url: &str,
     checker: Option<&Checker>,
-    fwd: Option<&reqwest::Url>,
+    fwd: Option<&Arc<routes::Routes>>,
 ) {
     let s = Style::stdout();
     output::println_safe(&format!("Listening on {}", s.bold(url)));
@@ -353,7 +363,7 @@ fn print_banner(
         None => lines.push(s.dim("  not verifying signatures (pass --secret to check them)")),
     }
     if let Some(f) = fwd {
-        lines.push(format!("  forwarding to {f}"));
+        lines.extend(f.lines());
     }
     if let Some(r) = &args.record {
         lines.push(format!("  recording to {}", r.display()));
@@ -475,6 +485,13 @@ async fn receive(
         Some(_) if !hook.shown => ForwardPlan::Skipped("not in --events"),
         Some(_) if hook.rejected => ForwardPlan::Skipped("invalid signature"),
         Some(_) if hook.repeat => ForwardPlan::Skipped("repeat of an earlier webhook"),
+        Some(_)
+            if s.routes
+                .as_ref()
+                .is_some_and(|r| r.pick(hook.event.as_deref()).is_none()) =>
+        {
+            ForwardPlan::Skipped("no --forward-to route for this event")
+        }
         Some(queue) => match queue.try_send(hook.clone()) {
             Ok(()) => ForwardPlan::Queued,
             Err(_) => ForwardPlan::Skipped("the forward queue is full"),
