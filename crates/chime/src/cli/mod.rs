@@ -19,6 +19,7 @@ mod record;
 mod replay;
 mod send;
 mod serve;
+mod source;
 mod tenant;
 mod verify;
 
@@ -60,6 +61,8 @@ enum Command {
     Send(send::SendArgs),
     /// Create and list tenants.
     Tenant(tenant::TenantArgs),
+    /// Manage inbound sources: public URLs that providers (Stripe, GitHub, …) post to.
+    Source(source::SourceArgs),
     /// Manage endpoints: add, list, show, update, delete, disable, enable, rotate-secret.
     Endpoint(Box<endpoint::EndpointArgs>),
     /// Read published events and their deliveries.
@@ -93,6 +96,7 @@ pub fn main_with_args() -> ExitCode {
         Command::Replay(args) => replay::main(args),
         Command::Send(args) => send::main(args),
         Command::Tenant(args) => tenant::main(args),
+        Command::Source(args) => source::main(args),
         Command::Endpoint(args) => endpoint::main(*args),
         Command::Events(args) => events::main(args),
         Command::Deliveries(args) => deliveries::main(args),

@@ -1368,3 +1368,52 @@ fn dashboard_prints_a_sign_in_link_that_works_once() {
         .code(1)
         .stderr(predicate::str::contains("admin"));
 }
+
+/// `chime source`: create (the ingest URL to give the provider), list, show, rotate the URL,
+/// read rejections, delete; a bad scheme setting is a usage error before any call.
+#[test]
+fn sources_are_managed_from_the_command_line() {
+    let env = Env::start();
+    env.rt.block_on(env.server().create_tenant("acme"));
+    let created = env.json(&[
+        "source",
+        "create",
+        "stripe-prod",
+        "--tenant",
+        "acme",
+        "--scheme",
+        "stripe",
+        "--secret",
+        "whsec_test",
+    ]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let url = created["ingest_url"].as_str().unwrap().to_owned();
+    assert!(url.contains("/in/"), "{created}");
+    assert_eq!(created["secrets"], 1);
+    env.chime()
+        .args(["source", "list", "--tenant", "acme"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("stripe-prod"))
+        .stdout(predicate::str::contains(&url));
+    let shown = env.json(&["source", "show", &id, "--tenant", "acme"]);
+    assert_eq!(shown["event_name"], "/type");
+    assert!(!shown.to_string().contains("whsec_test"));
+    let rotated = env.json(&["source", "rotate-url", &id, "--tenant", "acme"]);
+    assert_ne!(rotated["ingest_url"], url.as_str());
+    let rejections = env.json(&["source", "rejections", &id, "--tenant", "acme"]);
+    assert!(rejections["data"].as_array().unwrap().is_empty());
+    env.chime()
+        .args([
+            "source", "create", "x", "--tenant", "acme", "--scheme", "hmac", "--secret", "k",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("header"));
+    env.chime()
+        .args(["source", "delete", &id, "--tenant", "acme"])
+        .assert()
+        .code(0);
+    let list = env.json(&["source", "list", "--tenant", "acme"]);
+    assert!(list["data"].as_array().unwrap().is_empty());
+}
