@@ -295,6 +295,15 @@ async fn github_events_are_named_and_their_headers_passed_on() {
     assert!(!got[0].headers.contains_key("x-hub-signature-256"));
     let (s, _, _) = post(url, &headers, body.to_vec()).await;
     assert_eq!(s, 200, "the same delivery id: not stored again");
+    // The dashboard names the source of an event.
+    let mut admin = crate::ui_http::admin_visitor(&server).await;
+    let page = admin.get("/ui/t/acme/events").await;
+    assert!(
+        page.text
+            .contains(&format!("from source {}", src["id"].as_str().unwrap())),
+        "{}",
+        page.text
+    );
 
     // Another tenant sees none of it.
     server.create_tenant("globex").await;

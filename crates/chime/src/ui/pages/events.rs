@@ -57,6 +57,9 @@ pub async fn list(
                             time datetime=(e.timestamp) { (when(&e.timestamp)) }
                             " " strong { code { (e.event) } } " "
                             a href={ (state.base()) "/t/" (seg(&tenant)) "/deliveries?event_id=" (seg(&e.id)) } { (e.id) }
+                            @if let Some(src) = &e.source_id {
+                                " " span.badge { "from source " (src) @if let Some(ct) = &e.content_type { " (" (ct) ")" } }
+                            }
                             @if e.purged_at.is_none() { pre { (e.data.get()) } } @else { p.muted { "payload removed by retention" } }
                         }
                     }
