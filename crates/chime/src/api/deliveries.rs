@@ -14,7 +14,7 @@ use super::types::{
 };
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{DeliveryId, EventId, format_time, now_millis};
-use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, StoreError};
+use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -202,10 +202,7 @@ async fn retry(
         .store
         .retry_delivery(&tenant_id, &id, now)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("delivery"),
-            other => other.into(),
-        })?;
+        .map_err(ApiError::or_not_found("delivery"))?;
     state.dispatch.due(&d.endpoint_id, now);
     Ok((StatusCode::ACCEPTED, Json(d.into())))
 }
@@ -232,10 +229,7 @@ async fn skip(
         .store
         .skip_delivery(&tenant_id, &id, now)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("delivery"),
-            other => other.into(),
-        })?;
+        .map_err(ApiError::or_not_found("delivery"))?;
     // An ordered endpoint's next delivery may go now.
     state.dispatch.due(&d.endpoint_id, now);
     Ok(Json(d.into()))

@@ -562,10 +562,7 @@ async fn delete(
         .store
         .delete_endpoint(&tenant_id, &id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::not_found("endpoint"),
-            other => other.into(),
-        })?;
+        .map_err(ApiError::or_not_found("endpoint"))?;
     state.dispatch.endpoint_changed(&id);
     Ok(StatusCode::NO_CONTENT)
 }

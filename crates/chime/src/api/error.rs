@@ -97,6 +97,15 @@ impl ApiError {
         Self::new(Code::NotFound, format!("{what} not found"))
     }
 
+    /// A store error as the API answers it, a missing row being `what` not found:
+    /// `.map_err(ApiError::or_not_found("delivery"))`.
+    pub fn or_not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
+        move |e| match e {
+            StoreError::NotFound => ApiError::not_found(what),
+            other => other.into(),
+        }
+    }
+
     /// The same error with its detail prefixed (which field it is about).
     pub fn prefixed(self, prefix: &str) -> Self {
         Self {

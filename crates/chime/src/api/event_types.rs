@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::types::{ErrorOut, EventTypeIn, EventTypeOut, EventTypePatch, EventTypePath};
 use super::{AppState, ListOut};
 use crate::model::{format_time, now_millis, parse_event_name};
-use crate::store::{EventType, StoreError};
+use crate::store::EventType;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -47,13 +47,6 @@ fn checked_schema(schema: Option<serde_json::Value>) -> ApiResult<Option<String>
     }
     crate::catalog::compile(&schema).map_err(ApiError::invalid)?;
     Ok(Some(text))
-}
-
-fn not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::not_found("event type"),
-        other => other.into(),
-    }
 }
 
 #[utoipa::path(
@@ -154,7 +147,7 @@ async fn update(
         .store
         .update_event_type(t.clone())
         .await
-        .map_err(not_found)?;
+        .map_err(ApiError::or_not_found("event type"))?;
     state.catalog.forget(&t.name);
     Ok(Json(t.into()))
 }
@@ -177,7 +170,7 @@ async fn delete(
         .store
         .delete_event_type(&name)
         .await
-        .map_err(not_found)?;
+        .map_err(ApiError::or_not_found("event type"))?;
     state.catalog.forget(&name);
     Ok(StatusCode::NO_CONTENT)
 }

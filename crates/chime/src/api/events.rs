@@ -18,7 +18,7 @@ use super::types::{
 use super::{AppState, ListOut};
 use crate::model::{EndpointId, EventId, TraceParent, format_time, now_millis, parse_event_name};
 use crate::spans::Span;
-use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page, StoreError};
+use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Page};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
@@ -165,10 +165,11 @@ async fn accept(
         only_endpoint,
         inbound: None,
     };
-    let published = state.dispatch.publish(new).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found("tenant"),
-        other => other.into(),
-    })?;
+    let published = state
+        .dispatch
+        .publish(new)
+        .await
+        .map_err(ApiError::or_not_found("tenant"))?;
     let repeated = published.repeated;
     span.set(|| KeyValue::new("chime.event.id", published.event.id.to_string()));
     span.set(|| KeyValue::new("chime.deliveries", published.deliveries.len() as i64));

@@ -22,7 +22,7 @@ use crate::inbox::{key_hash, new_key};
 use crate::model::{
     EventId, Inbound, Locator, SourceId, format_time, now_millis, parse_event_name,
 };
-use crate::store::{NewEvent, Source, SourceSettings, StoreError};
+use crate::store::{NewEvent, Source, SourceSettings};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -109,13 +109,6 @@ fn checked_settings(state: &AppState, s: SourceSettings) -> ApiResult<SourceSett
     Ok(SourceSettings { verify, ..s })
 }
 
-fn store_error(e: StoreError, what: &str) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::not_found(what),
-        other => other.into(),
-    }
-}
-
 #[utoipa::path(
     post,
     path = "/v1/tenants/{tenant}/sources",
@@ -159,7 +152,7 @@ async fn create(
         .store
         .create_source(source.clone())
         .await
-        .map_err(|e| store_error(e, "tenant"))?;
+        .map_err(ApiError::or_not_found("tenant"))?;
     Ok((StatusCode::CREATED, Json(SourceOut::of(&state, source))))
 }
 
@@ -258,7 +251,7 @@ async fn update(
         .store
         .update_source(&s)
         .await
-        .map_err(|e| store_error(e, "source"))?;
+        .map_err(ApiError::or_not_found("source"))?;
     state.inbox.forget(&s);
     Ok(Json(SourceOut::of(&state, s)))
 }
@@ -281,7 +274,7 @@ async fn delete(
         .store
         .delete_source(&tenant_id, &s.id)
         .await
-        .map_err(|e| store_error(e, "source"))?;
+        .map_err(ApiError::or_not_found("source"))?;
     state.inbox.forget(&s);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -309,7 +302,7 @@ async fn rotate_url(
         .store
         .update_source(&s)
         .await
-        .map_err(|e| store_error(e, "source"))?;
+        .map_err(ApiError::or_not_found("source"))?;
     Ok(Json(SourceOut::of(&state, s)))
 }
 
@@ -493,7 +486,7 @@ async fn receive(state: &AppState, source: &Arc<Source>, req: Request) -> ApiRes
         .dispatch
         .publish(new)
         .await
-        .map_err(|e| store_error(e, "tenant"))?;
+        .map_err(ApiError::or_not_found("tenant"))?;
     state
         .metrics
         .event_accepted(&published.event.tenant_id, started.elapsed());

@@ -140,10 +140,7 @@ async fn update(
         .store
         .update_tenant(&tenant)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::not_found("tenant"),
-            other => other.into(),
-        })?;
+        .map_err(ApiError::or_not_found("tenant"))?;
     Ok(Json(tenant.into()))
 }
 
@@ -185,10 +182,7 @@ async fn delete(
         .store
         .delete_tenant(&tenant_id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::not_found("tenant"),
-            other => other.into(),
-        })?;
+        .map_err(ApiError::or_not_found("tenant"))?;
     state.auth.forget_tenant(&tenant_id);
     for id in endpoint_ids {
         state.dispatch.endpoint_changed(&id);
@@ -213,9 +207,6 @@ async fn create_token(
     let token =
         crate::auth::issue_token(state.store.as_ref(), TokenScope::Tenant(tenant_id.clone()))
             .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NotFound => ApiError::not_found("tenant"),
-                other => other.into(),
-            })?;
+            .map_err(ApiError::or_not_found("tenant"))?;
     Ok((StatusCode::CREATED, Json(TokenOut { token, tenant_id })))
 }
