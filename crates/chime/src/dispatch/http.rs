@@ -353,14 +353,17 @@ impl DeliveryClient {
         let via_proxy = proxy.is_some();
         // Through a proxy an http target is named in the request line: name it by the address
         // chime checked, so the proxy resolves nothing itself.
-        let (uri, host) =
-            match pin_if_proxied(&target.uri, via_proxy, self.clients.resolver()).await {
-                Ok(pinned) => pinned,
-                Err(e) => {
-                    let kind = resolve_kind(&e);
-                    return finish(None, Some(kind), Some(e.to_string()), None);
-                }
-            };
+        let pinned = match pin_if_proxied(&target.uri, via_proxy, self.clients.resolver()).await {
+            Ok(pinned) => pinned,
+            Err(e) => {
+                let kind = resolve_kind(&e);
+                return finish(None, Some(kind), Some(e.to_string()), None);
+            }
+        };
+        let (uri, host) = match &pinned {
+            Some((uri, host)) => (uri, Some(host)),
+            None => (&target.uri, None),
+        };
 
         let timestamp = started_at_ms / 1000;
         let signing = target
@@ -368,7 +371,14 @@ impl DeliveryClient {
             .iter()
             .filter(|(_, until)| until.is_none_or(|u| u > started_at_ms))
             .map(|(s, _)| s);
-        let signature = signature_header(signing, msg_id, timestamp, &body);
+        // A header value once (the text's bytes, not a copy), cloned by reference count if a
+        // refused OAuth2 token makes the request go twice.
+        let signature = match http::HeaderValue::try_from(signature_header(
+            signing, msg_id, timestamp, &body,
+        )) {
+            Ok(v) => v,
+            Err(e) => return finish(None, Some(ErrorKind::Protocol), Some(e.to_string()), None),
+        };
         let build = |authorization: Option<&http::HeaderValue>| {
             let mut request = http::Request::post(uri.clone());
             if let Some(headers) = request.headers_mut() {
@@ -377,7 +387,7 @@ impl DeliveryClient {
                     // A clone of the stored header value: a reference count, no allocation.
                     headers.insert(TRACEPARENT, tp.header_value().clone());
                 }
-                if let Some(h) = &host {
+                if let Some(h) = host {
                     headers.insert(http::header::HOST, h.clone());
                 }
                 if let Some(a) = authorization {
@@ -404,7 +414,7 @@ impl DeliveryClient {
                 .header(http::header::USER_AGENT, self.user_agent.clone())
                 .header(WEBHOOK_ID, msg_id)
                 .header(WEBHOOK_TIMESTAMP, timestamp)
-                .header(WEBHOOK_SIGNATURE, signature.as_str())
+                .header(WEBHOOK_SIGNATURE, signature.clone())
                 .body(Full::new(body.clone()))
                 .map_err(Failure::Build)
         };
@@ -499,14 +509,14 @@ fn resolve_kind(e: &ResolveError) -> ErrorKind {
 }
 
 /// For an http target sent through a proxy: the URI with the checked address in place of the
-/// host, and the `Host` header that names it. Otherwise the URI as it is.
+/// host, and the `Host` header that names it. `None`: send to the URI as it is.
 async fn pin_if_proxied(
     uri: &http::Uri,
     via_proxy: bool,
     resolver: &GuardedResolver,
-) -> Result<(http::Uri, Option<http::HeaderValue>), ResolveError> {
+) -> Result<Option<(http::Uri, http::HeaderValue)>, ResolveError> {
     if !via_proxy || uri.scheme_str() == Some("https") {
-        return Ok((uri.clone(), None));
+        return Ok(None);
     }
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
     let addr = resolver.allowed(uri.host().unwrap_or_default()).await?[0];
@@ -517,7 +527,7 @@ async fn pin_if_proxied(
         .map_err(|_| ResolveError::Refused(authority.to_owned()))?;
     let host = http::HeaderValue::from_str(authority)
         .map_err(|_| ResolveError::Refused(authority.to_owned()))?;
-    Ok((pinned, Some(host)))
+    Ok(Some((pinned, host)))
 }
 
 /// OAuth2 token requests, sent the way the endpoint's deliveries go (its TLS trust, its
@@ -536,9 +546,13 @@ impl TokenTransport for TokenVia<'_> {
         authorization: http::HeaderValue,
         body: String,
     ) -> Result<(u16, Bytes), String> {
-        let (uri, host) = pin_if_proxied(url, self.via_proxy, self.resolver)
+        let (uri, host) = match pin_if_proxied(url, self.via_proxy, self.resolver)
             .await
-            .map_err(|e| format!("token URL: {e}"))?;
+            .map_err(|e| format!("token URL: {e}"))?
+        {
+            Some((uri, host)) => (uri, Some(host)),
+            None => (url.clone(), None),
+        };
         let mut request = http::Request::post(uri)
             .header(
                 http::header::CONTENT_TYPE,
