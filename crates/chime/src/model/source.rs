@@ -301,6 +301,11 @@ impl SourceVerify {
                 })
             }
             Self::Basic { username, password } => {
+                // What `store::rows::source` reads back from an unreadable row: accepts nothing
+                // (the credentials ":" must not pass).
+                if username.is_empty() {
+                    return Err("the source's settings are unreadable: save them again".into());
+                }
                 let given = headers
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
@@ -528,6 +533,16 @@ mod tests {
         assert!(
             basic
                 .verify(&headers(&[("authorization", "Basic dTpx")]), body, now)
+                .is_err()
+        );
+        // The fallback of an unreadable row lets nothing in, not even ":".
+        let unreadable = SourceVerify::Basic {
+            username: String::new(),
+            password: String::new(),
+        };
+        assert!(
+            unreadable
+                .verify(&headers(&[("authorization", "Basic Og==")]), body, now)
                 .is_err()
         );
         SourceVerify::None.verify(&headers(&[]), body, now).unwrap();

@@ -60,7 +60,8 @@ pub fn source<R: Columns>(r: &R) -> Result<WithSeq<Source>, R::Error> {
             tenant_id: r.text(1)?,
             name: r.text(2)?,
             // Written by this code from a checked value; unreadable only if edited by hand,
-            // and then it verifies nothing (scheme none is never the fallback).
+            // and then it lets nothing in (`SourceVerify::verify` refuses an empty basic
+            // user; scheme none is never the fallback).
             settings: settings.unwrap_or(SourceSettings {
                 verify: crate::model::SourceVerify::Basic {
                     username: String::new(),
