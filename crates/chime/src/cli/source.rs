@@ -171,14 +171,6 @@ fn verify_of(
 
 async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), CliError> {
     let out = Style::stdout();
-    let path = |tenant: &str| {
-        vec![
-            "v1".to_owned(),
-            "tenants".into(),
-            tenant.into(),
-            "sources".into(),
-        ]
-    };
     match command {
         SourceCommand::Create(args) => {
             let CreateArgs {
@@ -213,9 +205,9 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
                 max_body_bytes,
                 rate_limit_per_s: rate_limit,
             };
-            let p = path(&tenant.tenant);
-            let segs: Vec<&str> = p.iter().map(String::as_str).collect();
-            let s = api.post::<SourceOut>(&segs, &body).await?;
+            let s = api
+                .post::<SourceOut>(&["v1", "tenants", &tenant.tenant, "sources"], &body)
+                .await?;
             if json {
                 print_json(&s);
             } else {
@@ -224,10 +216,11 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
             }
         }
         SourceCommand::List { tenant, page } => {
-            let p = path(&tenant.tenant);
-            let segs: Vec<&str> = p.iter().map(String::as_str).collect();
             let list = api
-                .get::<ListOut<SourceOut>>(&segs, &client::page_query(&page))
+                .get::<ListOut<SourceOut>>(
+                    &["v1", "tenants", &tenant.tenant, "sources"],
+                    &client::page_query(&page),
+                )
                 .await?;
             if json {
                 print_json(&list);
@@ -252,18 +245,22 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
             }
         }
         SourceCommand::Show { id, tenant } => {
-            let mut p = path(&tenant.tenant);
-            p.push(id);
-            let segs: Vec<&str> = p.iter().map(String::as_str).collect();
-            let s = api.get::<SourceOut>(&segs, &()).await?;
+            let s = api
+                .get::<SourceOut>(&["v1", "tenants", &tenant.tenant, "sources", &id], &())
+                .await?;
             print_source(json, &s.value);
         }
         SourceCommand::RotateUrl { id, tenant } => {
-            let mut p = path(&tenant.tenant);
-            p.push(id);
-            p.push("rotate-url".into());
-            let segs: Vec<&str> = p.iter().map(String::as_str).collect();
-            let s = api.post_empty::<SourceOut>(&segs).await?;
+            let s = api
+                .post_empty::<SourceOut>(&[
+                    "v1",
+                    "tenants",
+                    &tenant.tenant,
+                    "sources",
+                    &id,
+                    "rotate-url",
+                ])
+                .await?;
             if json {
                 print_json(&s);
             } else {
@@ -274,20 +271,26 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
             }
         }
         SourceCommand::Delete { id, tenant } => {
-            let mut p = path(&tenant.tenant);
-            p.push(id.clone());
-            let segs: Vec<&str> = p.iter().map(String::as_str).collect();
-            api.delete(&segs).await?;
+            api.delete(&["v1", "tenants", &tenant.tenant, "sources", &id])
+                .await?;
             if !json {
                 println!("Deleted source {id}");
             }
         }
         SourceCommand::Rejections { id, tenant } => {
-            let mut p = path(&tenant.tenant);
-            p.push(id);
-            p.push("rejections".into());
-            let segs: Vec<&str> = p.iter().map(String::as_str).collect();
-            let list = api.get::<ListOut<RejectionOut>>(&segs, &()).await?;
+            let list = api
+                .get::<ListOut<RejectionOut>>(
+                    &[
+                        "v1",
+                        "tenants",
+                        &tenant.tenant,
+                        "sources",
+                        &id,
+                        "rejections",
+                    ],
+                    &(),
+                )
+                .await?;
             if json {
                 print_json(&list);
             } else if list.data.is_empty() {

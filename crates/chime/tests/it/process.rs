@@ -65,6 +65,29 @@ async fn call(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Tenant `acme` with one endpoint at `url`.
+async fn acme_delivering_to(base: &str, token: &str, url: &str) {
+    let (s, _) = call(
+        base,
+        token,
+        "POST",
+        "/v1/tenants",
+        Some(json!({"id": "acme"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let endpoint = json!({ "url": url });
+    let (s, _) = call(
+        base,
+        token,
+        "POST",
+        "/v1/tenants/acme/endpoints",
+        Some(endpoint),
+    )
+    .await;
+    assert_eq!(s, 201);
+}
+
 async fn all_succeeded(base: &str, token: &str, ids: &[String]) -> bool {
     for id in ids {
         let (s, d) = call(
@@ -115,24 +138,7 @@ async fn admin_token_signals_and_restarts() {
         );
     }
 
-    let (s, _) = call(
-        &base,
-        &token,
-        "POST",
-        "/v1/tenants",
-        Some(json!({"id": "acme"})),
-    )
-    .await;
-    assert_eq!(s, 201);
-    let (s, _) = call(
-        &base,
-        &token,
-        "POST",
-        "/v1/tenants/acme/endpoints",
-        Some(json!({"url": rx.url("/h")})),
-    )
-    .await;
-    assert_eq!(s, 201);
+    acme_delivering_to(&base, &token, &rx.url("/h")).await;
     let mut ids = Vec::new();
     for i in 0..20 {
         let (s, ev) = call(
@@ -391,24 +397,7 @@ async fn every_answered_ingest_survives_a_sigkill() {
         .strip_prefix("admin token: ")
         .expect("the first start prints the token")
         .to_owned();
-    let (s, _) = call(
-        &base,
-        &token,
-        "POST",
-        "/v1/tenants",
-        Some(json!({"id": "acme"})),
-    )
-    .await;
-    assert_eq!(s, 201);
-    let (s, _) = call(
-        &base,
-        &token,
-        "POST",
-        "/v1/tenants/acme/endpoints",
-        Some(json!({"url": rx.url("/app")})),
-    )
-    .await;
-    assert_eq!(s, 201);
+    acme_delivering_to(&base, &token, &rx.url("/app")).await;
     let (s, src) = call(
         &base,
         &token,

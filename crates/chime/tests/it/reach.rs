@@ -369,8 +369,8 @@ async fn deliveries_leave_through_the_egress_proxy() {
         ..Opts::default()
     };
     let (_dir, server) = server(opts).await;
-    let plain = endpoint(&server, &rx.url("/via-proxy"), json!({})).await;
-    let tls = endpoint(
+    endpoint(&server, &rx.url("/via-proxy"), json!({})).await;
+    endpoint(
         &server,
         &tls_rx.url("localhost", "/via-tunnel"),
         json!({"tls": {"ca_pem": pki.ca_pem()}}),
@@ -398,7 +398,6 @@ async fn deliveries_leave_through_the_egress_proxy() {
         log.contains("CONNECT"),
         "the https delivery went through a tunnel: {log}"
     );
-    let _ = (plain, tls);
     server.stop().await;
 
     // An endpoint's own proxy that is down: a connect failure that names the proxy.

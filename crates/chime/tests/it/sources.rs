@@ -3,8 +3,6 @@
 //! each endpoint's own secret; the provider's retries are de-duplicated; bad signatures,
 //! oversized bodies and floods are refused; non-JSON bodies pass untouched.
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use chime_webhooks::providers::{github, stripe};
 use serde_json::{Value, json};
@@ -58,7 +56,7 @@ async fn post(
 async fn a_stripe_event_reaches_every_endpoint_byte_for_byte_and_once() {
     let (_dir, server) = server().await;
     let rx = Receiver::start().await;
-    let (orders, secret) = server
+    let (_orders, secret) = server
         .create_endpoint("acme", &rx.url("/orders"), json!(["charge.*"]))
         .await;
     let (_audit, _) = server
@@ -164,7 +162,6 @@ async fn a_stripe_event_reaches_every_endpoint_byte_for_byte_and_once() {
     assert_eq!(s, 404);
     let (_, events) = server.admin("GET", "/v1/tenants/acme/events", None).await;
     assert_eq!(events["data"].as_array().unwrap().len(), 1, "nothing new");
-    let _ = orders;
     server.stop().await;
 }
 
@@ -249,7 +246,6 @@ async fn form_bodies_pass_untouched_floods_get_429_and_sources_can_be_chosen() {
     let (e, h) = limited.expect("the rate was enforced");
     assert_eq!(e["code"], "rate_limited");
     assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
-    let _ = Duration::ZERO;
     server.stop().await;
 }
 
