@@ -46,7 +46,7 @@ const CODES: [Code; 17] = [
 ];
 
 /// The attempt's `error_kind` label: `none` for a success, else the stable kind.
-const ERROR_KINDS: [Option<ErrorKind>; 9] = [
+const ERROR_KINDS: [Option<ErrorKind>; 10] = [
     None,
     Some(ErrorKind::Timeout),
     Some(ErrorKind::Connect),
@@ -56,6 +56,7 @@ const ERROR_KINDS: [Option<ErrorKind>; 9] = [
     Some(ErrorKind::Status),
     Some(ErrorKind::Protocol),
     Some(ErrorKind::Auth),
+    Some(ErrorKind::Rejected),
 ];
 
 fn error_kind_index(kind: Option<ErrorKind>) -> usize {

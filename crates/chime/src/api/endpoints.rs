@@ -16,7 +16,7 @@ use super::types::{
 };
 use super::{AppState, ListOut, visible_tenant};
 use crate::model::{
-    EndpointAuth, EndpointId, Subscription, format_time, now_millis, parse_endpoint_url,
+    Destination, EndpointAuth, EndpointId, Subscription, format_time, now_millis, parse_target_url,
 };
 use crate::net_policy::Refusal;
 use crate::store::{DeliveryStatus, Endpoint, EndpointSettings};
@@ -52,6 +52,7 @@ impl EndpointOut {
             events: e.events.to_texts(),
             description: e.description,
             enabled: e.enabled,
+            destination: e.settings.destination.clone().unwrap_or(Destination::Http),
             max_in_flight: e.settings.max_in_flight,
             rate_limit_per_s: e.settings.rate_limit_per_s,
             ordered: e.settings.ordered,
@@ -101,9 +102,11 @@ impl EndpointOut {
 }
 
 /// Validates a URL, refusing addresses in closed ranges right away (names are checked on
-/// every attempt, against the addresses they resolve to then).
-fn checked_url(state: &AppState, url: &str) -> ApiResult<String> {
-    let uri = parse_endpoint_url(url)?;
+/// every attempt, against the addresses they resolve to then). A broker's URL has the
+/// scheme of its `destination`; the same guard applies to it.
+fn checked_url(state: &AppState, url: &str, to: Option<&Destination>) -> ApiResult<String> {
+    let schemes = to.unwrap_or(&Destination::Http).url_schemes();
+    let uri = parse_target_url(url, schemes)?;
     let host = uri.host().unwrap_or_default();
     match state.policy.check_host(host) {
         Ok(()) => Ok(uri.to_string()),
@@ -218,13 +221,39 @@ fn checked_settings(state: &AppState, s: EndpointSettings) -> ApiResult<Endpoint
     if let Some(a) = &s.auth {
         a.check().map_err(ApiError::invalid)?;
         if let EndpointAuth::Oauth2ClientCredentials { token_url, .. } = a {
-            checked_url(state, token_url).map_err(|e| e.prefixed("auth.token_url: "))?;
+            checked_url(state, token_url, None).map_err(|e| e.prefixed("auth.token_url: "))?;
+        }
+    }
+    let destination = match s.destination {
+        Some(d) => {
+            d.check().map_err(ApiError::invalid)?;
+            d.stored()
+        }
+        None => None,
+    };
+    if let Some(d) = &destination {
+        // A broker is reached over its own protocol: the HTTP-only settings would be ignored,
+        // so they are refused rather than stored to mislead.
+        let kind = d.kind();
+        if tls.is_some() || s.proxy.is_some() {
+            return Err(ApiError::invalid(format!(
+                "tls and proxy apply to http destinations, not {kind}"
+            )));
+        }
+        if matches!(s.auth, Some(EndpointAuth::Oauth2ClientCredentials { .. })) {
+            return Err(ApiError::invalid(format!(
+                "auth: a {kind} destination takes {{\"type\": \"basic\"}} (the broker's user name and password), not OAuth2"
+            )));
         }
     }
     if let Some(p) = &s.proxy {
         crate::model::check_proxy_url(p).map_err(ApiError::invalid)?;
     }
-    let s = EndpointSettings { tls, ..s };
+    let s = EndpointSettings {
+        tls,
+        destination,
+        ..s
+    };
     if let Some(n) = s.max_in_flight
         && !(1..=100).contains(&n)
     {
@@ -306,13 +335,14 @@ async fn create(
             auth: body.auth,
             proxy: body.proxy,
             sources: checked_sources(&state, &tenant_id, body.sources).await?,
+            destination: body.destination,
         },
     )?;
     let now = now_millis();
     let endpoint = Endpoint {
         id: EndpointId::new(),
         tenant_id,
-        url: checked_url(&state, &body.url)?,
+        url: checked_url(&state, &body.url, settings.destination.as_ref())?,
         events: checked_events(body.events)?,
         description: checked_description(body.description)?.unwrap_or_default(),
         enabled: body.enabled.unwrap_or(true),
@@ -482,11 +512,6 @@ async fn update(
 ) -> ApiResult<Json<EndpointOut>> {
     let mut e = load(&state, &principal, &tenant_id, &id).await?;
     // Validate everything before changing anything.
-    let url = patch
-        .url
-        .as_deref()
-        .map(|u| checked_url(&state, u))
-        .transpose()?;
     let events = match patch.events {
         Some(list) => Some(checked_events(Some(list))?),
         None => None,
@@ -520,10 +545,18 @@ async fn update(
     if let Some(v) = patch.sources {
         settings.sources = checked_sources(&state, &tenant_id, v).await?;
     }
-    e.settings = checked_settings(&state, settings)?;
-    if let Some(url) = url {
-        e.url = url;
+    let new_destination = patch.destination.is_some();
+    if let Some(v) = patch.destination {
+        settings.destination = v;
     }
+    let settings = checked_settings(&state, settings)?;
+    // The URL and the destination are checked together: a URL of the old scheme does not
+    // stay behind a new destination, nor the reverse.
+    if patch.url.is_some() || new_destination {
+        let url = patch.url.as_deref().unwrap_or(&e.url);
+        e.url = checked_url(&state, url, settings.destination.as_ref())?;
+    }
+    e.settings = settings;
     if let Some(events) = events {
         e.events = events;
     }

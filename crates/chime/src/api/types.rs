@@ -143,7 +143,12 @@ pub enum SignatureScheme {
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointIn {
+    /// The receiver: `http(s)://…`, or the broker of a `destination` (`nats://`, `amqp://`,
+    /// `redis://`), without credentials (they go in `auth`).
     pub url: String,
+    /// What receives the deliveries (default `{"type": "http"}`): a NATS subject, a RabbitMQ
+    /// exchange or a Redis stream at the broker `url` names.
+    pub destination: Option<crate::model::Destination>,
     pub events: Option<Vec<String>>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
@@ -175,6 +180,9 @@ pub struct EndpointIn {
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
     pub url: Option<String>,
+    /// Replaces the destination (`null`: HTTP); checked together with the `url`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub destination: Option<Option<crate::model::Destination>>,
     pub events: Option<Vec<String>>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
@@ -230,6 +238,7 @@ pub struct EndpointOut {
     pub events: Vec<String>,
     pub description: String,
     pub enabled: bool,
+    pub destination: crate::model::Destination,
     pub signature: SignatureScheme,
     /// The Ed25519 public key receivers verify with (`whpk_…`); not a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::dns::Name;
 
+use super::broker::{BrokerTarget, Brokers, Message};
 use super::clients::{AnyClient, Clients};
 use super::oauth::{self, OAuthConfig, TokenTransport, Tokens};
 use super::proxy::NoProxy;
@@ -75,6 +76,8 @@ pub struct Target {
     pub proxy: Option<http::Uri>,
     /// OAuth2 client credentials (HTTP basic is a fixed header, in `headers`).
     pub oauth: Option<Arc<OAuthConfig>>,
+    /// A broker to publish to instead of POSTing to `uri` (`None`: HTTP).
+    pub broker: Option<Arc<BrokerTarget>>,
 }
 
 /// The result of one HTTP try, before it is turned into a delivery state.
@@ -110,6 +113,9 @@ pub enum ErrorKind {
     Auth,
     /// The connection broke or the receiver spoke malformed HTTP.
     Protocol,
+    /// A broker refused the message or did not acknowledge it (no stream or queue takes
+    /// it, a nack, an error answer).
+    Rejected,
 }
 
 impl ErrorKind {
@@ -123,6 +129,7 @@ impl ErrorKind {
             Self::Status => "status",
             Self::Auth => "auth",
             Self::Protocol => "protocol",
+            Self::Rejected => "rejected",
         }
     }
 }
@@ -195,6 +202,7 @@ impl tower::Service<Name> for GuardedResolver {
 #[derive(Clone)]
 pub struct DeliveryClient {
     clients: Arc<Clients>,
+    brokers: Arc<Brokers>,
     tokens: Arc<Tokens>,
     policy: Arc<TargetPolicy>,
     timeout: Duration,
@@ -226,10 +234,12 @@ impl DeliveryClient {
         let resolver = GuardedResolver {
             policy: policy.clone(),
         };
+        let connect_timeout = connect_timeout.min(timeout);
         Self {
+            brokers: Arc::new(Brokers::new(resolver.clone(), connect_timeout)),
             clients: Arc::new(Clients::new(
                 resolver,
-                connect_timeout.min(timeout),
+                connect_timeout,
                 None,
                 NoProxy::default(),
             )),
@@ -270,13 +280,15 @@ impl DeliveryClient {
         &self.spans
     }
 
-    /// One attempt (`send`) in its `attempt` span, a child of the event's `traceparent`.
+    /// One attempt (`send`) of delivery `delivery_id` of event `msg_id`, in its `attempt`
+    /// span, a child of the event's `traceparent`.
     /// The receiver gets the span's context, or without export the event's `traceparent` as
     /// it was stored, or none.
     pub async fn attempt(
         &self,
         target: &Target,
         msg_id: &str,
+        delivery_id: &str,
         body: Bytes,
         traceparent: Option<&TraceParent>,
         inbound: Option<&Inbound>,
@@ -292,7 +304,14 @@ impl DeliveryClient {
             });
         let own = span.traceparent();
         let result = self
-            .send(target, msg_id, body, own.as_ref().or(traceparent), inbound)
+            .send(
+                target,
+                msg_id,
+                delivery_id,
+                body,
+                own.as_ref().or(traceparent),
+                inbound,
+            )
             .await;
         if let Some(status) = result.status {
             span.set(|| KeyValue::new("http.response.status_code", i64::from(status)));
@@ -311,6 +330,7 @@ impl DeliveryClient {
         &self,
         target: &Target,
         msg_id: &str,
+        delivery_id: &str,
         body: Bytes,
         traceparent: Option<&TraceParent>,
         inbound: Option<&Inbound>,
@@ -340,6 +360,46 @@ impl DeliveryClient {
             );
         }
 
+        if let Some(broker) = &target.broker {
+            let timestamp = started_at_ms / 1000;
+            let signature =
+                signature_header(signing(target, started_at_ms), msg_id, timestamp, &body);
+            let content_type = inbound.map_or("application/json", |i| i.content_type.as_str());
+            let headers = broker_headers(
+                target,
+                [
+                    ("webhook-id", msg_id),
+                    ("webhook-timestamp", &timestamp.to_string()),
+                    ("webhook-signature", &signature),
+                    ("content-type", content_type),
+                ],
+                traceparent,
+                inbound,
+            );
+            let msg = Message {
+                body: &body,
+                headers: &headers,
+                id: msg_id,
+                delivery_id,
+                content_type,
+            };
+            return match tokio::time::timeout(
+                self.timeout,
+                self.brokers.publish(&target.tenant_id, broker, &msg),
+            )
+            .await
+            {
+                Err(_) => finish(
+                    None,
+                    Some(ErrorKind::Timeout),
+                    Some(format!("no acknowledgement within {:?}", self.timeout)),
+                    None,
+                ),
+                Ok(Err(e)) => finish(None, Some(e.kind), Some(e.text), None),
+                Ok(Ok(())) => finish(None, None, None, None),
+            };
+        }
+
         let proxy = self
             .clients
             .proxy_for(target.proxy.as_ref(), target.uri.host().unwrap_or_default());
@@ -366,11 +426,7 @@ impl DeliveryClient {
         };
 
         let timestamp = started_at_ms / 1000;
-        let signing = target
-            .signers
-            .iter()
-            .filter(|(_, until)| until.is_none_or(|u| u > started_at_ms))
-            .map(|(s, _)| s);
+        let signing = signing(target, started_at_ms);
         // A header value once (the text's bytes, not a copy), cloned by reference count if a
         // refused OAuth2 token makes the request go twice.
         let signature = match http::HeaderValue::try_from(signature_header(
@@ -487,6 +543,49 @@ impl DeliveryClient {
     }
 }
 
+/// The keys that sign at `at_ms`: the current one, and a rotated one in its grace period.
+fn signing(target: &Target, at_ms: i64) -> impl Iterator<Item = &Signer> {
+    target
+        .signers
+        .iter()
+        .filter(move |(_, until)| until.is_none_or(|u| u > at_ms))
+        .map(|(s, _)| s)
+}
+
+/// The headers a broker message carries, as an HTTP delivery would: the endpoint's own,
+/// `traceparent`, a source's passed headers, then chime's (`webhook-*`, `content-type`),
+/// each name once, the later winning.
+fn broker_headers(
+    target: &Target,
+    chime: [(&str, &str); 4],
+    traceparent: Option<&TraceParent>,
+    inbound: Option<&Inbound>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut put = |name: &str, value: &str| {
+        let name = name.to_ascii_lowercase();
+        out.retain(|(n, _)| *n != name);
+        out.push((name, value.to_owned()));
+    };
+    for (name, value) in &target.headers {
+        if let Ok(v) = value.to_str() {
+            put(name.as_str(), v);
+        }
+    }
+    if let Some(tp) = traceparent
+        && let Ok(v) = tp.header_value().to_str()
+    {
+        put(TRACEPARENT.as_str(), v);
+    }
+    for (name, value) in inbound.map(|i| &i.headers[..]).unwrap_or_default() {
+        put(name, value);
+    }
+    for (name, value) in chime {
+        put(name, value);
+    }
+    out
+}
+
 /// Why an exchange produced no answer.
 enum Failure {
     Http(hyper_util::client::legacy::Error),
@@ -501,7 +600,7 @@ impl From<hyper_util::client::legacy::Error> for Failure {
     }
 }
 
-fn resolve_kind(e: &ResolveError) -> ErrorKind {
+pub(super) fn resolve_kind(e: &ResolveError) -> ErrorKind {
     match e {
         ResolveError::Refused(_) => ErrorKind::RefusedTarget,
         ResolveError::Lookup(..) => ErrorKind::Dns,

@@ -32,6 +32,7 @@
 //! acceptance order (`Store::claim` returns only the head), the next only after the previous
 //! one's outcome is recorded.
 
+mod broker;
 pub mod circuit;
 mod clients;
 mod emitter;
@@ -834,6 +835,7 @@ impl Dispatcher {
             let attempt = client.attempt(
                 &target,
                 &job.event_id,
+                &job.delivery_id,
                 job.body.clone(),
                 job.traceparent.as_ref(),
                 job.inbound.as_deref(),

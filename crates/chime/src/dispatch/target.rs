@@ -1,10 +1,11 @@
-//! Building a delivery `Target` (URL, signers, headers, limits, TLS, authentication, proxy)
-//! from an endpoint row.
+//! Building a delivery `Target` (URL, signers, headers, limits, TLS, authentication, proxy,
+//! or a broker) from an endpoint row.
 
 use std::sync::Arc;
 
 use base64::Engine;
 
+use super::broker::{BrokerTarget, Credentials};
 use super::http::{Signer, Target};
 use super::oauth::OAuthConfig;
 use crate::model::EndpointAuth;
@@ -13,7 +14,7 @@ use crate::store::Endpoint;
 /// The target an endpoint row describes, or `None` when its URL or secret no longer parse
 /// (rows written by an older version); `endpoint_concurrency` is the default cap.
 pub(super) fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc<Target>> {
-    let uri = row.url.parse().ok()?;
+    let uri: ::http::Uri = row.url.parse().ok()?;
     let mut signers = vec![(Signer::parse(&row.secret)?, None)];
     if let (Some(prev), Some(until)) = (&row.previous_secret, row.previous_secret_expires_at)
         && let Some(prev) = Signer::parse(prev)
@@ -30,7 +31,23 @@ pub(super) fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc
         }
     }
     let mut oauth = None;
+    let broker = row.settings.destination.clone().map(|destination| {
+        let credentials = match &row.settings.auth {
+            Some(EndpointAuth::Basic { username, password }) => Some(Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        Arc::new(BrokerTarget {
+            url: uri.clone(),
+            credentials,
+            destination,
+        })
+    });
     match &row.settings.auth {
+        // A broker's credentials go in its own handshake, above.
+        _ if broker.is_some() => {}
         None => {}
         Some(EndpointAuth::Basic { username, password }) => {
             let token =
@@ -85,5 +102,6 @@ pub(super) fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc
             None => None,
         },
         oauth,
+        broker,
     }))
 }

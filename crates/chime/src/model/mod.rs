@@ -5,12 +5,14 @@
 use std::fmt;
 
 mod branding;
+mod destination;
 mod ids;
 mod source;
 mod trace;
 mod transport;
 
 pub use branding::{Branding, check_accent, check_logo_url, check_name};
+pub use destination::Destination;
 pub use ids::{AttemptId, DeliveryId, EndpointId, EventId, SourceId, looks_like_id, new_id};
 pub use source::{Inbound, Locator, SourceVerify};
 pub use trace::{TRACEPARENT, TraceParent};
@@ -228,16 +230,23 @@ pub fn reserved_header(name: &str) -> bool {
 /// resolver reads the same way, see `net_policy::classify_host`), a port in 1–65535 when one
 /// is given, without credentials, at most 2 KiB.
 pub fn parse_endpoint_url(s: &str) -> Result<http::Uri, Invalid> {
+    parse_target_url(s, Destination::Http.url_schemes())
+}
+
+/// A URL of one of `schemes` (a broker's, for a destination that is not HTTP), by the rules
+/// of `parse_endpoint_url`: credentials go in the endpoint's `auth`, never in the URL.
+pub fn parse_target_url(s: &str, schemes: &[&str]) -> Result<http::Uri, Invalid> {
     if s.len() > 2048 {
         return invalid("url must be at most 2048 characters");
     }
     let uri: http::Uri = s
         .parse()
         .map_err(|e| Invalid(format!("url is not a valid URL: {e}")))?;
+    let listed = schemes.join(" or ");
     match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        Some(other) => return invalid(format!("url scheme must be http or https, not {other:?}")),
-        None => return invalid("url must be absolute (http:// or https://)"),
+        Some(scheme) if schemes.contains(&scheme) => {}
+        Some(other) => return invalid(format!("url scheme must be {listed}, not {other:?}")),
+        None => return invalid(format!("url must be absolute ({listed})")),
     }
     let Some(authority) = uri.authority() else {
         return invalid("url must have a host");
@@ -308,6 +317,9 @@ mod tests {
     fn urls() {
         assert!(parse_endpoint_url("https://example.com/hook").is_ok());
         assert!(parse_endpoint_url("ftp://example.com/").is_err());
+        assert!(parse_endpoint_url("nats://example.com/").is_err());
+        assert!(parse_target_url("nats://example.com:4222", &["nats"]).is_ok());
+        assert!(parse_target_url("amqp://guest:guest@example.com/", &["amqp"]).is_err());
         assert!(parse_endpoint_url("/relative").is_err());
         assert!(parse_endpoint_url("http://user:pw@example.com/").is_err());
         for bad_port in ["99999", "65536", "-1", "0", "", "+80", "8o"] {

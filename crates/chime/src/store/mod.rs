@@ -189,6 +189,9 @@ pub struct EndpointSettings {
     /// Receive only events from these sources (`None`: any matching event, API or source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<crate::model::SourceId>>,
+    /// A broker the `url` names, and where in it (`None`: an HTTP receiver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::model::Destination>,
 }
 
 /// A change of an endpoint's health, made by the dispatcher.

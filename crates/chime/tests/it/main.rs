@@ -13,6 +13,7 @@
 mod support;
 
 mod api;
+mod brokers;
 mod cli_api;
 mod cli_listen;
 mod cli_verify;

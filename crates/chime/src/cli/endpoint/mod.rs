@@ -12,7 +12,7 @@ use crate::api::types::{
     EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, ListOut, PublishedOut, RotateIn,
     RotatedOut, SecretOut, SignatureScheme, TestEventIn,
 };
-use crate::model::{EndpointAuth, TlsSettings};
+use crate::model::{Destination, EndpointAuth, TlsSettings};
 use print::{print_endpoint, settings_lines, yes_no};
 
 #[derive(Args)]
@@ -130,6 +130,9 @@ enum EndpointCommand {
         /// Remove the endpoint's own proxy (the server's egress proxy applies again).
         #[arg(long, conflicts_with = "proxy")]
         clear_proxy: bool,
+        /// Deliver over HTTP again (with --target http(s)://…) instead of to a broker.
+        #[arg(long, conflicts_with = "destination")]
+        clear_destination: bool,
         /// Pause it (as `chime endpoint disable`).
         #[arg(long, conflicts_with = "enabled")]
         disabled: bool,
@@ -259,6 +262,27 @@ struct SettingsArgs {
     /// Receive only events from these inbound sources (src_…); repeat or comma-separate.
     #[arg(long = "source", value_name = "SOURCE_ID", value_delimiter = ',')]
     sources: Vec<String>,
+    /// Publish to this NATS subject of the server the URL names (nats://host:4222) instead
+    /// of POSTing; credentials, if any, with --basic-auth.
+    #[arg(long, value_name = "SUBJECT", group = "destination")]
+    nats_subject: Option<String>,
+    /// With --nats-subject: publish through JetStream, a stream's acknowledgement counting
+    /// as success.
+    #[arg(long, requires = "nats_subject")]
+    jetstream: bool,
+    /// Publish to RabbitMQ (amqp://host:5672/vhost) with this routing key, confirmed by the
+    /// broker; with the default exchange it names the queue.
+    #[arg(long, value_name = "KEY", group = "destination")]
+    rabbitmq_routing_key: Option<String>,
+    /// With --rabbitmq-routing-key: the exchange [default: "", the default exchange].
+    #[arg(long, value_name = "EXCHANGE", requires = "rabbitmq_routing_key")]
+    rabbitmq_exchange: Option<String>,
+    /// Append to this Redis stream (redis://host:6379/db) with XADD.
+    #[arg(long, value_name = "STREAM", group = "destination")]
+    redis_stream: Option<String>,
+    /// With --redis-stream: trim the stream to about this many entries.
+    #[arg(long, value_name = "N", requires = "redis_stream")]
+    redis_maxlen: Option<u64>,
 }
 
 fn read_pem(path: &std::path::Path) -> Result<String, CliError> {
@@ -300,6 +324,28 @@ impl SettingsArgs {
                 scope: self.oauth2_scope.clone(),
                 audience: self.oauth2_audience.clone(),
             }))
+    }
+
+    /// The broker destination given, if any.
+    fn destination(&self) -> Option<Destination> {
+        if let Some(subject) = &self.nats_subject {
+            return Some(Destination::Nats {
+                subject: subject.clone(),
+                jetstream: self.jetstream,
+            });
+        }
+        if let Some(routing_key) = &self.rabbitmq_routing_key {
+            return Some(Destination::Rabbitmq {
+                exchange: self.rabbitmq_exchange.clone().unwrap_or_default(),
+                routing_key: routing_key.clone(),
+            });
+        }
+        self.redis_stream
+            .clone()
+            .map(|stream| Destination::RedisStream {
+                stream,
+                maxlen: self.redis_maxlen,
+            })
     }
 
     /// The headers given, if any (`None`: leave them as they are).
@@ -358,7 +404,8 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             settings,
             disabled,
         } => {
-            let (tls, auth) = (settings.tls()?, settings.auth()?);
+            let (tls, auth, destination) =
+                (settings.tls()?, settings.auth()?, settings.destination());
             let body = EndpointIn {
                 url: target,
                 events: (!events.is_empty()).then_some(events),
@@ -373,6 +420,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 tls,
                 auth,
                 proxy: settings.proxy,
+                destination,
                 sources: (!settings.sources.is_empty()).then_some(settings.sources),
                 filter: settings.filter,
             };
@@ -480,6 +528,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             clear_tls,
             clear_auth,
             clear_proxy,
+            clear_destination,
             disabled,
             enabled,
         } => {
@@ -490,7 +539,8 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                      set CHIME_URL or put --url before `update`)",
                 ));
             }
-            let (tls, auth) = (settings.tls()?, settings.auth()?);
+            let (tls, auth, destination) =
+                (settings.tls()?, settings.auth()?, settings.destination());
             let body = EndpointPatch {
                 url: target,
                 events: (!events.is_empty()).then_some(events),
@@ -505,6 +555,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 tls: set_or_clear(tls, clear_tls),
                 auth: set_or_clear(auth, clear_auth),
                 proxy: set_or_clear(settings.proxy, clear_proxy),
+                destination: set_or_clear(destination, clear_destination),
                 sources: (!settings.sources.is_empty()).then_some(Some(settings.sources)),
                 filter: set_or_clear(settings.filter, clear_filter),
             };

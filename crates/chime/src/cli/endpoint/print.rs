@@ -144,6 +144,9 @@ pub(super) fn settings_lines(e: &EndpointOut, all: bool) -> Vec<(&'static str, S
     if let Some(p) = &e.proxy {
         lines.push(("proxy", p.clone()));
     }
+    if let Some(d) = e.destination.describe() {
+        lines.push(("destination", d));
+    }
     for w in &e.warnings {
         lines.push(("warning", w.clone()));
     }

@@ -151,7 +151,7 @@ pub async fn list(
             &s,
             &format!("Endpoints of {}", t.name.as_deref().unwrap_or(&t.id)),
             html! {
-                p { a href={ (base) "/deliveries" } { "Delivery log" } " · " a href={ (base) "/events" } { "Events" } " · " a href={ (base) "/replay" } { "Recover failed deliveries" } }
+                p { a href={ (base) "/deliveries" } { "Delivery log" } " · " a href={ (base) "/events" } { "Events" } " · " a href={ (base) "/replay" } { "Recover failed deliveries" } @if state.area == crate::ui::session::Area::Dashboard { " · " a href={ (base) "/sources" } { "Sources" } } }
                 @if eps.data.is_empty() {
                     p.muted { "No endpoints yet." }
                 } @else {
@@ -264,6 +264,7 @@ pub async fn show(
                 @for w in &e.warnings { p.warning role="alert" { (w) } }
                 dl.facts {
                     dt { "URL" } dd.url { (e.url) }
+                    @if let Some(d) = e.destination.describe() { dt { "Destination" } dd { (d) } }
                     dt { "Events" } dd { (e.events.join(", ")) }
                     dt { "Health" } dd { (health(e)) }
                     dt { "Signature" } dd { (format!("{:?}", e.signature).to_lowercase()) }
