@@ -75,6 +75,9 @@ pub fn page(state: &UiState, s: &Session, title: &str, body: Markup) -> Markup {
                                 li { a href={ (base) "/t/" (t) } { "Endpoints" } }
                                 li { a href={ (base) "/t/" (t) "/deliveries" } { "Deliveries" } }
                                 li { a href={ (base) "/t/" (t) "/events" } { "Events" } }
+                                @if state.area == Area::Dashboard {
+                                    li { a href={ (base) "/t/" (t) "/sources" } { "Sources" } }
+                                }
                                 li { a href={ (base) "/t/" (t) "/replay" } { "Recover" } }
                             }
                             li { a href={ (base) "/event-types" } { "Event types" } }

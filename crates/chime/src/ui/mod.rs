@@ -174,7 +174,9 @@ pub fn router(state: UiState) -> Router {
 }
 
 fn routes(state: UiState) -> Router {
-    use pages::{deliveries, endpoints, event_types, events, overview, reference, signin, tenants};
+    use pages::{
+        deliveries, endpoints, event_types, events, overview, reference, signin, sources, tenants,
+    };
     let area = state.area;
     let mut r = Router::new()
         .route("/assets/chime.css", get(web::css))
@@ -209,6 +211,7 @@ fn routes(state: UiState) -> Router {
             .route("/login", get(signin::login_form).post(signin::login))
             .route("/tenants", get(tenants::list).post(tenants::create))
             .route("/t/{tenant}/branding", post(tenants::branding))
+            .route("/t/{tenant}/sources", get(sources::list))
             .route("/api", get(reference::show))
             .route("/event-types", post(event_types::create))
             .route("/event-types/{name}/edit", post(event_types::edit))

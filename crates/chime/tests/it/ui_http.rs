@@ -741,3 +741,47 @@ async fn an_event_type_is_edited_from_the_dashboard() {
     assert!(b["schema"].is_null(), "{b}");
     server.stop().await;
 }
+
+/// The dashboard lists a tenant's sources with their ingest URL and what they refused, in
+/// words; the portal has no such page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_sources_show_their_ingest_url_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), Opts::default()).await;
+    server.create_tenant("acme").await;
+    let (s, src) = server
+        .admin(
+            "POST",
+            "/v1/tenants/acme/sources",
+            Some(json!({"name": "stripe-prod", "verify": {"scheme": "stripe", "secret": "whsec_dashboard"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{src}");
+    let ingest = src["ingest_url"].as_str().unwrap();
+    let path = &ingest[ingest.find("/in/").unwrap()..];
+    let refused = reqwest::Client::new()
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"evt_1","type":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let mut v = admin_visitor(&server).await;
+    let page = v.get("/ui/t/acme/sources").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("stripe-prod"), "{}", page.text);
+    assert!(page.text.contains(ingest), "the ingest URL is shown");
+    assert!(page.text.contains("invalid_signature"), "{}", page.text);
+    assert!(
+        page.text.to_lowercase().contains("stripe-signature"),
+        "the reason, in words: {}",
+        page.text
+    );
+    let portal = portal_link(&server, "acme", json!({})).await;
+    let mut p = Visitor::new(&server);
+    p.get(&portal).await;
+    assert_eq!(p.get("/portal/t/acme/sources").await.status, 404);
+    server.stop().await;
+}

@@ -8,6 +8,7 @@ pub mod events;
 pub mod overview;
 pub mod reference;
 pub mod signin;
+pub mod sources;
 pub mod tenants;
 
 use axum::response::Response;
