@@ -38,7 +38,13 @@ pub fn client() -> HttpClient {
 
 /// `{"event":"<name>","data":{"seq":<seq>,"pad":"xxx…"}}`, padded to exactly `EVENT_BYTES`.
 pub fn event_body(seq: u64, name: &str) -> Bytes {
-    let head = format!("{{\"event\":\"{name}\",\"data\":{{\"seq\":{seq},\"pad\":\"");
+    padded(&format!(
+        "{{\"event\":\"{name}\",\"data\":{{\"seq\":{seq},\"pad\":\""
+    ))
+}
+
+/// `head`, then `x`s, then `"}}`: exactly `EVENT_BYTES` (or `head` closed, if it is longer).
+fn padded(head: &str) -> Bytes {
     let tail = b"\"}}";
     let pad = EVENT_BYTES.saturating_sub(head.len() + tail.len());
     let mut out = Vec::with_capacity(EVENT_BYTES);
@@ -46,6 +52,15 @@ pub fn event_body(seq: u64, name: &str) -> Bytes {
     out.resize(head.len() + pad, b'x');
     out.extend_from_slice(tail);
     Bytes::from(out)
+}
+
+/// `{"id":"evt_<seq>","object":"event","type":"<name>","data":{"seq":<seq>,"pad":"xxx…"}}`,
+/// Stripe's shape (`type` names the event, `id` is the delivery id a source dedupes on),
+/// padded to exactly `EVENT_BYTES`.
+pub fn stripe_body(seq: u64, name: &str) -> Bytes {
+    padded(&format!(
+        "{{\"id\":\"evt_{seq:020}\",\"object\":\"event\",\"type\":\"{name}\",\"data\":{{\"seq\":{seq},\"pad\":\""
+    ))
 }
 
 /// Maps an event's `seq` to the path it is POSTed to and the event name it carries.
@@ -58,9 +73,19 @@ pub struct Target {
     pub base: String,
     pub authorization: Option<HeaderValue>,
     pub expect: StatusCode,
-    /// Adds the three `webhook-*` headers chime sends (the ceiling's request shape).
-    pub webhook_headers: bool,
+    pub shape: Shape,
     pub route: Route,
+}
+
+/// What each request looks like besides its path.
+#[derive(Clone)]
+pub enum Shape {
+    /// An event published to chime's API: `{"event","data"}`.
+    Publish,
+    /// What chime itself sends: the event with the three `webhook-*` headers (the ceiling).
+    Delivery,
+    /// A Stripe event signed with `secret` (`Stripe-Signature`), as Stripe posts to a source.
+    Stripe { secret: Arc<str> },
 }
 
 /// What one load phase did.
@@ -161,17 +186,32 @@ async fn send_one(
     if let Some(auth) = &target.authorization {
         req = req.header(header::AUTHORIZATION, auth.clone());
     }
-    if target.webhook_headers {
-        req = req
-            .header("webhook-id", format!("evt_bench{seq:020}"))
-            .header("webhook-timestamp", "1732700000")
-            .header(
-                "webhook-signature",
-                "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+    let body = match &target.shape {
+        Shape::Publish => event_body(seq, &name),
+        Shape::Delivery => {
+            req = req
+                .header("webhook-id", format!("evt_bench{seq:020}"))
+                .header("webhook-timestamp", "1732700000")
+                .header(
+                    "webhook-signature",
+                    "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+                );
+            event_body(seq, &name)
+        }
+        Shape::Stripe { secret } => {
+            let body = stripe_body(seq, &name);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            req = req.header(
+                "stripe-signature",
+                chime_webhooks::providers::stripe::sign(secret.as_bytes(), now, &body),
             );
-    }
+            body
+        }
+    };
     let req = req
-        .body(Full::new(event_body(seq, &name)))
+        .body(Full::new(body))
         .map_err(|e| format!("bad request: {e}"))?;
     let start = Instant::now();
     tracker.mark_sent(seq, start);
@@ -294,6 +334,12 @@ mod tests {
             assert_eq!(v["event"], name);
             assert_eq!(v["data"]["seq"], seq);
             assert_eq!(super::super::sink::parse_seq(&b), Some(seq));
+            let s = stripe_body(seq, name);
+            assert_eq!(s.len(), EVENT_BYTES);
+            let v: serde_json::Value = serde_json::from_slice(&s).unwrap();
+            assert_eq!(v["type"], name);
+            assert_eq!(v["id"], format!("evt_{seq:020}"));
+            assert_eq!(super::super::sink::parse_seq(&s), Some(seq));
         }
     }
 }

@@ -43,6 +43,12 @@ use serde::Serialize;
 pub enum Scenario {
     /// Closed loop: C publishers, each event to one endpoint.
     Throughput,
+    /// `throughput` through a Stripe source: signed bodies POSTed to its ingest URL.
+    Source,
+    /// `throughput` to an HTTPS receiver.
+    Https,
+    /// `throughput` to NATS JetStream destinations (needs NATS on 127.0.0.1:4222).
+    Nats,
     /// One event to every one of 100 endpoints.
     Fanout,
     /// Open loop at a fixed offered rate.
@@ -54,8 +60,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    /// What a run without named scenarios runs: all but `nats`, which needs a NATS server.
+    pub const ALL: [Scenario; 7] = [
         Scenario::Throughput,
+        Scenario::Source,
+        Scenario::Https,
         Scenario::Fanout,
         Scenario::Latency,
         Scenario::Backlog,
@@ -65,6 +74,9 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Throughput => "throughput",
+            Scenario::Source => "source",
+            Scenario::Https => "https",
+            Scenario::Nats => "nats",
             Scenario::Fanout => "fanout",
             Scenario::Latency => "latency",
             Scenario::Backlog => "backlog",
@@ -92,7 +104,7 @@ chime-bench throughput fanout     two scenarios\n  \
 chime-bench --quick --json bench.json"
 )]
 pub struct BenchArgs {
-    /// Scenarios to run, in this order [default: all]: throughput, fanout, latency, backlog, isolation.
+    /// Scenarios to run, in this order [default: all but nats]: throughput, source, https, nats, fanout, latency, backlog, isolation.
     #[arg(value_enum)]
     scenarios: Vec<Scenario>,
     /// Also selects a scenario (repeatable); the same as naming it.
@@ -101,13 +113,13 @@ pub struct BenchArgs {
     /// Shrinks every size so the whole run takes about a minute (explicit sizes still win).
     #[arg(long)]
     quick: bool,
-    /// Events published in the throughput scenario and POSTs of the ceiling [default: 200000; quick: 20000].
+    /// Events published in the throughput and source scenarios and POSTs of the ceiling [default: 200000; quick: 20000].
     #[arg(long)]
     events: Option<u64>,
     /// Concurrent publishers of the closed-loop phases and of the ceiling.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Endpoints of the throughput, latency and backlog scenarios; event n goes to endpoint n mod this.
+    /// Endpoints of the throughput, source, latency and backlog scenarios; event n goes to endpoint n mod this.
     #[arg(long, default_value_t = 16)]
     endpoints: u64,
     /// Events published in the fanout scenario [default: 10000; quick: 500].

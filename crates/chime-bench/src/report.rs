@@ -326,6 +326,34 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
             ratio >= bar,
         );
     }
+    if let (Some(s), Some(t)) = (scenario(r, "source"), throughput) {
+        let ratio = s.cpu_s_per_1k_deliveries / t.cpu_s_per_1k_deliveries.max(f64::MIN_POSITIVE);
+        push(
+            "source: server CPU per delivery <= 1.10 x throughput's",
+            format!(
+                "{:.3} s vs {:.3} s per 1000 = {ratio:.2} x ({:.0}/s vs {:.0}/s delivered)",
+                s.cpu_s_per_1k_deliveries,
+                t.cpu_s_per_1k_deliveries,
+                s.delivered_per_s,
+                t.delivered_per_s
+            ),
+            s.deliveries_completed > 0 && ratio <= 1.10,
+        );
+    }
+    if let (Some(h), Some(t)) = (scenario(r, "https"), throughput) {
+        let ratio = h.cpu_s_per_1k_deliveries / t.cpu_s_per_1k_deliveries.max(f64::MIN_POSITIVE);
+        push(
+            "https: server CPU per delivery < 1.5 x plain HTTP's",
+            format!(
+                "{:.3} s vs {:.3} s per 1000 = {ratio:.2} x ({:.0}/s vs {:.0}/s delivered)",
+                h.cpu_s_per_1k_deliveries,
+                t.cpu_s_per_1k_deliveries,
+                h.delivered_per_s,
+                t.delivered_per_s
+            ),
+            h.deliveries_completed > 0 && ratio < 1.5,
+        );
+    }
     if let Some(b) = scenario(r, "backlog") {
         push(
             "ingest with receivers paused >= 30,000 events/s",

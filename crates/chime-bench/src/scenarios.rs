@@ -86,6 +86,7 @@ impl Ctx {
             fail_rate: self.plan.sink_fail_rate,
             slow,
             hold_max: self.plan.pause_hold,
+            tls: None,
         }
     }
 
@@ -97,7 +98,7 @@ impl Ctx {
                     .expect("a valid header"),
             ),
             expect: StatusCode::ACCEPTED,
-            webhook_headers: false,
+            shape: load::Shape::Publish,
             route,
         }
     }
@@ -279,10 +280,6 @@ impl Api<'_> {
         Ok(())
     }
 
-    async fn endpoint(&self, url: &str, pattern: &str) -> anyhow::Result<()> {
-        self.endpoint_of(TENANT, url, pattern).await
-    }
-
     async fn endpoint_of(&self, tenant: &str, url: &str, pattern: &str) -> anyhow::Result<()> {
         self.post(
             &format!("/v1/tenants/{tenant}/endpoints"),
@@ -298,6 +295,19 @@ struct Setup {
     server: Server,
     sink: Sink,
     tracker: Arc<Tracker>,
+    /// The nats scenario's stream and subscriber, removed at teardown.
+    nats: Option<NatsReceiver>,
+}
+
+/// How the endpoints are reached.
+enum Reach {
+    /// Plain HTTP to the sink.
+    Http,
+    /// HTTPS to the sink, with a certificate made for the run (kept-alive connections).
+    Https,
+    /// A JetStream publish per delivery to the NATS server on 127.0.0.1:4222, read back by a
+    /// subscriber of the bench's own.
+    Nats,
 }
 
 async fn setup(
@@ -307,10 +317,36 @@ async fn setup(
     slow: Option<(u64, Duration)>,
     endpoints: &[String],
 ) -> anyhow::Result<Setup> {
+    setup_reaching(ctx, label, tracker, slow, endpoints, Reach::Http).await
+}
+
+async fn setup_reaching(
+    ctx: &Ctx,
+    label: &str,
+    tracker: Tracker,
+    slow: Option<(u64, Duration)>,
+    endpoints: &[String],
+    reach: Reach,
+) -> anyhow::Result<Setup> {
     let tracker = Arc::new(tracker);
-    let sink = Sink::start(tracker.clone(), ctx.sink_opts(slow))
+    let mut opts = ctx.sink_opts(slow);
+    let mut ca_pem = None;
+    if let Reach::Https = reach {
+        let (config, pem) = super::sink::localhost_tls()?;
+        opts.tls = Some(config);
+        ca_pem = Some(pem);
+    }
+    let sink = Sink::start(tracker.clone(), opts)
         .await
         .context("starting the receiver")?;
+    let nats = match reach {
+        Reach::Nats => Some(
+            NatsReceiver::start(tracker.clone())
+                .await
+                .context("NATS on 127.0.0.1:4222 (the nats scenario needs it, with JetStream)")?,
+        ),
+        _ => None,
+    };
     let server = Server::start(&ctx.server_opts, label, &ctx.client).await?;
     let api = Api {
         client: &ctx.client,
@@ -318,18 +354,104 @@ async fn setup(
     };
     api.tenant(TENANT).await?;
     for (k, pattern) in endpoints.iter().enumerate() {
-        api.endpoint(&sink.url(k as u64), pattern).await?;
+        let k = k as u64;
+        let body = match (&nats, &ca_pem) {
+            (Some(n), _) => json!({
+                "url": "nats://127.0.0.1:4222",
+                "events": [pattern],
+                "destination": {"type": "nats", "subject": n.subject(k), "jetstream": true},
+            }),
+            (None, Some(pem)) => {
+                json!({ "url": sink.url(k), "events": [pattern], "tls": {"ca_pem": pem} })
+            }
+            (None, None) => json!({ "url": sink.url(k), "events": [pattern] }),
+        };
+        api.post(&format!("/v1/tenants/{TENANT}/endpoints"), body)
+            .await?;
     }
     Ok(Setup {
         server,
         sink,
         tracker,
+        nats,
     })
+}
+
+/// A memory stream taking the run's subjects, and a core subscription to them that counts
+/// each message as a delivery (its endpoint from the subject, its `seq` from the body).
+struct NatsReceiver {
+    client: async_nats::Client,
+    stream: String,
+    prefix: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NatsReceiver {
+    async fn start(tracker: Arc<Tracker>) -> anyhow::Result<Self> {
+        use futures_util::StreamExt;
+        let run: u32 = rand::random();
+        let prefix = format!("chime.bench.r{run}");
+        let stream = format!("CHIME_BENCH_{run}");
+        let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+        let js = async_nats::jetstream::new(client.clone());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            max_messages: 1_000_000,
+            ..Default::default()
+        })
+        .await?;
+        let mut sub = client.subscribe(format!("{prefix}.>")).await?;
+        client.flush().await?;
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let endpoint = m
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|e| e.strip_prefix('e'))
+                    .and_then(|e| e.parse::<u64>().ok());
+                let has_id = m
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get("webhook-id").is_some());
+                match (endpoint, super::sink::parse_seq(&m.payload), has_id) {
+                    (Some(e), Some(seq), true) => {
+                        tracker.mark_received(e, seq, Instant::now());
+                    }
+                    _ => {
+                        tracker.malformed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            client,
+            stream,
+            prefix,
+            task,
+        })
+    }
+
+    fn subject(&self, endpoint: u64) -> String {
+        format!("{}.e{endpoint}", self.prefix)
+    }
+
+    async fn stop(self) {
+        self.task.abort();
+        let _ = async_nats::jetstream::new(self.client)
+            .delete_stream(&self.stream)
+            .await;
+    }
 }
 
 /// Stops the server; a failure to stop cleanly is one more error of the scenario.
 async fn teardown(s: Setup, r: &mut ScenarioResult) {
     drop(s.sink);
+    if let Some(n) = s.nats {
+        n.stop().await;
+    }
     if let Err(e) = s.server.stop().await {
         r.errors += 1;
         r.error_detail.insert("server_stop".into(), 1);
@@ -439,7 +561,7 @@ pub async fn ceiling(ctx: &Ctx) -> anyhow::Result<Ceiling> {
         base: sink.base(),
         authorization: None,
         expect: StatusCode::OK,
-        webhook_headers: true,
+        shape: load::Shape::Delivery,
         route: Arc::new(move |seq| (format!("/e/{}", seq % eps), format!("bench.e{}", seq % eps))),
     };
     let before = snap(None);
@@ -469,6 +591,9 @@ pub async fn ceiling(ctx: &Ctx) -> anyhow::Result<Ceiling> {
 pub async fn run(ctx: &Ctx, s: Scenario) -> anyhow::Result<ScenarioResult> {
     match s {
         Scenario::Throughput => throughput(ctx).await,
+        Scenario::Source => source(ctx).await,
+        Scenario::Https => https(ctx).await,
+        Scenario::Nats => nats(ctx).await,
         Scenario::Fanout => fanout(ctx).await,
         Scenario::Latency => latency(ctx).await,
         Scenario::Backlog => backlog(ctx).await,
@@ -478,19 +603,45 @@ pub async fn run(ctx: &Ctx, s: Scenario) -> anyhow::Result<ScenarioResult> {
 
 /// Closed loop, C publishers, each event to one of `endpoints` endpoints.
 async fn throughput(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    closed_reaching(ctx, "throughput", Reach::Http).await
+}
+
+/// `throughput` to an HTTPS receiver (kept-alive TLS connections).
+async fn https(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    closed_reaching(ctx, "https", Reach::Https).await
+}
+
+/// `throughput` to NATS JetStream destinations: a publish acknowledged by the stream per
+/// delivery.
+async fn nats(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    closed_reaching(ctx, "nats", Reach::Nats).await
+}
+
+async fn closed_reaching(ctx: &Ctx, label: &str, reach: Reach) -> anyhow::Result<ScenarioResult> {
     let (n, eps) = (ctx.plan.events, ctx.plan.endpoints);
-    let label = "throughput";
-    let s = setup(
+    let s = setup_reaching(
         ctx,
         label,
         Tracker::new(n, 1, eps),
         None,
         &round_robin_patterns(eps),
+        reach,
     )
     .await?;
     let target = ctx.chime_target(&s.server, round_robin(eps));
+    closed_measured(ctx, label, s, &target).await
+}
+
+/// Publishes `events` through `target` closed loop, waits for the deliveries, measures.
+async fn closed_measured(
+    ctx: &Ctx,
+    label: &str,
+    s: Setup,
+    target: &Target,
+) -> anyhow::Result<ScenarioResult> {
+    let n = ctx.plan.events;
     let before = snap(Some(&s.server));
-    let publish = ctx.closed(label, &target, &s.tracker, 0..n).await;
+    let publish = ctx.closed(label, target, &s.tracker, 0..n).await;
     let t = s.tracker.clone();
     let delivered = ctx
         .wait(
@@ -508,6 +659,43 @@ async fn throughput(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     );
     teardown(s, &mut r).await;
     Ok(r)
+}
+
+/// `throughput`'s load through a Stripe source: each request a Stripe-signed event POSTed to the
+/// source's ingest URL, which chime verifies, names (`/type`), dedupes (`/id`), commits and
+/// delivers as it is, each to one of `endpoints` endpoints.
+async fn source(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let (n, eps) = (ctx.plan.events, ctx.plan.endpoints);
+    let label = "source";
+    let s = setup(
+        ctx,
+        label,
+        Tracker::new(n, 1, eps),
+        None,
+        &round_robin_patterns(eps),
+    )
+    .await?;
+    let api = Api {
+        client: &ctx.client,
+        base: s.server.base(),
+    };
+    let secret: Arc<str> = Arc::from("whsec_bench_0123456789abcdef");
+    let created = api
+        .post(
+            &format!("/v1/tenants/{TENANT}/sources"),
+            json!({ "name": "stripe-bench", "verify": { "scheme": "stripe", "secret": &*secret } }),
+        )
+        .await?;
+    let path = created["ingest_url"]
+        .as_str()
+        .and_then(|u| u.find("/in/").map(|at| u[at..].to_owned()))
+        .context("the created source has no ingest_url")?;
+    let target = Target {
+        shape: load::Shape::Stripe { secret },
+        route: Arc::new(move |seq| (path.clone(), format!("bench.e{}", seq % eps))),
+        ..ctx.chime_target(&s.server, round_robin(eps))
+    };
+    closed_measured(ctx, label, s, &target).await
 }
 
 /// Every event to every one of `fanout_endpoints` endpoints.

@@ -100,7 +100,7 @@ impl Tracker {
     }
 
     /// Notes a delivery of `seq` to `endpoint`; false when it is not one of this run's.
-    fn mark_received(&self, endpoint: u64, seq: u64, at: Instant) -> bool {
+    pub fn mark_received(&self, endpoint: u64, seq: u64, at: Instant) -> bool {
         if seq >= self.events || endpoint >= self.per_endpoint.len() as u64 {
             return false;
         }
@@ -166,6 +166,8 @@ pub struct SinkOpts {
     /// This endpoint answers after this delay instead (the isolation scenario's slow one).
     pub slow: Option<(u64, Duration)>,
     pub hold_max: Duration,
+    /// Serve HTTPS with this configuration (the https scenario).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 struct State {
@@ -203,11 +205,15 @@ impl Sink {
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.state.opts.tls {
+            // The certificate names localhost, which the server resolves to the address.
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     pub fn url(&self, endpoint: u64) -> String {
-        format!("http://{}/e/{endpoint}", self.addr)
+        format!("{}/e/{endpoint}", self.base())
     }
 
     pub fn pause(&self) {
@@ -241,16 +247,51 @@ async fn accept_loop(
         let state = state.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(state.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
+            match state.opts.tls.clone() {
+                Some(config) => {
+                    let accepted = tokio::select! {
+                        r = tokio_rustls::TlsAcceptor::from(config).accept(stream) => r,
+                        _ = stop.cancelled() => return,
+                    };
+                    if let Ok(tls) = accepted {
+                        serve(tls, state, stop).await;
+                    }
+                }
+                None => serve(stream, state, stop).await,
             }
         });
     }
+}
+
+/// Serves one connection, HTTP/1.1 kept alive, until it closes or the sink stops.
+async fn serve<S>(stream: S, state: Arc<State>, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(state.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::select! {
+        _ = conn => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// A self-signed certificate for `localhost`: the server configuration that serves it, and
+/// its PEM for the endpoints to trust (`tls.ca_pem`).
+pub fn localhost_tls() -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    let pem = made.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("the generated key: {e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(vec![made.cert.der().clone()], key)?;
+    Ok((Arc::new(config), pem))
 }
 
 fn answer(status: StatusCode) -> Result<Response<Full<Bytes>>, Infallible> {
