@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::{self, ApiArgs, CliError, Client, PageArgs, TenantArg};
 use super::output::{Style, Table, print_json};
-use crate::api::types::{ListOut, RejectionOut, SourceIn, SourceOut};
+use crate::api::types::{ListOut, RejectionOut, SourceIn, SourceOut, SourcePatch};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -47,15 +47,9 @@ impl SchemeArg {
     }
 }
 
+/// How a source's requests are checked, besides the scheme.
 #[derive(Args)]
-struct CreateArgs {
-    /// Lower-case letters, digits, '-' and '_'; unique in the tenant.
-    name: String,
-    #[command(flatten)]
-    tenant: TenantArg,
-    /// How requests are checked.
-    #[arg(long, value_enum)]
-    scheme: SchemeArg,
+struct VerifyArgs {
     /// The provider's secret; repeat it to accept several during a rotation.
     #[arg(long, env = "CHIME_SOURCE_SECRET", hide_env_values = true)]
     secret: Vec<String>,
@@ -74,6 +68,19 @@ struct CreateArgs {
     /// basic: the user name (the password is --secret).
     #[arg(long)]
     username: Option<String>,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Lower-case letters, digits, '-' and '_'; unique in the tenant.
+    name: String,
+    #[command(flatten)]
+    tenant: TenantArg,
+    /// How requests are checked.
+    #[arg(long, value_enum)]
+    scheme: SchemeArg,
+    #[command(flatten)]
+    verify: VerifyArgs,
     /// Where the event name is: a JSON pointer (/type) or header:Name [default: the
     /// scheme's].
     #[arg(long, value_name = "LOCATOR")]
@@ -89,10 +96,46 @@ struct CreateArgs {
     rate_limit: Option<u32>,
 }
 
+#[derive(Args)]
+#[command(
+    after_help = "Example:\n  chime source update src_… --tenant acme --scheme stripe \\\n    --secret whsec_new --secret whsec_old      accept both during a rotation"
+)]
+struct UpdateArgs {
+    /// The source id (src_…).
+    id: String,
+    #[command(flatten)]
+    tenant: TenantArg,
+    /// A new name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Replace how requests are checked (with --secret and the scheme's other flags).
+    #[arg(long, value_enum)]
+    scheme: Option<SchemeArg>,
+    #[command(flatten)]
+    verify: VerifyArgs,
+    /// Where the event name is: a JSON pointer (/type) or header:Name.
+    #[arg(long, value_name = "LOCATOR")]
+    event_name: Option<String>,
+    /// Where the provider's delivery id is.
+    #[arg(long, value_name = "LOCATOR")]
+    dedupe_key: Option<String>,
+    /// Largest body accepted.
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
+    /// Requests per second accepted.
+    #[arg(long, conflicts_with = "clear_rate_limit")]
+    rate_limit: Option<u32>,
+    /// Accept requests at any rate again.
+    #[arg(long)]
+    clear_rate_limit: bool,
+}
+
 #[derive(Subcommand)]
 enum SourceCommand {
     /// Add a source; prints its ingest URL, the address to give the provider.
     Create(Box<CreateArgs>),
+    /// Change a source's name, verification, locators or limits; the rest stays.
+    Update(Box<UpdateArgs>),
     /// List a tenant's sources.
     List {
         #[command(flatten)]
@@ -135,16 +178,15 @@ pub fn main(args: SourceArgs) -> ExitCode {
 }
 
 /// The `verify` object the flags describe; the server checks it like any other.
-#[allow(clippy::too_many_arguments)]
-fn verify_of(
-    scheme: SchemeArg,
-    secret: Vec<String>,
-    hmac_header: Option<String>,
-    hmac_algorithm: String,
-    hmac_encoding: String,
-    hmac_prefix: Option<String>,
-    username: Option<String>,
-) -> Result<crate::model::SourceVerify, CliError> {
+fn verify_of(scheme: SchemeArg, flags: VerifyArgs) -> Result<crate::model::SourceVerify, CliError> {
+    let VerifyArgs {
+        secret,
+        hmac_header,
+        hmac_algorithm,
+        hmac_encoding,
+        hmac_prefix,
+        username,
+    } = flags;
     let mut v = Map::new();
     v.insert("scheme".into(), json!(scheme.name()));
     match scheme {
@@ -177,26 +219,13 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
                 name,
                 tenant,
                 scheme,
-                secret,
-                hmac_header,
-                hmac_algorithm,
-                hmac_encoding,
-                hmac_prefix,
-                username,
+                verify,
                 event_name,
                 dedupe_key,
                 max_body_bytes,
                 rate_limit,
             } = *args;
-            let verify = verify_of(
-                scheme,
-                secret,
-                hmac_header,
-                hmac_algorithm,
-                hmac_encoding,
-                hmac_prefix,
-                username,
-            )?;
+            let verify = verify_of(scheme, verify)?;
             let body = SourceIn {
                 name,
                 verify,
@@ -213,6 +242,52 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
             } else {
                 println!("Created source {} ({})", out.bold(&s.id), s.scheme);
                 println!("Give the provider this URL: {}", out.bold(&s.ingest_url));
+            }
+        }
+        SourceCommand::Update(args) => {
+            let UpdateArgs {
+                id,
+                tenant,
+                name,
+                scheme,
+                verify,
+                event_name,
+                dedupe_key,
+                max_body_bytes,
+                rate_limit,
+                clear_rate_limit,
+            } = *args;
+            if scheme.is_none() && (!verify.secret.is_empty() || verify.username.is_some()) {
+                return Err(CliError::usage(
+                    "--secret and --username replace the verification: give --scheme with them",
+                ));
+            }
+            let body = SourcePatch {
+                name,
+                verify: scheme.map(|s| verify_of(s, verify)).transpose()?,
+                event_name: event_name.map(Some),
+                dedupe_key: dedupe_key.map(Some),
+                max_body_bytes: max_body_bytes.map(Some),
+                rate_limit_per_s: match (rate_limit, clear_rate_limit) {
+                    (Some(n), _) => Some(Some(n)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+            };
+            if serde_json::to_string(&body).is_ok_and(|b| b == "{}") {
+                return Err(CliError::usage(
+                    "nothing to change: give at least one setting (see chime source update --help)",
+                ));
+            }
+            let s = api
+                .patch::<SourceOut>(&["v1", "tenants", &tenant.tenant, "sources", &id], &body)
+                .await?
+                .value;
+            if json {
+                print_json(&s);
+            } else {
+                println!("Updated source {}", out.bold(&s.id));
+                print_source(false, &s);
             }
         }
         SourceCommand::List { tenant, page } => {

@@ -1370,7 +1370,7 @@ fn dashboard_prints_a_sign_in_link_that_works_once() {
 }
 
 /// `chime source`: create (the ingest URL to give the provider), list, show, rotate the URL,
-/// read rejections, delete; a bad scheme setting is a usage error before any call.
+/// read rejections, update, delete; a bad scheme setting is a usage error before any call.
 #[test]
 fn sources_are_managed_from_the_command_line() {
     let env = Env::start();
@@ -1403,6 +1403,40 @@ fn sources_are_managed_from_the_command_line() {
     assert_ne!(rotated["ingest_url"], url.as_str());
     let rejections = env.json(&["source", "rejections", &id, "--tenant", "acme"]);
     assert!(rejections["data"].as_array().unwrap().is_empty());
+    // update: two secrets during a rotation, a rate limit; the rest stays.
+    let updated = env.json(&[
+        "source",
+        "update",
+        &id,
+        "--tenant",
+        "acme",
+        "--scheme",
+        "stripe",
+        "--secret",
+        "whsec_new",
+        "--secret",
+        "whsec_test",
+        "--rate-limit",
+        "50",
+    ]);
+    assert_eq!(updated["secrets"], 2, "{updated}");
+    assert_eq!(updated["rate_limit_per_s"], 50);
+    assert_eq!(updated["name"], "stripe-prod");
+    let cleared = env.json(&[
+        "source",
+        "update",
+        &id,
+        "--tenant",
+        "acme",
+        "--clear-rate-limit",
+    ]);
+    assert!(cleared["rate_limit_per_s"].is_null(), "{cleared}");
+    assert_eq!(cleared["secrets"], 2);
+    env.chime()
+        .args(["source", "update", &id, "--tenant", "acme", "--secret", "s"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--scheme"));
     env.chime()
         .args([
             "source", "create", "x", "--tenant", "acme", "--scheme", "hmac", "--secret", "k",
