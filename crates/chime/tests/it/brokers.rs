@@ -56,6 +56,17 @@ async fn publish(server: &TestServer, n: u32) -> String {
     p["deliveries"][0]["id"].as_str().unwrap().to_owned()
 }
 
+/// Publishes events 1 to 19 after event 0 succeeded, and waits until each has.
+async fn publish_the_rest(server: &TestServer) {
+    let mut ids = Vec::new();
+    for n in 1..20 {
+        ids.push(publish(server, n).await);
+    }
+    for id in &ids {
+        server.wait_status("acme", id, "succeeded").await;
+    }
+}
+
 /// Waits for a delivery's first failed attempt; that attempt.
 async fn first_failure(server: &TestServer, delivery: &str) -> Value {
     eventually(Duration::from_secs(20), || async {
@@ -128,13 +139,7 @@ async fn nats_jetstream_acknowledges_retries_and_keeps_order() {
         .unwrap();
     server.wait_status("acme", &first, "succeeded").await;
 
-    let mut ids = vec![first];
-    for n in 1..20 {
-        ids.push(publish(&server, n).await);
-    }
-    for id in &ids {
-        server.wait_status("acme", id, "succeeded").await;
-    }
+    publish_the_rest(&server).await;
     // Read back with a consumer of the test's own.
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
@@ -239,13 +244,7 @@ async fn rabbitmq_confirms_retries_and_keeps_order() {
         .await
         .unwrap();
     server.wait_status("acme", &first, "succeeded").await;
-    let mut ids = vec![first];
-    for n in 1..20 {
-        ids.push(publish(&server, n).await);
-    }
-    for id in &ids {
-        server.wait_status("acme", id, "succeeded").await;
-    }
+    publish_the_rest(&server).await;
     let mut bodies = Vec::new();
     while let Some(m) = channel
         .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
@@ -326,13 +325,7 @@ async fn redis_streams_take_each_event_once_in_order() {
         .await
         .unwrap();
     server.wait_status("acme", &first, "succeeded").await;
-    let mut ids = vec![first];
-    for n in 1..20 {
-        ids.push(publish(&server, n).await);
-    }
-    for id in &ids {
-        server.wait_status("acme", id, "succeeded").await;
-    }
+    publish_the_rest(&server).await;
     let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
         .arg(&stream)
         .arg("-")
