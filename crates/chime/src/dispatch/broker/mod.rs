@@ -131,6 +131,9 @@ pub(super) struct Brokers {
     resolver: GuardedResolver,
     connect_timeout: Duration,
     pool: Mutex<HashMap<Key, Entry>>,
+    /// One connect at a time per key: the attempts in flight to a broker not yet connected
+    /// wait for one connection instead of each making its own. Emptied as connects finish.
+    connecting: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Brokers {
@@ -139,6 +142,7 @@ impl Brokers {
             resolver,
             connect_timeout,
             pool: Mutex::default(),
+            connecting: Mutex::default(),
         }
     }
 
@@ -153,11 +157,7 @@ impl Brokers {
         let key = target.key(tenant);
         let conn = match self.kept(&key) {
             Some(c) => c,
-            None => {
-                let c = self.connect(target).await?;
-                self.keep(key.clone(), c.clone());
-                c
-            }
+            None => self.connect_once(&key, target).await?,
         };
         let result = conn.publish(&target.destination, msg).await;
         if let Err(e) = &result
@@ -166,6 +166,36 @@ impl Brokers {
             self.forget(&key, &conn);
         }
         result
+    }
+
+    /// The connection for `key`, made by this call or by the one it waited for.
+    async fn connect_once(
+        &self,
+        key: &Key,
+        target: &BrokerTarget,
+    ) -> Result<Arc<dyn Connection>, PublishError> {
+        let turn = self
+            .connecting
+            .lock()
+            .expect("never poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let made = {
+            let _held = turn.lock().await;
+            match self.kept(key) {
+                Some(c) => Ok(c),
+                None => self.connect(target).await.inspect(|c| {
+                    self.keep(key.clone(), c.clone());
+                }),
+            }
+        };
+        let mut connecting = self.connecting.lock().expect("never poisoned");
+        // The last one out removes the key's lock (the map holds one reference, `turn` one).
+        if Arc::strong_count(&turn) == 2 {
+            connecting.remove(key);
+        }
+        made
     }
 
     fn kept(&self, key: &Key) -> Option<Arc<dyn Connection>> {
