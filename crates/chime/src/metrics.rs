@@ -248,6 +248,8 @@ pub struct Metrics {
     publish_duration: Histogram,
     publish_to_first_attempt: Histogram,
     in_flight: AtomicI64,
+    /// Nodes sharing the store, as this node last counted them.
+    nodes: AtomicU64,
     commit: [Histogram; 2],
     payloads_purged: AtomicU64,
     events_deleted: AtomicU64,
@@ -273,6 +275,7 @@ impl Metrics {
             publish_duration: Histogram::default(),
             publish_to_first_attempt: Histogram::default(),
             in_flight: AtomicI64::new(0),
+            nodes: AtomicU64::new(1),
             commit: Default::default(),
             payloads_purged: AtomicU64::new(0),
             events_deleted: AtomicU64::new(0),
@@ -322,6 +325,11 @@ impl Metrics {
 
     pub fn attempt_ended(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// The dispatcher counted the nodes sharing the store (itself included).
+    pub fn set_nodes(&self, n: u32) {
+        self.nodes.store(u64::from(n), Relaxed);
     }
 
     /// A delivery's final state was recorded.
@@ -445,6 +453,14 @@ impl Metrics {
             "chime_attempts_in_flight {}",
             self.in_flight.load(Relaxed).max(0)
         );
+
+        header(
+            o,
+            "chime_nodes",
+            "gauge",
+            "Nodes sharing the store, this one included, at this node's last count; each takes its share of an endpoint's limits.",
+        );
+        let _ = writeln!(o, "chime_nodes {}", self.nodes.load(Relaxed));
 
         header(
             o,

@@ -52,6 +52,18 @@ pub(super) fn share(cap: u32, nodes: u32) -> u32 {
     (cap / nodes.max(1)).max(1)
 }
 
+/// Jobs one node holds in memory for an endpoint (queued plus in flight). Alone, eight times
+/// the cap: enough to keep its slots busy between claims. With other nodes, twice this node's
+/// share: whatever it accepted beyond that stays in the store, where any node with a free
+/// slot claims it, so the endpoint's whole cap is used whichever node accepted the work.
+pub(super) fn hold_bound(cap: u32, nodes: u32) -> usize {
+    if nodes <= 1 {
+        cap as usize * 8
+    } else {
+        share(cap, nodes) as usize * 2
+    }
+}
+
 /// The store says another node found this endpoint failing: probe it here too rather than
 /// deliver at full rate. (Only fresh reads are trusted for this; closing the circuit again
 /// takes a successful probe of this node's own.)
@@ -66,7 +78,7 @@ pub(super) fn adopt_failing(ep: &mut EndpointState, target: Option<&Target>) {
 
 #[cfg(test)]
 mod tests {
-    use super::share;
+    use super::{hold_bound, share};
 
     #[test]
     fn caps_are_shared_out_among_nodes() {
@@ -75,5 +87,19 @@ mod tests {
         assert_eq!(share(8, 3), 2);
         assert_eq!(share(1, 4), 1, "every node may still make progress");
         assert_eq!(share(8, 0), 8);
+    }
+
+    #[test]
+    fn with_other_nodes_a_node_holds_little_beyond_its_share() {
+        assert_eq!(hold_bound(8, 1), 64);
+        assert_eq!(hold_bound(8, 0), 64);
+        // Two nodes: four in flight and four waiting here; the rest is for the other node.
+        assert_eq!(hold_bound(8, 2), 8);
+        assert_eq!(hold_bound(8, 3), 4);
+        assert_eq!(
+            hold_bound(1, 3),
+            2,
+            "every node may still hold one and the next"
+        );
     }
 }

@@ -71,7 +71,7 @@ use crate::store::{
 };
 use circuit::{AfterFailure, Circuit, MayStart};
 use emitter::{Emitter, endpoint_data};
-use endpoint_state::{EndpointState, adopt_failing, share};
+use endpoint_state::{EndpointState, adopt_failing, hold_bound, share};
 use http::{DeliveryClient, Target};
 use recorder::{AfterRecord, MAX_UNRECORDED, RecordRequest};
 
@@ -185,11 +185,12 @@ impl Dispatcher {
     }
 
     /// Jobs held in memory for an endpoint (queued plus in flight): enough to keep its slots
-    /// busy between claims, and few enough that the last one starts well within its lease
-    /// even when every attempt before it runs to the request timeout.
+    /// busy between claims, few enough that the last one starts well within its lease even
+    /// when every attempt before it runs to the request timeout, and with other nodes, no
+    /// more than this node's part (`hold_bound`).
     fn queue_bound(&self, target: Option<&Target>) -> usize {
         let cap = target.map_or(self.cfg.endpoint_concurrency, |t| t.max_in_flight);
-        cap as usize * 8
+        hold_bound(cap, self.nodes)
     }
 
     /// Tells publishing whether to hand this endpoint's new deliveries over in memory: not
@@ -377,7 +378,12 @@ impl Dispatcher {
                         "nodes sharing the store changed; per-endpoint limits are shared out among them"
                     );
                 }
+                let more = n > self.nodes;
                 self.nodes = n.max(1);
+                self.metrics.set_nodes(self.nodes);
+                if more {
+                    self.shed_excess();
+                }
             }
         }
     }
@@ -580,19 +586,53 @@ impl Dispatcher {
         for id in &touched {
             self.update_admission(id);
         }
-        if !overflow.is_empty() {
-            let store = self.store.clone();
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.release(overflow).await {
-                    tracing::error!(error = %e, "could not release overflow deliveries; they are retried when their lease expires");
-                }
-                let now = now_millis();
-                for id in overflowed {
-                    let _ = tx.send(Msg::Due(id, now));
-                }
-            });
+        self.release_overflow(overflow, overflowed);
+    }
+
+    /// Gives jobs this node cannot hold back to the store, where any node may claim them
+    /// (`release` wakes the other nodes), and claims them again here when there is room.
+    fn release_overflow(&self, overflow: Vec<Job>, endpoints: Vec<Arc<str>>) {
+        if overflow.is_empty() {
+            return;
         }
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.release(overflow).await {
+                tracing::error!(error = %e, "could not release overflow deliveries; they are retried when their lease expires");
+            }
+            let now = now_millis();
+            for id in endpoints {
+                let _ = tx.send(Msg::Due(id, now));
+            }
+        });
+    }
+
+    /// More nodes now share the store: what this node queued beyond its new bound goes back
+    /// to the store for them, newest first, so the endpoint's cap is used across the nodes.
+    fn shed_excess(&mut self) {
+        let mut overflow = Vec::new();
+        let mut endpoints = Vec::new();
+        let ids: Vec<Arc<str>> = self.endpoints.keys().cloned().collect();
+        for id in ids {
+            let bound = {
+                let target = self.ep(&id).target.clone();
+                self.queue_bound(target.as_deref())
+            };
+            let ep = self.ep(&id);
+            let before = overflow.len();
+            while ep.queue.len() + ep.in_flight as usize > bound {
+                let Some(job) = ep.queue.pop_back() else {
+                    break;
+                };
+                overflow.push(job);
+            }
+            if overflow.len() > before {
+                endpoints.push(id.clone());
+                self.update_admission(&id);
+            }
+        }
+        self.release_overflow(overflow, endpoints);
     }
 
     fn set_due(&mut self, id: &Arc<str>, at: Millis) {

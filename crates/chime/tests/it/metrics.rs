@@ -128,6 +128,7 @@ async fn metrics_count_the_hot_path_and_pass_promtool() {
         ("chime_publish_to_first_attempt_seconds_count", 2.0),
         ("chime_store_commit_seconds_count{op=\"publish\"}", 2.0),
         ("chime_attempts_in_flight", 0.0),
+        ("chime_nodes", 1.0),
         ("chime_store_up", 1.0),
         ("chime_deliveries_pending{state=\"due\"}", 0.0),
         ("chime_deliveries_pending{state=\"scheduled\"}", 0.0),

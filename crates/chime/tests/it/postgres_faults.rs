@@ -49,6 +49,17 @@ struct Node {
 
 impl Node {
     async fn start(name: &str, database_url: &str, logs: &Path) -> Self {
+        Self::start_with(name, database_url, logs, REQUEST_TIMEOUT, LEASE).await
+    }
+
+    /// A node whose attempts may last `request_timeout`, with leases of `lease`.
+    async fn start_with(
+        name: &str,
+        database_url: &str,
+        logs: &Path,
+        request_timeout: &str,
+        lease: &str,
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let log = logs.join(format!("{name}.log"));
         let stderr = std::fs::OpenOptions::new()
@@ -61,8 +72,8 @@ impl Node {
             .args(["--database-url", database_url])
             .args(["--allow-targets", "127.0.0.0/8"])
             .args(["--retry-schedule", RETRY_SCHEDULE])
-            .args(["--request-timeout", REQUEST_TIMEOUT])
-            .args(["--lease", LEASE])
+            .args(["--request-timeout", request_timeout])
+            .args(["--lease", lease])
             .args(["--poll-interval", "500ms"])
             .args(["--endpoint-concurrency", "16"])
             .args(["--db-pool-size", "8"])
@@ -1144,4 +1155,95 @@ async fn a_deleted_tenants_token_dies_on_every_node() {
             .unwrap();
         assert_eq!(sent.status().as_u16(), 401, "{}", node.name());
     }
+}
+
+/// A node's `/metrics` value of `series` (a line `series value`).
+async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+}
+
+/// Issue 19: with two nodes and every event published through node 1, node 1 leased all of
+/// an endpoint's work to itself at publish and kept only its share (4 of 8) in flight, while
+/// node 2 stayed idle. Now node 1 holds little beyond its share and the rest is claimed by
+/// node 2, woken by the publish: the endpoint's whole cap is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_publishing_two_delivering_use_the_whole_cap() {
+    let db = PgDatabase::create().await;
+    let logs = tempfile::tempdir().unwrap();
+    // Held requests must not time out while the test looks at them.
+    let one = Node::start_with("node1", &db.url, logs.path(), "60s", "90s").await;
+    let two = Node::start_with("node2", &db.url, logs.path(), "60s", "90s").await;
+    let http = http();
+    for node in [&one, &two] {
+        let end = Instant::now() + Duration::from_secs(20);
+        while metric(&http, &node.base, "chime_nodes").await != 2.0 {
+            assert!(
+                Instant::now() < end,
+                "{} never counted two nodes",
+                node.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let receiver = crate::support::receiver::Receiver::start().await;
+    let post = reqwest::Method::POST;
+    let (s, b) = admin(
+        &http,
+        &one.base,
+        post.clone(),
+        "/v1/tenants",
+        json!({"id": "t"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = admin(
+        &http,
+        &one.base,
+        post.clone(),
+        "/v1/tenants/t/endpoints",
+        json!({"url": receiver.url("/slow"), "max_in_flight": 8}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+
+    receiver.hold();
+    for i in 0..24 {
+        let (s, b) = admin(
+            &http,
+            &one.base,
+            post.clone(),
+            "/v1/tenants/t/events",
+            json!({"event": "order_created", "data": {"i": i}}),
+        )
+        .await;
+        assert_eq!(s, 202, "{b}");
+    }
+    receiver
+        .wait_for(Duration::from_secs(20), |r| r.len() >= 8)
+        .await;
+    // Each node takes its share and no more: four in flight on each, eight in all.
+    assert_eq!(
+        metric(&http, &one.base, "chime_attempts_in_flight").await,
+        4.0
+    );
+    assert_eq!(
+        metric(&http, &two.base, "chime_attempts_in_flight").await,
+        4.0
+    );
+    receiver.release();
+    let got = receiver.wait_count(24).await;
+    let ids: std::collections::HashSet<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 24, "every event delivered once");
+    assert_eq!(receiver.peak_in_flight(), 8, "the endpoint's cap, in all");
 }

@@ -77,6 +77,9 @@ pub struct PostgresStore {
     releaser: mpsc::UnboundedSender<ReleaseRequest>,
     /// The group-commit task of `publish` (`publish::run_publisher`).
     publisher: mpsc::UnboundedSender<publish::PublishRequest>,
+    /// Other nodes seen alive at this node's last heartbeat (`live_nodes`). While there are
+    /// any, a publish that leaves deliveries unleased wakes them (`publish::Wake`).
+    peers: Arc<std::sync::atomic::AtomicU32>,
     migrated: crate::store::Migrated,
 }
 
@@ -219,9 +222,14 @@ impl PostgresStore {
             move |pool, jobs| release_batch(pool, jobs, release_channel.clone()),
         ));
         let (publisher, requests) = mpsc::unbounded_channel();
+        let peers = Arc::new(std::sync::atomic::AtomicU32::new(0));
         tokio::spawn(publish::run_publisher(
             pool.clone(),
             Arc::default(),
+            publish::Wake {
+                peers: peers.clone(),
+                channel: channel.clone(),
+            },
             requests,
         ));
         Ok(Self {
@@ -231,6 +239,7 @@ impl PostgresStore {
             recorder,
             releaser,
             publisher,
+            peers,
             migrated: crate::store::Migrated {
                 from: found,
                 to: now,

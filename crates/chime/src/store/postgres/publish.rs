@@ -48,6 +48,32 @@ pub(super) enum Stored {
     Taken(NewEvent),
 }
 
+/// Whom a batch wakes. Deliveries a batch stores unleased (the publishing node has no room
+/// for them) are work any node may claim; while other nodes are alive, the batch notifies
+/// their endpoints in its own transaction, so an idle node claims them at once instead of
+/// at its next scan. Alone, a node wakes nobody (its dispatcher already knows them due).
+pub(super) struct Wake {
+    pub peers: Arc<std::sync::atomic::AtomicU32>,
+    pub channel: String,
+}
+
+impl Wake {
+    /// The distinct endpoints to notify for `planned`: none while no other node is alive.
+    fn endpoints<'a>(&self, planned: &'a [PlannedPublish]) -> Vec<&'a str> {
+        if self.peers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return vec![];
+        }
+        let mut seen = HashSet::new();
+        planned
+            .iter()
+            .flat_map(|p| &p.deliveries)
+            .filter(|d| d.status == DeliveryStatus::Pending && !d.leased)
+            .map(|d| d.endpoint.id.as_str())
+            .filter(|id| seen.insert(*id))
+            .collect()
+    }
+}
+
 /// A tenant's endpoint rows as of `version` (`tenants.endpoints_version`), in `seq` order.
 /// The rows are shared: every publish of the tenant hands the same `Arc`s to the dispatcher,
 /// which then knows them unchanged without deriving its delivery targets again.
@@ -112,8 +138,10 @@ const INSERT_SQL: &str = concat!(
                                   next_attempt_at, owner, token, duration, created_at, ord)
          WHERE d.event_id IN (SELECT id FROM ev)
          ORDER BY d.ord
+     ), woken AS (
+         SELECT count(pg_notify($20, x)) FROM unnest($21::text[]) x
      )
-     SELECT id FROM ev
+     SELECT id FROM ev, woken
      WHERE chime_all_endpoints((SELECT count(*) FROM locked),
                                (SELECT count(DISTINCT x) FROM unnest($11::text[]) x))
        AND chime_all_tenants((SELECT count(*) FROM locked_tenants),
@@ -125,9 +153,11 @@ const INSERT_SQL: &str = concat!(
 pub(super) async fn run_publisher(
     pool: Pool,
     cache: Arc<EndpointCache>,
+    wake: Wake,
     mut requests: mpsc::UnboundedReceiver<PublishRequest>,
 ) {
     let writers = Arc::new(Semaphore::new(PUBLISH_WRITERS));
+    let wake = Arc::new(wake);
     while let Some(first) = requests.recv().await {
         let Ok(permit) = writers.clone().acquire_owned().await else {
             return;
@@ -136,20 +166,26 @@ pub(super) async fn run_publisher(
             crate::batch::gather(first, MAX_BATCH_EVENTS, |_| 1, || requests.try_recv().ok());
         let pool = pool.clone();
         let cache = cache.clone();
+        let wake = wake.clone();
         tokio::spawn(async move {
             // The delivery bound is applied once the endpoints are known: a batch too large
             // is written in parts, one after the other.
-            write_batches(&pool, &cache, batch).await;
+            write_batches(&pool, &cache, &wake, batch).await;
             drop(permit);
         });
     }
 }
 
 /// Writes `batch`, split where it would exceed `MAX_BATCH_DELIVERIES`.
-async fn write_batches(pool: &Pool, cache: &EndpointCache, batch: Vec<PublishRequest>) {
+async fn write_batches(
+    pool: &Pool,
+    cache: &EndpointCache,
+    wake: &Wake,
+    batch: Vec<PublishRequest>,
+) {
     let mut rest = batch;
     while !rest.is_empty() {
-        rest = write_batch(pool, cache, rest).await;
+        rest = write_batch(pool, cache, wake, rest).await;
     }
 }
 
@@ -164,6 +200,7 @@ struct PlannedPublish {
 async fn write_batch(
     pool: &Pool,
     cache: &EndpointCache,
+    wake: &Wake,
     mut batch: Vec<PublishRequest>,
 ) -> Vec<PublishRequest> {
     let mut tries = 0;
@@ -190,7 +227,7 @@ async fn write_batch(
         };
         let (planned, rest) = plan(batch, &endpoints);
         let started = std::time::Instant::now();
-        match insert(&conn, &planned).await {
+        match insert(&conn, wake, &planned).await {
             Ok(inserted) => {
                 tracing::debug!(
                     events = planned.len(),
@@ -224,7 +261,7 @@ async fn write_batch(
                     // only that one fails.
                     drop(conn);
                     for p in planned {
-                        Box::pin(write_batches(pool, cache, vec![p.request])).await;
+                        Box::pin(write_batches(pool, cache, wake, vec![p.request])).await;
                     }
                 } else {
                     for p in planned {
@@ -334,6 +371,7 @@ fn plan(
 /// Runs `INSERT_SQL` for the planned publishes; the ids of the events stored.
 async fn insert(
     conn: &deadpool_postgres::Object,
+    wake: &Wake,
     planned: &[PlannedPublish],
 ) -> std::result::Result<HashSet<String>, tokio_postgres::Error> {
     let n = planned.len();
@@ -383,6 +421,7 @@ async fn insert(
             d_created.push(ev.created_at);
         }
     }
+    let woken = wake.endpoints(planned);
     let stmt = conn.prepare_cached(INSERT_SQL).await?;
     let rows = conn
         .query(
@@ -407,6 +446,8 @@ async fn insert(
                 &d_created,
                 &traceparents,
                 &inbounds,
+                &wake.channel,
+                &woken,
             ],
         )
         .await?;

@@ -251,7 +251,9 @@ impl Queue for PostgresStore {
                 &[&node, &ttl],
             )
             .await?;
-        let others: i64 = row.try_get(0)?;
-        Ok(1 + others.max(0) as u32)
+        let others = row.try_get::<_, i64>(0)?.max(0) as u32;
+        self.peers
+            .store(others, std::sync::atomic::Ordering::Relaxed);
+        Ok(1 + others)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,18 @@ struct ReceiverInner {
     arrived: Notify,
     /// While false, requests wait before answering.
     open: watch::Sender<bool>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Counts a request out of `in_flight` when its answer is sent or its client goes away.
+struct InFlight(Arc<ReceiverInner>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Receiver {
@@ -58,12 +71,17 @@ impl Receiver {
             retry_after: Mutex::new(None),
             arrived: Notify::new(),
             open,
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         });
         let state = inner.clone();
         let app = axum::Router::new().fallback(
             move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
                 let state = state.clone();
                 async move {
+                    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    state.peak.fetch_max(now, Ordering::SeqCst);
+                    let _counted = InFlight(state.clone());
                     let status = {
                         let mut received = state.received.lock().unwrap();
                         received.push(Received {
@@ -127,6 +145,11 @@ impl Receiver {
 
     pub fn release(&self) {
         self.inner.open.send_replace(true);
+    }
+
+    /// The most requests that were ever being answered at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.peak.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
