@@ -246,6 +246,10 @@ pub struct Layer {
     /// How often retention runs.
     #[arg(long, env = "CHIME_RETENTION_INTERVAL")]
     pub retention_interval: Option<String>,
+    /// PostgreSQL: the time range of one partition of events, deliveries and attempts
+    /// (whole seconds; retention drops whole partitions).
+    #[arg(long, env = "CHIME_PARTITION_INTERVAL")]
+    pub partition_interval: Option<String>,
     /// Also serve GET /metrics, without auth, on this address (e.g. 127.0.0.1:9090).
     #[arg(long, env = "CHIME_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -324,6 +328,18 @@ pub fn show_defaults(cmd: clap::Command) -> clap::Command {
 fn duration(name: &str, v: Option<String>) -> Result<Duration, String> {
     let v = v.ok_or_else(|| format!("{name} is not set"))?;
     humantime::parse_duration(v.trim()).map_err(|e| format!("{name} = {v:?}: {e}"))
+}
+
+/// A partition's range: whole seconds (partitions are named after their first second), at
+/// least one.
+fn partition_interval(d: Duration) -> Result<Duration, String> {
+    if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "partition_interval = {}: must be whole seconds, at least 1s",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(d)
 }
 
 fn required<T>(name: &str, v: Option<T>) -> Result<T, String> {
@@ -462,6 +478,10 @@ impl Config {
                 payloads: duration("payload_retention", l.payload_retention)?,
                 events: duration("event_retention", l.event_retention)?,
                 every: duration("retention_interval", l.retention_interval)?,
+                partition: partition_interval(duration(
+                    "partition_interval",
+                    l.partition_interval,
+                )?)?,
             },
             admin_token,
             strict_event_types: l.strict_event_types.unwrap_or(false),

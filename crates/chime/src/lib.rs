@@ -179,6 +179,10 @@ pub async fn run(
         // deliveries are taken over when their leases expire.
         store.reset_leases().await?;
     }
+    // The partitions of now and the next while exist before the first publish (retention
+    // keeps them ahead from then on): a row that lands in the DEFAULT partition can race
+    // with the partition being made for it.
+    retention::prepare(store.as_ref(), config.retention).await?;
     let admin_token = settle_admin_token(&config, store.as_ref()).await?;
     // The system tenant that receives operational events; it always exists.
     match store

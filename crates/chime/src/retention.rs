@@ -20,10 +20,30 @@ pub struct Policy {
     pub events: Duration,
     /// How often to run.
     pub every: Duration,
+    /// The time range of one partition, where the store is partitioned (PostgreSQL).
+    pub partition: Duration,
+}
+
+impl Policy {
+    /// How far ahead of now partitions are made: past the next two passes and two partition
+    /// intervals, so an event never has to wait for its partition.
+    pub fn partitions_ahead(&self) -> Duration {
+        self.every * 2 + self.partition * 2
+    }
+}
+
+/// Makes the partitions from now to `Policy::partitions_ahead` (a store that is not
+/// partitioned has nothing to do). Returns how many it made.
+pub async fn prepare(store: &dyn Retention, policy: Policy) -> crate::store::Result<u32> {
+    let now = now_millis();
+    let interval = policy.partition.as_millis() as i64;
+    let ahead = policy.partitions_ahead().as_millis() as i64;
+    store.ensure_partitions(now, now + ahead, interval).await
 }
 
 /// One pass: purge until nothing old is left. Returns (payloads purged, events deleted).
 pub async fn pass(store: &dyn Retention, policy: Policy) -> crate::store::Result<(u64, u64)> {
+    prepare(store, policy).await?;
     let now = now_millis();
     let payload_cutoff = now - policy.payloads.as_millis() as i64;
     let event_cutoff = now - policy.events.as_millis() as i64;

@@ -750,9 +750,23 @@ pub trait Retention: Send + Sync + 'static {
     /// are all finished (none pending); their rows stay, marked purged. Returns how many.
     async fn purge_payloads(&self, before: Millis, now: Millis, limit: u32) -> Result<u64>;
 
-    /// Deletes up to `limit` events created before `before`, with their deliveries and
-    /// attempts, when none of their deliveries is pending. Returns how many events.
+    /// Deletes events created before `before`, with their deliveries and attempts, when none
+    /// of their deliveries is pending. Returns how many events. Row by row, at most `limit`;
+    /// a store partitioned by time (PostgreSQL) first drops each whole partition older than
+    /// `before` whose deliveries are all finished, however many events it holds, and keeps
+    /// the events of a partition that `before` falls inside until the partition is past it
+    /// (so an event goes at most one partition interval after `before` says it may). The
+    /// rule both keep: nothing younger than `before`, and nothing with a pending delivery,
+    /// is ever deleted.
     async fn purge_events(&self, before: Millis, limit: u32) -> Result<u64>;
+
+    /// Makes sure the partitions for events created in `[from, to)` exist, `interval` long
+    /// each, and moves into them any row that had landed outside every partition. Returns
+    /// how many it made. A store that is not partitioned (SQLite) has nothing to do.
+    async fn ensure_partitions(&self, from: Millis, to: Millis, interval: Millis) -> Result<u32> {
+        let _ = (from, to, interval);
+        Ok(0)
+    }
 
     /// Deletes the meta rows under `prefix` whose value, an expiry in milliseconds, is
     /// before `now` (markers that outlive what they mark: used sign-in links, revoked

@@ -649,6 +649,7 @@ async fn retention_purges_old_payloads_and_says_so() {
         payloads: Duration::ZERO,
         events: Duration::from_secs(3600),
         every: Duration::from_secs(3600),
+        partition: Duration::from_secs(86_400),
     };
     let (purged, deleted) = chime::retention::pass(&store, policy).await.unwrap();
     assert_eq!((purged, deleted), (1, 0));

@@ -23,6 +23,7 @@ mod fuzz;
 mod hostile_input;
 mod metrics;
 mod openapi;
+mod partitions;
 mod postgres_faults;
 mod process;
 mod reach;

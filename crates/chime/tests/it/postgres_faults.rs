@@ -954,7 +954,7 @@ async fn indexed_text_columns_compare_bytewise() {
         .collect();
     // The hot path's keys at least: a query that finds none checks nothing.
     for (index, column) in [
-        ("events_id_key", "id"),
+        ("events_id", "id"),
         ("deliveries_due", "endpoint_id"),
         ("events_tenant_name", "name"),
     ] {

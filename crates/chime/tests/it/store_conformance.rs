@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chime::model::Millis;
 use chime::store::*;
 
-fn tenant(id: &str) -> Tenant {
+pub(crate) fn tenant(id: &str) -> Tenant {
     Tenant {
         id: id.into(),
         name: Some(format!("{id} inc")),
@@ -18,7 +18,7 @@ fn tenant(id: &str) -> Tenant {
     }
 }
 
-fn endpoint(tenant_id: &str, events: &[&str], enabled: bool) -> Endpoint {
+pub(crate) fn endpoint(tenant_id: &str, events: &[&str], enabled: bool) -> Endpoint {
     Endpoint {
         id: chime::model::EndpointId::new(),
         tenant_id: tenant_id.into(),
@@ -40,7 +40,7 @@ fn endpoint(tenant_id: &str, events: &[&str], enabled: bool) -> Endpoint {
     }
 }
 
-fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent {
+pub(crate) fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent {
     NewEvent {
         id: chime::model::EventId::new(),
         tenant_id: tenant_id.into(),
@@ -57,9 +57,9 @@ fn event(tenant_id: &str, name: &str, key: Option<&str>, at: Millis) -> NewEvent
 
 /// Leases run on the store's clock: 0 ms is already expired, `HELD` outlives any test.
 const EXPIRED: u64 = 0;
-const HELD: u64 = 3_600_000;
+pub(crate) const HELD: u64 = 3_600_000;
 
-fn lease(owner: &str, token: i64, duration_ms: u64) -> Lease {
+pub(crate) fn lease(owner: &str, token: i64, duration_ms: u64) -> Lease {
     Lease {
         owner: Arc::from(owner),
         token,
@@ -75,7 +75,7 @@ fn page(limit: u32) -> Page {
     }
 }
 
-fn outcome(job: &Job, ok: bool, next: Option<Millis>, at: Millis) -> Outcome {
+pub(crate) fn outcome(job: &Job, ok: bool, next: Option<Millis>, at: Millis) -> Outcome {
     Outcome {
         delivery_id: job.delivery_id.clone(),
         lease_token: job.lease_token,

@@ -47,7 +47,12 @@ impl EventLog for PostgresStore {
                 return self.repeated(&c, event).await;
             }
         };
-        Ok(crate::store::published(ev, &lease, deliveries, |_| None))
+        // A job's `row` is its delivery's partition key, so that records and releases
+        // reach its partition directly.
+        let created_at = ev.created_at;
+        Ok(crate::store::published(ev, &lease, deliveries, |_| {
+            Some(created_at)
+        }))
     }
 
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {

@@ -159,6 +159,15 @@ impl From<PoolError> for StoreError {
     }
 }
 
+/// Brings the schema at `url` to migration `version` and no further: how a test builds a
+/// database of an older shape to upgrade.
+pub async fn migrate_until(url: &str, version: usize) -> anyhow::Result<()> {
+    let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    schema::migrate_until(&mut client, version).await?;
+    Ok(())
+}
+
 impl PostgresStore {
     /// Connects to `url`, migrates its schema, and keeps up to `pool_size` connections.
     /// Fails at once if the database cannot be reached: a node should not report itself
@@ -345,16 +354,17 @@ fn to_u32(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
-/// Events created before $1 in one retention group (`purged`: `IS NULL` or `IS NOT NULL`,
+/// Events of `table` (`events`, or one of its partitions) created before $1 in one retention group (`purged`: `IS NULL` or `IS NOT NULL`,
 /// each group read through its own index, schema.rs), oldest first, none of whose
 /// deliveries is pending: what retention may purge. At most `limit` (a parameter), locked;
 /// SKIP LOCKED: two nodes running retention at once take disjoint batches.
-fn purgeable(purged: &str, limit: &str) -> String {
+fn purgeable(table: &str, purged: &str, limit: &str) -> String {
     format!(
-        "SELECT e.seq FROM events e
+        "SELECT e.tenant_id, e.seq, e.created_at FROM {table} e
          WHERE e.purged_at {purged} AND e.created_at < $1
            AND NOT EXISTS (SELECT 1 FROM deliveries d
-                           WHERE d.event_id = e.id AND d.status = 'pending')
+                           WHERE d.event_id = e.id AND d.created_at = e.created_at
+                             AND d.status = 'pending')
          ORDER BY e.created_at LIMIT {limit} FOR UPDATE SKIP LOCKED"
     )
 }
@@ -381,7 +391,7 @@ fn millis(d: Duration) -> i64 {
 /// database's clock, and returns them with their bodies. Shared with `explain_claim`.
 pub const CLAIM_SQL: &str = concat!(
     "WITH picked AS (
-         SELECT id FROM deliveries
+         SELECT id, created_at FROM deliveries
          WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at <= $2
            AND (leased_until IS NULL OR leased_until <= ",
     db_now!(),
@@ -394,18 +404,19 @@ pub const CLAIM_SQL: &str = concat!(
          SET lease_owner = $4::text, lease_token = $5::bigint, leased_until = ",
     db_now!(),
     " + $6::bigint
-         FROM picked WHERE d.id = picked.id
+         FROM picked WHERE d.id = picked.id AND d.created_at = picked.created_at
          RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures, d.next_attempt_at, d.seq,
-                   CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since
+                   CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since,
+                   d.created_at
      )
      -- The body (and traceparent) by a lookup per row, not a plain join: a prepared
      -- statement's generic plan cannot tell that LIMIT $3 is small and would hash-join all
      -- of events. The LIMIT 1 keeps the lateral subquery from being flattened into one.
      SELECT l.id, l.event_id, l.tenant_id, l.cycle_failures, e.payload, l.unattempted_since,
-            e.traceparent, e.inbound
+            e.traceparent, e.inbound, l.created_at
      FROM leased l
      CROSS JOIN LATERAL (SELECT payload, traceparent, inbound FROM events
-                         WHERE id = l.event_id LIMIT 1) e
+                         WHERE id = l.event_id AND created_at = l.created_at LIMIT 1) e
      ORDER BY l.next_attempt_at, l.seq"
 );
 
@@ -423,9 +434,10 @@ const NEXT_DUE_SQL: &str = concat!(
 /// Returns the 1-based positions of the outcomes applied.
 const RECORD_SQL: &str = "WITH o AS (
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::bigint[],
-                              $6::bigint[], $7::int[], $8::text[], $9::bigint[])
+                              $6::bigint[], $7::int[], $8::text[], $9::bigint[], $19::bigint[])
              WITH ORDINALITY AS o(id, token, status, cycle_failures, next_attempt_at,
-                                  started_at, status_code, error_kind, finished_at, ord)
+                                  started_at, status_code, error_kind, finished_at, created_at,
+                                  ord)
      ), applied AS (
          UPDATE deliveries d
          SET status = o.status, attempts = d.attempts + 1, cycle_failures = o.cycle_failures,
@@ -433,13 +445,15 @@ const RECORD_SQL: &str = "WITH o AS (
              leased_until = NULL, last_attempt_at = o.started_at,
              last_status_code = o.status_code, last_error_kind = o.error_kind,
              updated_at = o.finished_at
-         FROM o WHERE d.id = o.id AND d.lease_token = o.token
-         RETURNING o.ord
+         FROM o
+         WHERE d.id = o.id AND d.created_at = o.created_at AND d.lease_token = o.token
+         RETURNING o.ord, d.tenant_id, d.created_at
      ), inserted AS (
          INSERT INTO attempts (id, delivery_id, started_at, duration_ms, status_code,
-                               error_kind, error, response, succeeded)
+                               error_kind, error, response, succeeded, tenant_id, created_at)
          SELECT a.id, a.delivery_id, a.started_at, a.duration_ms, a.status_code,
-                a.error_kind, a.error, a.response, a.succeeded
+                a.error_kind, a.error, a.response, a.succeeded, applied.tenant_id,
+                applied.created_at
          FROM unnest($10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::int[],
                      $15::text[], $16::text[], $17::text[], $18::bool[])
              WITH ORDINALITY AS a(id, delivery_id, started_at, duration_ms, status_code,
@@ -522,8 +536,10 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let mut errors = Vec::with_capacity(n);
     let mut responses = Vec::with_capacity(n);
     let mut succeeded = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
     for o in outcomes {
         let a = o.attempt;
+        created.push(o.row);
         ids.push(o.delivery_id);
         tokens.push(o.lease_token);
         statuses.push(o.status.as_str());
@@ -565,6 +581,7 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
                 &errors,
                 &responses,
                 &succeeded,
+                &created,
             ],
         )
         .await?;
@@ -592,25 +609,30 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
 /// one notification per endpoint per batch, not per delivery or per call.
 async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Vec<()>> {
     let n = jobs.len();
-    let (ids, tokens): (Vec<DeliveryId>, Vec<i64>) = jobs
-        .into_iter()
-        .map(|j| (j.delivery_id, j.lease_token))
-        .unzip();
+    let mut ids = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    for j in jobs {
+        ids.push(j.delivery_id);
+        tokens.push(j.lease_token);
+        created.push(j.row);
+    }
     let c = pool.get().await?;
     let stmt = c
         .prepare_cached(
             "WITH released AS (
                  UPDATE deliveries d
                  SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
-                 FROM unnest($1::text[], $2::bigint[]) AS j(id, token)
-                 WHERE d.id = j.id AND d.lease_token = j.token
+                 FROM unnest($1::text[], $2::bigint[], $4::bigint[]) AS j(id, token, created_at)
+                 WHERE d.id = j.id AND d.created_at = j.created_at AND d.lease_token = j.token
                  RETURNING d.endpoint_id
              )
              SELECT pg_notify($3, endpoint_id)
              FROM (SELECT DISTINCT endpoint_id FROM released) r",
         )
         .await?;
-    c.execute(&stmt, &[&ids, &tokens, &channel]).await?;
+    c.execute(&stmt, &[&ids, &tokens, &channel, &created])
+        .await?;
     Ok(vec![(); n])
 }
 
@@ -631,7 +653,7 @@ impl PostgresStore {
         let stmt = c
             .prepare_cached(concat!(
                 "WITH head AS (
-                     SELECT id, next_attempt_at,
+                     SELECT id, created_at, next_attempt_at,
                             (leased_until IS NOT NULL AND leased_until > ",
                 db_now!(),
                 ") AS held
@@ -645,18 +667,20 @@ impl PostgresStore {
                 db_now!(),
                 " + $5::bigint
                      FROM head
-                     WHERE d.id = head.id AND NOT head.held
+                     WHERE d.id = head.id AND d.created_at = head.created_at AND NOT head.held
                        AND coalesce(head.next_attempt_at, $2) <= $2
                      RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures,
-                               CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since
+                               CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since,
+                               d.created_at
                  )
                  SELECT head.held, head.next_attempt_at, l.id, l.event_id, l.tenant_id,
                         l.cycle_failures,
-                        e.payload, l.unattempted_since, e.traceparent, e.inbound
+                        e.payload, l.unattempted_since, e.traceparent, e.inbound, l.created_at
                  FROM head
                  LEFT JOIN leased l ON true
                  LEFT JOIN LATERAL (SELECT payload, traceparent, inbound FROM events
-                                    WHERE id = l.event_id LIMIT 1) e ON true"
+                                    WHERE id = l.event_id AND created_at = l.created_at
+                                    LIMIT 1) e ON true"
             ))
             .await?;
         let row = c
@@ -686,7 +710,7 @@ impl PostgresStore {
                     body: Bytes::from(payload),
                     cycle_failures: to_u32(row.try_get::<_, i32>(5)?.into()),
                     lease_token: lease.token,
-                    row: None,
+                    row: row.try_get(10)?,
                     unattempted_since: row.try_get(7)?,
                     traceparent: TraceParent::from_stored(row.try_get(8)?),
                     inbound: crate::model::Inbound::from_stored(row.try_get(9)?),
@@ -704,7 +728,11 @@ impl PostgresStore {
     async fn repeated(&self, c: &deadpool_postgres::Object, ev: NewEvent) -> Result<Published> {
         let stmt = c
             .prepare_cached(&format!(
-                "SELECT {EVENT_COLS} FROM events WHERE tenant_id = $1 AND idempotency_key = $2"
+                "SELECT {EVENT_COLS} FROM events
+                 WHERE (tenant_id, id, created_at) = (SELECT tenant_id, event_id, created_at
+                                                      FROM event_keys
+                                                      WHERE tenant_id = $1
+                                                        AND idempotency_key = $2)"
             ))
             .await?;
         let Some(row) = c

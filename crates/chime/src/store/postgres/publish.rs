@@ -115,13 +115,24 @@ const INSERT_SQL: &str = concat!(
          SELECT id FROM endpoints WHERE id = ANY($11::text[]) FOR KEY SHARE
      ), locked_tenants AS (
          SELECT id FROM tenants WHERE id = ANY($2::text[]) FOR KEY SHARE
+     ), input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                              $6::bigint[], $18::text[], $19::text[])
+             AS u(id, tenant_id, name, payload, idempotency_key, created_at, traceparent,
+                  inbound)
+     ), keys AS (
+         -- An idempotency key is unique per tenant across every partition, so it lives in
+         -- a table of its own: the event is inserted only if its key was.
+         INSERT INTO event_keys (tenant_id, idempotency_key, event_id, created_at)
+         SELECT tenant_id, idempotency_key, id, created_at FROM input
+         WHERE idempotency_key IS NOT NULL
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+         RETURNING event_id
      ), ev AS (
          INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at,
              traceparent, inbound)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
-                              $6::bigint[], $18::text[], $19::text[])
-         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-         DO NOTHING
+         SELECT * FROM input
+         WHERE idempotency_key IS NULL OR id IN (SELECT event_id FROM keys)
          RETURNING id
      ), dl AS (
          INSERT INTO deliveries (id, tenant_id, event_id, event_name, endpoint_id, status,
@@ -250,8 +261,14 @@ async fn write_batch(
                 return rest;
             }
             // A tenant or endpoint was deleted after the read (their rows are then gone,
-            // and the next read sees it): read again and store what it finds.
-            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) && tries < 3 => {
+            // and the next read sees it): read again and store what it finds. Or a row was
+            // routed to the DEFAULT partition as the partition for it was being made (a
+            // check violation of the default's new bound): the next try routes it there.
+            Err(e)
+                if (e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+                    || e.code() == Some(&SqlState::CHECK_VIOLATION))
+                    && tries < 3 =>
+            {
                 batch = planned.into_iter().map(|p| p.request).chain(rest).collect();
             }
             Err(e) => {

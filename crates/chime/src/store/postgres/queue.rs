@@ -76,7 +76,7 @@ impl Queue for PostgresStore {
                 body: Bytes::from(payload),
                 cycle_failures: to_u32(r.try_get::<_, i32>(3)?.into()),
                 lease_token: lease.token,
-                row: None,
+                row: r.try_get(8)?,
                 unattempted_since: r.try_get(5)?,
                 traceparent: TraceParent::from_stored(r.try_get(6)?),
                 inbound: crate::model::Inbound::from_stored(r.try_get(7)?),

@@ -338,6 +338,263 @@ CREATE UNIQUE INDEX sources_tenant_name ON sources(tenant_id, name);
 CREATE INDEX sources_tenant ON sources(tenant_id, seq);
 ALTER TABLE events ADD COLUMN inbound text;
 "#,
+    // Time partitions (issue 19). `events`, `deliveries` and `attempts` are partitioned by
+    // range of `created_at` (an attempt carries its delivery's, which is its event's), so an
+    // event and everything it caused share one partition, and retention drops whole
+    // partitions (`chime_drop_partitions`) instead of deleting rows, which bloated the tables
+    // and held locks (the peers' users met both). Partitions are made ahead of time by
+    // retention (`chime_ensure_partitions`, under an advisory lock); a row outside every
+    // partition lands in the DEFAULT partition and is moved out when its range is made.
+    //
+    // The primary keys lead with `tenant_id` (the column a distributed PostgreSQL would shard
+    // by, docs/SCALING.md) and end with the partition key, as PostgreSQL requires; they also
+    // serve the tenant's lists in `seq` order, which had an index each. Ids stay unique by
+    // construction (random), so their indexes are no longer unique; idempotency keys, whose
+    // uniqueness PostgreSQL cannot enforce across partitions, move to `event_keys`.
+    //
+    // The existing rows are copied into one partition covering them, inside this migration:
+    // nodes wait for it (it holds the migration lock), a pause proportional to the rows kept.
+    r#"
+ALTER TABLE events RENAME TO events_unpartitioned;
+ALTER TABLE deliveries RENAME TO deliveries_unpartitioned;
+ALTER TABLE attempts RENAME TO attempts_unpartitioned;
+ALTER TABLE events_unpartitioned DROP CONSTRAINT events_pkey,
+                                 DROP CONSTRAINT events_id_key;
+ALTER TABLE deliveries_unpartitioned DROP CONSTRAINT deliveries_pkey,
+                                     DROP CONSTRAINT deliveries_id_key;
+ALTER TABLE attempts_unpartitioned DROP CONSTRAINT attempts_pkey;
+DROP INDEX events_tenant, events_tenant_name, events_idempotency, events_unpurged,
+           events_purged, deliveries_due, deliveries_tenant, deliveries_event,
+           deliveries_pending_seq, attempts_delivery;
+
+CREATE SEQUENCE events_seq;
+CREATE TABLE events (
+    seq             bigint NOT NULL DEFAULT nextval('events_seq'),
+    id              text COLLATE "C" NOT NULL,
+    tenant_id       text COLLATE "C" NOT NULL,
+    name            text COLLATE "C" NOT NULL,
+    payload         bytea NOT NULL,
+    idempotency_key text COLLATE "C",
+    created_at      bigint NOT NULL,
+    purged_at       bigint,
+    traceparent     text,
+    inbound         text,
+    PRIMARY KEY (tenant_id, seq, created_at)
+) PARTITION BY RANGE (created_at);
+ALTER SEQUENCE events_seq OWNED BY events.seq;
+
+CREATE SEQUENCE deliveries_seq;
+CREATE TABLE deliveries (
+    seq              bigint NOT NULL DEFAULT nextval('deliveries_seq'),
+    id               text COLLATE "C" NOT NULL,
+    tenant_id        text COLLATE "C" NOT NULL,
+    event_id         text COLLATE "C" NOT NULL,
+    event_name       text COLLATE "C" NOT NULL,
+    endpoint_id      text COLLATE "C" NOT NULL,
+    status           text COLLATE "C" NOT NULL,
+    attempts         integer NOT NULL DEFAULT 0,
+    cycle_failures   integer NOT NULL DEFAULT 0,
+    next_attempt_at  bigint,
+    lease_owner      text COLLATE "C",
+    lease_token      bigint,
+    leased_until     bigint,
+    last_attempt_at  bigint,
+    last_status_code integer,
+    last_error_kind  text,
+    created_at       bigint NOT NULL,
+    updated_at       bigint NOT NULL,
+    PRIMARY KEY (tenant_id, seq, created_at)
+) PARTITION BY RANGE (created_at);
+ALTER SEQUENCE deliveries_seq OWNED BY deliveries.seq;
+
+-- `created_at` is the delivery's (its event's): the partition key, not the attempt's time.
+CREATE SEQUENCE attempts_seq;
+CREATE TABLE attempts (
+    seq         bigint NOT NULL DEFAULT nextval('attempts_seq'),
+    id          text COLLATE "C" NOT NULL,
+    delivery_id text COLLATE "C" NOT NULL,
+    started_at  bigint NOT NULL,
+    duration_ms bigint NOT NULL,
+    status_code integer,
+    error_kind  text,
+    error       text,
+    response    text,
+    succeeded   boolean NOT NULL,
+    tenant_id   text COLLATE "C" NOT NULL,
+    created_at  bigint NOT NULL,
+    PRIMARY KEY (tenant_id, seq, created_at)
+) PARTITION BY RANGE (created_at);
+ALTER SEQUENCE attempts_seq OWNED BY attempts.seq;
+
+CREATE TABLE event_keys (
+    tenant_id       text COLLATE "C" NOT NULL,
+    idempotency_key text COLLATE "C" NOT NULL,
+    event_id        text COLLATE "C" NOT NULL,
+    created_at      bigint NOT NULL,
+    PRIMARY KEY (tenant_id, idempotency_key)
+);
+CREATE INDEX event_keys_created ON event_keys (created_at);
+
+CREATE TABLE events_default PARTITION OF events DEFAULT;
+CREATE TABLE deliveries_default PARTITION OF deliveries DEFAULT WITH (fillfactor = 80);
+CREATE TABLE attempts_default PARTITION OF attempts DEFAULT;
+
+-- The range partitions of `events` (those of `deliveries` and `attempts` have the same
+-- bounds, and names with their own prefix).
+CREATE FUNCTION chime_partitions() RETURNS TABLE (suffix text, lo bigint, hi bigint)
+    LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+    SELECT substr(c.relname, length('events_') + 1),
+           substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \(''(-?[0-9]+)''\)')::bigint,
+           substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \(''(-?[0-9]+)''\)')::bigint
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'events'::regclass
+      AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+$$;
+
+-- Makes the three partitions of [lo, hi): each table made alone, given the rows of its
+-- range that had landed in the DEFAULT partition, then attached (which indexes it).
+CREATE FUNCTION chime_add_partitions(lo bigint, hi bigint) RETURNS void
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    suffix text := to_char(to_timestamp(lo / 1000.0) AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS');
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['events', 'deliveries', 'attempts'] LOOP
+        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)%s',
+                       t || '_' || suffix, t,
+                       CASE WHEN t = 'deliveries' THEN ' WITH (fillfactor = 80)' ELSE '' END);
+        EXECUTE format('WITH moved AS (DELETE FROM %I WHERE created_at >= %s AND created_at < %s
+                                       RETURNING *)
+                        INSERT INTO %I SELECT * FROM moved',
+                       t || '_default', lo, hi, t || '_' || suffix);
+        EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
+                       t, t || '_' || suffix, lo, hi);
+    END LOOP;
+END $$;
+
+-- Makes partitions of `step` ms, aligned to multiples of it, covering [from_ms, to_ms), in
+-- the gaps between the partitions that exist (made with another step, or the legacy one).
+-- Returns how many ranges it made.
+CREATE FUNCTION chime_ensure_partitions(from_ms bigint, to_ms bigint, step bigint)
+    RETURNS integer LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    s bigint := from_ms - (from_ms % step);
+    e bigint;
+    c bigint;
+    p record;
+    made integer := 0;
+BEGIN
+    WHILE s < to_ms LOOP
+        e := s + step;
+        c := s;
+        FOR p IN SELECT * FROM chime_partitions() x WHERE x.lo < e AND x.hi > s ORDER BY x.lo LOOP
+            IF p.lo > c THEN
+                PERFORM chime_add_partitions(c, p.lo);
+                made := made + 1;
+            END IF;
+            c := greatest(c, p.hi);
+        END LOOP;
+        IF c < e THEN
+            PERFORM chime_add_partitions(c, e);
+            made := made + 1;
+        END IF;
+        s := e;
+    END LOOP;
+    RETURN made;
+END $$;
+
+-- Drops the partitions wholly older than `cutoff` whose deliveries are all finished (with
+-- the idempotency keys of their events); a partition with a pending delivery is kept, and
+-- reported with their count so that the operator sees why. Each partition's deliveries are
+-- locked first, so nothing makes one of them pending between the count and the drop.
+CREATE FUNCTION chime_drop_partitions(cutoff bigint)
+    RETURNS TABLE (suffix text, pending bigint, events bigint)
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    p record;
+BEGIN
+    FOR p IN SELECT * FROM chime_partitions() x WHERE x.hi <= cutoff ORDER BY x.lo LOOP
+        suffix := p.suffix;
+        EXECUTE format('LOCK TABLE %I IN SHARE MODE', 'deliveries_' || p.suffix);
+        EXECUTE format('SELECT count(*) FROM %I WHERE status = %L',
+                       'deliveries_' || p.suffix, 'pending') INTO pending;
+        events := 0;
+        IF pending = 0 THEN
+            EXECUTE format('SELECT count(*) FROM %I', 'events_' || p.suffix) INTO events;
+            EXECUTE format('DROP TABLE %I, %I, %I', 'attempts_' || p.suffix,
+                           'deliveries_' || p.suffix, 'events_' || p.suffix);
+            DELETE FROM event_keys k WHERE k.created_at >= p.lo AND k.created_at < p.hi;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+-- The rows as they were, in one partition covering them.
+DO $$
+DECLARE
+    lo bigint := (SELECT least((SELECT min(created_at) FROM events_unpartitioned),
+                               (SELECT min(created_at) FROM deliveries_unpartitioned)));
+    hi bigint := (SELECT greatest((SELECT max(created_at) FROM events_unpartitioned),
+                                  (SELECT max(created_at) FROM deliveries_unpartitioned)));
+BEGIN
+    IF lo IS NOT NULL THEN
+        PERFORM chime_add_partitions(lo, hi + 1);
+    END IF;
+END $$;
+INSERT INTO events (seq, id, tenant_id, name, payload, idempotency_key, created_at, purged_at,
+                    traceparent, inbound)
+    SELECT seq, id, tenant_id, name, payload, idempotency_key, created_at, purged_at,
+           traceparent, inbound
+    FROM events_unpartitioned;
+INSERT INTO event_keys (tenant_id, idempotency_key, event_id, created_at)
+    SELECT tenant_id, idempotency_key, id, created_at FROM events_unpartitioned
+    WHERE idempotency_key IS NOT NULL;
+INSERT INTO deliveries (seq, id, tenant_id, event_id, event_name, endpoint_id, status,
+                        attempts, cycle_failures, next_attempt_at, lease_owner, lease_token,
+                        leased_until, last_attempt_at, last_status_code, last_error_kind,
+                        created_at, updated_at)
+    SELECT seq, id, tenant_id, event_id, event_name, endpoint_id, status, attempts,
+           cycle_failures, next_attempt_at, lease_owner, lease_token, leased_until,
+           last_attempt_at, last_status_code, last_error_kind, created_at, updated_at
+    FROM deliveries_unpartitioned;
+INSERT INTO attempts (seq, id, delivery_id, started_at, duration_ms, status_code, error_kind,
+                      error, response, succeeded, tenant_id, created_at)
+    SELECT a.seq, a.id, a.delivery_id, a.started_at, a.duration_ms, a.status_code,
+           a.error_kind, a.error, a.response, a.succeeded, d.tenant_id, d.created_at
+    FROM attempts_unpartitioned a JOIN deliveries_unpartitioned d ON d.id = a.delivery_id;
+SELECT setval('events_seq', coalesce((SELECT max(seq) FROM events_unpartitioned), 0) + 1, false),
+       setval('deliveries_seq',
+              coalesce((SELECT max(seq) FROM deliveries_unpartitioned), 0) + 1, false),
+       setval('attempts_seq', coalesce((SELECT max(seq) FROM attempts_unpartitioned), 0) + 1,
+              false);
+DROP TABLE events_unpartitioned, deliveries_unpartitioned, attempts_unpartitioned;
+
+-- Indexed after the copy: faster than maintaining them row by row.
+CREATE INDEX events_id ON events (id);
+CREATE INDEX events_tenant_name ON events (tenant_id, name, seq);
+CREATE INDEX events_unpurged ON events (created_at) WHERE purged_at IS NULL;
+CREATE INDEX events_purged ON events (created_at) WHERE purged_at IS NOT NULL;
+CREATE INDEX deliveries_id ON deliveries (id);
+CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_due ON deliveries (endpoint_id, next_attempt_at, seq)
+    WHERE status = 'pending';
+CREATE INDEX deliveries_pending_seq ON deliveries (endpoint_id, seq) WHERE status = 'pending';
+CREATE INDEX attempts_delivery ON attempts (delivery_id, seq);
+
+CREATE OR REPLACE FUNCTION chime_event_deleted() RETURNS trigger
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    DELETE FROM deliveries WHERE event_id IN (SELECT id FROM gone);
+    DELETE FROM event_keys k USING gone g
+    WHERE k.tenant_id = g.tenant_id AND k.idempotency_key = g.idempotency_key
+      AND k.event_id = g.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_deleted AFTER DELETE ON events
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION chime_event_deleted();
+CREATE TRIGGER deliveries_deleted AFTER DELETE ON deliveries
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION chime_delivery_deleted();
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is
@@ -347,6 +604,14 @@ const LOCK_CLASS: i32 = 0x6368_696d;
 /// Brings the connection's schema to the latest version, in one transaction under a lock
 /// that concurrent nodes wait on. Returns the version it found and the one it left.
 pub async fn migrate(client: &mut Client) -> Result<(usize, usize), tokio_postgres::Error> {
+    migrate_until(client, MIGRATIONS.len()).await
+}
+
+/// `migrate`, stopping at version `last`: how a test builds a database of an older shape.
+pub async fn migrate_until(
+    client: &mut Client,
+    last: usize,
+) -> Result<(usize, usize), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext(coalesce(current_schema(), '')))",
@@ -371,7 +636,7 @@ pub async fn migrate(client: &mut Client) -> Result<(usize, usize), tokio_postgr
         .await?
         .get(0);
     let found = found.max(0) as usize;
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(last).skip(found) {
         tx.batch_execute(sql).await?;
         tx.execute(
             "INSERT INTO chime_migrations (version) VALUES ($1)",
@@ -380,5 +645,5 @@ pub async fn migrate(client: &mut Client) -> Result<(usize, usize), tokio_postgr
         .await?;
     }
     tx.commit().await?;
-    Ok((found, MIGRATIONS.len().max(found)))
+    Ok((found, last.min(MIGRATIONS.len()).max(found)))
 }
