@@ -700,6 +700,25 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::from_layer(bad).is_err());
+        for bad in ["500ms", "1500ms", "0s"] {
+            let layer = Layer {
+                partition_interval: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = Config::from_layer(layer).unwrap_err();
+            assert!(err.contains("whole seconds"), "{bad}: {err}");
+        }
+        let c = Config::from_layer(Layer {
+            partition_interval: Some("30s".into()),
+            retention_interval: Some("10s".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.retention.partitions_ahead(),
+            Duration::from_secs(80),
+            "past two passes and two partitions"
+        );
     }
 
     #[test]

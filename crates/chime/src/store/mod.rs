@@ -380,9 +380,10 @@ pub struct Job {
     /// Failed attempts since the schedule last started (retry position).
     pub cycle_failures: u32,
     pub lease_token: i64,
-    /// The delivery's row number, for a backend that finds rows by number faster than by id
-    /// (SQLite: the rowid, which also keys its lease table). `None` where a backend does not
-    /// use it; it goes back to the store with the job's outcome.
+    /// Where the backend finds the delivery's row faster than by its id alone, and it goes
+    /// back to the store with the job's outcome: SQLite's row number (the rowid, which also
+    /// keys its lease table); PostgreSQL's partition key (`created_at`), so a record or a
+    /// release reaches one partition instead of probing all of them.
     pub row: Option<i64>,
     /// When the delivery was created (its event accepted), while it has had no attempt yet:
     /// the wait its first attempt reports (`chime_publish_to_first_attempt_seconds`).
