@@ -69,8 +69,8 @@ pub type Route = Arc<dyn Fn(u64) -> (String, String) + Send + Sync>;
 /// Where the publishers send, and what counts as success.
 #[derive(Clone)]
 pub struct Target {
-    /// `http://127.0.0.1:port`
-    pub base: String,
+    /// `http://127.0.0.1:port`, one per node: request `seq` goes to `bases[seq % len]`.
+    pub bases: Vec<String>,
     pub authorization: Option<HeaderValue>,
     pub expect: StatusCode,
     pub shape: Shape,
@@ -131,7 +131,7 @@ impl LoadStats {
         }
     }
 
-    fn merge(&mut self, other: LoadStats) {
+    pub fn merge(&mut self, other: LoadStats) {
         self.sent += other.sent;
         self.ok += other.ok;
         self.errors += other.errors;
@@ -142,6 +142,8 @@ impl LoadStats {
         }
         let _ = self.latency_us.add(&other.latency_us);
         let _ = self.lag_us.add(&other.lag_us);
+        self.started = self.started.min(other.started);
+        self.finished = self.finished.max(other.finished);
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -179,7 +181,8 @@ async fn send_one(
     seq: u64,
 ) -> Result<Duration, String> {
     let (path, name) = (target.route)(seq);
-    let uri: Uri = format!("{}{}", target.base, path)
+    let base = &target.bases[seq as usize % target.bases.len()];
+    let uri: Uri = format!("{base}{path}")
         .parse()
         .map_err(|e| format!("bad uri: {e}"))?;
     let mut req = Request::post(uri).header(header::CONTENT_TYPE, "application/json");

@@ -57,10 +57,17 @@ pub enum Scenario {
     Backlog,
     /// A slow endpoint with a queue beside a healthy one under steady load.
     Isolation,
+    /// `throughput` with one, two, then three `chime serve` nodes on one PostgreSQL
+    /// database, the publishes spread over them (needs --database-url postgres://…).
+    Nodes,
+    /// Millions of deliveries with retention running, reported every tenth: rate, p99, table
+    /// sizes, dead tuples, autovacuum runs (the last three on PostgreSQL only).
+    Soak,
 }
 
 impl Scenario {
-    /// What a run without named scenarios runs: all but `nats`, which needs a NATS server.
+    /// What a run without named scenarios runs: all but `nats`, which needs a NATS server,
+    /// `nodes`, which needs PostgreSQL, and `soak`, which runs for hours at full size.
     pub const ALL: [Scenario; 7] = [
         Scenario::Throughput,
         Scenario::Source,
@@ -81,6 +88,8 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Backlog => "backlog",
             Scenario::Isolation => "isolation",
+            Scenario::Nodes => "nodes",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -104,7 +113,7 @@ chime-bench throughput fanout     two scenarios\n  \
 chime-bench --quick --json bench.json"
 )]
 pub struct BenchArgs {
-    /// Scenarios to run, in this order [default: all but nats]: throughput, source, https, nats, fanout, latency, backlog, isolation.
+    /// Scenarios to run, in this order [default: all but nats, nodes and soak]: throughput, source, https, nats, fanout, latency, backlog, isolation, nodes, soak.
     #[arg(value_enum)]
     scenarios: Vec<Scenario>,
     /// Also selects a scenario (repeatable); the same as naming it.
@@ -113,9 +122,17 @@ pub struct BenchArgs {
     /// Shrinks every size so the whole run takes about a minute (explicit sizes still win).
     #[arg(long)]
     quick: bool,
-    /// Events published in the throughput and source scenarios and POSTs of the ceiling [default: 200000; quick: 20000].
+    /// Events published in the throughput and source scenarios and POSTs of the ceiling [default: 200000; quick: 20000]; the soak's deliveries [default: 10000000; quick: 200000].
     #[arg(long)]
     events: Option<u64>,
+    /// The soak reports every this many deliveries [default: a tenth of its deliveries].
+    #[arg(long)]
+    soak_every: Option<u64>,
+    /// The soak's server keeps events and payloads this long, with retention
+    /// running every tenth of it and partitions a quarter of it long, so old data is removed
+    /// while the soak runs.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+    soak_retention: Duration,
     /// Concurrent publishers of the closed-loop phases and of the ceiling.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -208,6 +225,9 @@ pub struct Plan {
     pub isolation_delay: Duration,
     pub isolation_duration: Duration,
     pub isolation_hung: u64,
+    pub soak_events: u64,
+    pub soak_every: u64,
+    pub soak_retention: Duration,
     pub sink_delay: Duration,
     pub sink_fail_rate: f64,
     pub pause_hold: Duration,
@@ -247,12 +267,20 @@ impl Plan {
             isolation_delay: pick_d(a.isolation_delay, 5, 1),
             isolation_duration: pick_d(a.isolation_duration, 30, 3),
             isolation_hung: pick(a.isolation_hung, 200, 20),
+            soak_events: pick(a.events, 10_000_000, 200_000),
+            soak_every: 0,
+            soak_retention: a.soak_retention,
             sink_delay: a.sink_delay,
             sink_fail_rate: a.sink_fail_rate,
             pause_hold: a.pause_hold,
             stall_timeout: a.stall_timeout,
             ceiling: !a.no_ceiling,
         };
+        let mut plan = plan;
+        plan.soak_every = a.soak_every.unwrap_or(plan.soak_events / 10).max(1);
+        if plan.soak_retention < Duration::from_secs(10) {
+            return Err("--soak-retention must be at least 10s".into());
+        }
         if plan.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }
@@ -295,6 +323,9 @@ impl Plan {
             "isolation_delay_s": self.isolation_delay.as_secs_f64(),
             "isolation_duration_s": self.isolation_duration.as_secs_f64(),
             "isolation_hung": self.isolation_hung,
+            "soak_events": self.soak_events,
+            "soak_every": self.soak_every,
+            "soak_retention_s": self.soak_retention.as_secs_f64(),
             "sink_delay_s": self.sink_delay.as_secs_f64(),
             "sink_fail_rate": self.sink_fail_rate,
         })

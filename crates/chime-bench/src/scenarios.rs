@@ -92,7 +92,7 @@ impl Ctx {
 
     fn chime_target(&self, server: &Server, route: load::Route) -> Target {
         Target {
-            base: server.base(),
+            bases: vec![server.base()],
             authorization: Some(
                 HeaderValue::from_str(&format!("Bearer {}", server::ADMIN_TOKEN))
                     .expect("a valid header"),
@@ -328,6 +328,28 @@ async fn setup_reaching(
     endpoints: &[String],
     reach: Reach,
 ) -> anyhow::Result<Setup> {
+    setup_with(
+        ctx,
+        &ctx.server_opts,
+        label,
+        tracker,
+        slow,
+        endpoints,
+        reach,
+    )
+    .await
+}
+
+/// `setup_reaching` with a server started from `server_opts`.
+async fn setup_with(
+    ctx: &Ctx,
+    server_opts: &ServerOpts,
+    label: &str,
+    tracker: Tracker,
+    slow: Option<(u64, Duration)>,
+    endpoints: &[String],
+    reach: Reach,
+) -> anyhow::Result<Setup> {
     let tracker = Arc::new(tracker);
     let mut opts = ctx.sink_opts(slow);
     let mut ca_pem = None;
@@ -347,7 +369,7 @@ async fn setup_reaching(
         ),
         _ => None,
     };
-    let server = Server::start(&ctx.server_opts, label, &ctx.client).await?;
+    let server = Server::start(server_opts, label, &ctx.client).await?;
     let api = Api {
         client: &ctx.client,
         base: server.base(),
@@ -558,7 +580,7 @@ pub async fn ceiling(ctx: &Ctx) -> anyhow::Result<Ceiling> {
     opts.fail_rate = 0.0;
     let sink = Sink::start(tracker.clone(), opts).await?;
     let target = Target {
-        base: sink.base(),
+        bases: vec![sink.base()],
         authorization: None,
         expect: StatusCode::OK,
         shape: load::Shape::Delivery,
@@ -598,6 +620,8 @@ pub async fn run(ctx: &Ctx, s: Scenario) -> anyhow::Result<ScenarioResult> {
         Scenario::Latency => latency(ctx).await,
         Scenario::Backlog => backlog(ctx).await,
         Scenario::Isolation => isolation(ctx).await,
+        Scenario::Nodes => nodes(ctx).await,
+        Scenario::Soak => soak(ctx).await,
     }
 }
 
@@ -948,4 +972,319 @@ async fn isolation(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
     );
     teardown(s, &mut r).await;
     Ok(r)
+}
+
+/// The store's footprint at one moment (PostgreSQL): the traffic tables (a partitioned
+/// table's partitions counted under it), their sizes, dead tuples and autovacuum runs so far.
+#[derive(Default, Clone, Copy)]
+struct Footprint {
+    table_bytes: i64,
+    index_bytes: i64,
+    live_deliveries: i64,
+    dead_tuples: i64,
+    autovacuums: i64,
+    database_bytes: i64,
+    /// WAL written since the server's start: its growth between two readings is the write
+    /// volume (and so the disk bandwidth) the deliveries in between cost.
+    wal_bytes: i64,
+}
+
+/// Reads the `Footprint` of the database at `url`.
+async fn footprint(url: &str) -> anyhow::Result<Footprint> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    // Partitions are named after their table (`deliveries_20261204t000000`,
+    // `deliveries_default`); a table unpartitioned counts as itself.
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(pg_table_size(relid)), 0)::bigint,
+                    coalesce(sum(pg_indexes_size(relid)), 0)::bigint,
+                    coalesce(sum(n_live_tup) FILTER (WHERE relname ~ '^deliveries($|_)'), 0)::bigint,
+                    coalesce(sum(n_dead_tup), 0)::bigint,
+                    coalesce(sum(autovacuum_count), 0)::bigint,
+                    pg_database_size(current_database()),
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint
+             FROM pg_stat_user_tables
+             WHERE relname ~ '^(events|deliveries|attempts)($|_)'",
+            &[],
+        )
+        .await?;
+    Ok(Footprint {
+        table_bytes: row.get(0),
+        index_bytes: row.get(1),
+        live_deliveries: row.get(2),
+        dead_tuples: row.get(3),
+        autovacuums: row.get(4),
+        database_bytes: row.get(5),
+        wal_bytes: row.get(6),
+    })
+}
+
+/// Issue 19's soak: `soak_events` events, one delivery each, published closed loop in steps
+/// of `soak_every`, with retention keeping `soak_retention` of events and payloads (in
+/// partitions a quarter of that long, on PostgreSQL). After each step: the
+/// step's deliveries/s and p99 publish→receive, and on PostgreSQL the traffic tables' sizes
+/// per retained delivery, dead tuples and autovacuum runs, so that a table that bloats or a
+/// rate that sinks as the tables grow shows step by step.
+async fn soak(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let p = &ctx.plan;
+    let (n, every, eps) = (p.soak_events, p.soak_every, p.endpoints);
+    let label = "soak";
+    let mut opts = ctx.server_opts.clone();
+    let keep = p.soak_retention;
+    opts.extra_args.extend([
+        // Payloads as long as events: purging a payload rewrites its row (an UPDATE),
+        // which is not what this soak measures.
+        format!("--event-retention={}s", keep.as_secs()),
+        format!("--payload-retention={}s", keep.as_secs()),
+        format!("--retention-interval={}s", (keep / 10).as_secs().max(1)),
+    ]);
+    // Partitions (PostgreSQL) a quarter of the retention long, so they rotate; an older
+    // server (`--server-exe`, for a before/after) has none and deletes rows instead.
+    if serve_knows(&opts.exe, "--partition-interval") {
+        opts.extra_args.push(format!(
+            "--partition-interval={}s",
+            (keep / 4).as_secs().max(1)
+        ));
+    }
+    let s = setup_with(
+        ctx,
+        &opts,
+        label,
+        Tracker::new(n, 1, eps),
+        None,
+        &round_robin_patterns(eps),
+        Reach::Http,
+    )
+    .await?;
+    let target = ctx.chime_target(&s.server, round_robin(eps));
+    let pg = s.server.postgres_url();
+    let before = snap(Some(&s.server));
+    let mut steps = Vec::new();
+    let mut whole: Option<LoadStats> = None;
+    let mut start = 0;
+    let mut wal = match &pg {
+        Some(url) => footprint(url).await.map(|f| f.wal_bytes).unwrap_or(0),
+        None => 0,
+    };
+    eprintln!(
+        "{:>12} {:>10} {:>9} {:>12} {:>12} {:>10} {:>9} {:>10} {:>10}",
+        "deliveries",
+        "per_s",
+        "p99_ms",
+        "B/delivery",
+        "kept",
+        "dead",
+        "autovac",
+        "db_MB",
+        "WAL_B/dlv"
+    );
+    while start < n {
+        let end = (start + every).min(n);
+        let publish = ctx.closed(label, &target, &s.tracker, start..end).await;
+        let t = s.tracker.clone();
+        let expected = start + publish.ok;
+        let reached = ctx
+            .wait(label, expected, Arc::new(move || t.received.load(Relaxed)))
+            .await;
+        let sum = s.tracker.summary(start..end);
+        let rate = per_s(sum.deliveries, span(publish.started, sum.last_recv));
+        let p99_ms = sum.e2e_us.value_at_quantile(0.99) as f64 / 1000.0;
+        let f = match &pg {
+            Some(url) => footprint(url).await.unwrap_or_else(|e| {
+                eprintln!("chime-bench: could not read the database's sizes: {e:#}");
+                Footprint::default()
+            }),
+            None => Footprint::default(),
+        };
+        let per_delivery = if f.live_deliveries > 0 {
+            (f.table_bytes + f.index_bytes) / f.live_deliveries
+        } else {
+            0
+        };
+        let wal_per_delivery = if f.wal_bytes > 0 && sum.deliveries > 0 {
+            (f.wal_bytes - wal) / sum.deliveries as i64
+        } else {
+            0
+        };
+        wal = f.wal_bytes;
+        eprintln!(
+            "{:>12} {:>10.0} {:>9.1} {:>12} {:>12} {:>10} {:>9} {:>10.1} {:>10}",
+            end,
+            rate,
+            p99_ms,
+            per_delivery,
+            f.live_deliveries,
+            f.dead_tuples,
+            f.autovacuums,
+            mb(f.database_bytes.max(0) as u64),
+            wal_per_delivery
+        );
+        steps.push(json!({
+            "deliveries": end,
+            "delivered_per_s": rate.round(),
+            "p99_ms": round2(p99_ms),
+            "table_bytes": f.table_bytes,
+            "index_bytes": f.index_bytes,
+            "deliveries_kept": f.live_deliveries,
+            "bytes_per_kept_delivery": per_delivery,
+            "dead_tuples": f.dead_tuples,
+            "autovacuum_runs": f.autovacuums,
+            "database_bytes": f.database_bytes,
+            "wal_bytes_per_delivery": wal_per_delivery,
+        }));
+        match &mut whole {
+            None => whole = Some(publish),
+            Some(w) => w.merge(publish),
+        }
+        if reached < expected {
+            break;
+        }
+        start = end;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let after = snap(Some(&s.server));
+    let sum = s.tracker.summary(0..n);
+    let whole = whole.context("the soak published nothing")?;
+    let rate = per_s(sum.deliveries, span(whole.started, sum.last_recv));
+    let mut r = ctx.result(
+        label,
+        &whole,
+        whole.ok,
+        s.tracker.received.load(Relaxed),
+        &sum,
+        rate,
+        &before,
+        &after,
+        &s.tracker,
+    );
+    let rate_of = |i: usize| steps.get(i).and_then(|s| s["delivered_per_s"].as_f64());
+    if let (Some(a), Some(b)) = (rate_of(0), rate_of(steps.len().saturating_sub(1))) {
+        r.extra
+            .insert("end_vs_start".into(), json!(round2(b / a.max(1.0))));
+    }
+    r.extra.insert("steps".into(), json!(steps));
+    r.extra
+        .insert("retention_s".into(), json!(keep.as_secs_f64()));
+    teardown(s, &mut r).await;
+    Ok(r)
+}
+
+/// Whether `chime serve --help` of `exe` lists `flag`.
+fn serve_knows(exe: &std::path::Path, flag: &str) -> bool {
+    std::process::Command::new(exe)
+        .args(["serve", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
+}
+
+/// `throughput` with 1, 2 and 3 nodes on one PostgreSQL database (a fresh one per count),
+/// the publishes spread round-robin over the nodes, every node delivering. The result is the
+/// three-node run's; `by_nodes` has each count's rate and CPU split.
+async fn nodes(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
+    let mut by_nodes = Vec::new();
+    let mut last = None;
+    for n in 1..=3 {
+        let r = nodes_run(ctx, n).await?;
+        let cpu = |k: &str| r.extra.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        eprintln!(
+            "nodes={n}: {:.0} deliveries/s; CPU s chime {:.1}, PostgreSQL {:.1}, bench {:.1}",
+            r.delivered_per_s,
+            cpu("server_cpu_s"),
+            cpu("database_cpu_s"),
+            cpu("bench_cpu_s"),
+        );
+        by_nodes.push(json!({
+            "nodes": n,
+            "delivered_per_s": r.delivered_per_s.round(),
+            "server_cpu_s": cpu("server_cpu_s"),
+            "database_cpu_s": cpu("database_cpu_s"),
+            "bench_cpu_s": cpu("bench_cpu_s"),
+        }));
+        last = Some(r);
+    }
+    let mut r = last.context("no node count ran")?;
+    r.extra.insert("by_nodes".into(), json!(by_nodes));
+    Ok(r)
+}
+
+async fn nodes_run(ctx: &Ctx, n: usize) -> anyhow::Result<ScenarioResult> {
+    let (events, eps) = (ctx.plan.events, ctx.plan.endpoints);
+    let label = "nodes";
+    // Nodes learn of each other from heartbeats at each scan: a short one, so they share
+    // the endpoints' limits from the first seconds on.
+    let mut opts = ctx.server_opts.clone();
+    opts.extra_args.push("--poll-interval=1s".into());
+    let s = setup_with(
+        ctx,
+        &opts,
+        label,
+        Tracker::new(events, 1, eps),
+        None,
+        &round_robin_patterns(eps),
+        Reach::Http,
+    )
+    .await?;
+    let mut others = Vec::new();
+    for _ in 1..n {
+        others.push(Server::join(&s.server, &opts, label, &ctx.client).await?);
+    }
+    let mut target = ctx.chime_target(&s.server, round_robin(eps));
+    target.bases.extend(others.iter().map(Server::base));
+    let all = |s: &Setup| -> Vec<Usage> {
+        std::iter::once(s.server.usage())
+            .chain(others.iter().map(Server::usage))
+            .collect()
+    };
+    let mut before = snap(Some(&s.server));
+    before.server = sum_usage(&all(&s));
+    let publish = ctx.closed(label, &target, &s.tracker, 0..events).await;
+    let t = s.tracker.clone();
+    let delivered = ctx
+        .wait(
+            label,
+            publish.ok,
+            Arc::new(move || t.received.load(Relaxed)),
+        )
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    let mut after = snap(Some(&s.server));
+    after.server = sum_usage(&all(&s));
+    let sum = s.tracker.summary(0..events);
+    let rate = per_s(sum.deliveries, span(publish.started, sum.last_recv));
+    let mut r = ctx.result(
+        label, &publish, publish.ok, delivered, &sum, rate, &before, &after, &s.tracker,
+    );
+    r.extra.insert("nodes".into(), json!(n));
+    r.extra.insert(
+        "server_cpu_s".into(),
+        json!(round2(after.server.cpu_s - before.server.cpu_s)),
+    );
+    r.extra.insert(
+        "database_cpu_s".into(),
+        json!(round2(after.database_cpu_s - before.database_cpu_s)),
+    );
+    r.extra.insert(
+        "bench_cpu_s".into(),
+        json!(round2(after.bench_cpu_s - before.bench_cpu_s)),
+    );
+    for o in others {
+        if let Err(e) = o.stop().await {
+            r.errors += 1;
+            r.error_samples.push(format!("{e:#}"));
+        }
+    }
+    teardown(s, &mut r).await;
+    Ok(r)
+}
+
+/// The processes' usage together: CPU added up, the largest RSS.
+fn sum_usage(all: &[Usage]) -> Usage {
+    let mut u = Usage::default();
+    for x in all {
+        u.cpu_s += x.cpu_s;
+        u.rss = u.rss.max(x.rss);
+        u.peak_rss = u.peak_rss.max(x.peak_rss);
+    }
+    u
 }

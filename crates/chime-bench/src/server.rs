@@ -197,6 +197,28 @@ impl Server {
         label: &str,
         client: &HttpClient,
     ) -> anyhow::Result<Self> {
+        Self::start_on(opts, label, client, None).await
+    }
+
+    /// Another node on `first`'s PostgreSQL database (which `first` made and drops).
+    pub async fn join(
+        first: &Server,
+        opts: &ServerOpts,
+        label: &str,
+        client: &HttpClient,
+    ) -> anyhow::Result<Self> {
+        let url = first
+            .postgres_url()
+            .context("only a server on PostgreSQL can be joined by another node")?;
+        Self::start_on(opts, label, client, Some(url)).await
+    }
+
+    async fn start_on(
+        opts: &ServerOpts,
+        label: &str,
+        client: &HttpClient,
+        shared: Option<String>,
+    ) -> anyhow::Result<Self> {
         let data_dir = fresh_dir(&opts.data_root, label)?;
         let log_path = data_dir.join("server.log");
         let log = std::fs::File::create(&log_path)?;
@@ -208,7 +230,9 @@ impl Server {
         // A fresh PostgreSQL database per server, as a fresh data directory for SQLite: made
         // through the given URL's server, named after this run, dropped at stop.
         let mut pg_database = None;
-        if let Some(url) = &opts.database_url {
+        if let Some(url) = &shared {
+            cmd.arg("--database-url").arg(url);
+        } else if let Some(url) = &opts.database_url {
             if is_postgres(url) {
                 let name = format!(
                     "chime_bench_{}_{}",
@@ -312,6 +336,13 @@ impl Server {
 
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The URL of this server's PostgreSQL database, if it runs on one.
+    pub fn postgres_url(&self) -> Option<String> {
+        self.pg_database
+            .as_ref()
+            .map(|(url, name)| with_database(url, name))
     }
 
     /// The SQLite file, when the server uses the embedded store.

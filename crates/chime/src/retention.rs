@@ -11,6 +11,8 @@ use crate::store::Retention;
 
 /// Rows touched per statement: small, so publishing never waits long behind retention.
 const BATCH: u32 = 500;
+/// Batches of each kind in one pass: 100,000 rows, then the pass ends and the next goes on.
+const MAX_BATCHES: usize = 200;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -41,24 +43,28 @@ pub async fn prepare(store: &dyn Retention, policy: Policy) -> crate::store::Res
     store.ensure_partitions(now, now + ahead, interval).await
 }
 
-/// One pass: purge until nothing old is left. Returns (payloads purged, events deleted).
+/// One pass: partitions made ahead, then old events deleted, then old payloads purged, each
+/// until nothing old is left or `MAX_BATCHES` batches (the next pass goes on), so that a pass
+/// always ends and the next one makes the partitions that new events need, however fast
+/// they arrive. Events before payloads: a payload is not purged from an event about to go.
+/// Returns (payloads purged, events deleted).
 pub async fn pass(store: &dyn Retention, policy: Policy) -> crate::store::Result<(u64, u64)> {
     prepare(store, policy).await?;
     let now = now_millis();
     let payload_cutoff = now - policy.payloads.as_millis() as i64;
     let event_cutoff = now - policy.events.as_millis() as i64;
-    let mut purged = 0;
-    loop {
-        let n = store.purge_payloads(payload_cutoff, now, BATCH).await?;
-        purged += n;
+    let mut deleted = 0;
+    for _ in 0..MAX_BATCHES {
+        let n = store.purge_events(event_cutoff, BATCH).await?;
+        deleted += n;
         if n < BATCH as u64 {
             break;
         }
     }
-    let mut deleted = 0;
-    loop {
-        let n = store.purge_events(event_cutoff, BATCH).await?;
-        deleted += n;
+    let mut purged = 0;
+    for _ in 0..MAX_BATCHES {
+        let n = store.purge_payloads(payload_cutoff, now, BATCH).await?;
+        purged += n;
         if n < BATCH as u64 {
             break;
         }

@@ -283,7 +283,15 @@ impl PostgresStore {
         let rows = tx
             .query(
                 &stmt,
-                &[&endpoint_id, &now, &64i64, &"explain", &0i64, &0i64],
+                &[
+                    &endpoint_id,
+                    &now,
+                    &64i64,
+                    &"explain",
+                    &0i64,
+                    &0i64,
+                    &"explain",
+                ],
             )
             .await?;
         let lines = rows
@@ -386,13 +394,14 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// The claim statement. Parameters: $1 endpoint id, $2 the node's now (due-ness), $3 limit,
-/// $4 lease owner, $5 lease token, $6 lease duration (ms). One statement: picks the oldest due,
+/// $4 lease owner, $5 lease token, $6 lease duration (ms), $7 the endpoint's tenant. One statement: picks the oldest due,
 /// unleased rows (skipping rows another node is claiming this instant), leases them on the
 /// database's clock, and returns them with their bodies. Shared with `explain_claim`.
 pub const CLAIM_SQL: &str = concat!(
     "WITH picked AS (
          SELECT id, created_at FROM deliveries
-         WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at <= $2
+         WHERE tenant_id = $7 AND endpoint_id = $1 AND status = 'pending'
+           AND next_attempt_at <= $2
            AND (leased_until IS NULL OR leased_until <= ",
     db_now!(),
     ")
@@ -404,7 +413,8 @@ pub const CLAIM_SQL: &str = concat!(
          SET lease_owner = $4::text, lease_token = $5::bigint, leased_until = ",
     db_now!(),
     " + $6::bigint
-         FROM picked WHERE d.id = picked.id AND d.created_at = picked.created_at
+         FROM picked
+         WHERE d.tenant_id = $7 AND d.id = picked.id AND d.created_at = picked.created_at
          RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures, d.next_attempt_at, d.seq,
                    CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since,
                    d.created_at
@@ -416,7 +426,8 @@ pub const CLAIM_SQL: &str = concat!(
             e.traceparent, e.inbound, l.created_at
      FROM leased l
      CROSS JOIN LATERAL (SELECT payload, traceparent, inbound FROM events
-                         WHERE id = l.event_id AND created_at = l.created_at LIMIT 1) e
+                         WHERE tenant_id = $7 AND id = l.event_id
+                           AND created_at = l.created_at LIMIT 1) e
      ORDER BY l.next_attempt_at, l.seq"
 );
 
@@ -434,10 +445,11 @@ const NEXT_DUE_SQL: &str = concat!(
 /// Returns the 1-based positions of the outcomes applied.
 const RECORD_SQL: &str = "WITH o AS (
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::bigint[],
-                              $6::bigint[], $7::int[], $8::text[], $9::bigint[], $19::bigint[])
+                              $6::bigint[], $7::int[], $8::text[], $9::bigint[], $19::bigint[],
+                              $20::text[])
              WITH ORDINALITY AS o(id, token, status, cycle_failures, next_attempt_at,
                                   started_at, status_code, error_kind, finished_at, created_at,
-                                  ord)
+                                  tenant_id, ord)
      ), applied AS (
          UPDATE deliveries d
          SET status = o.status, attempts = d.attempts + 1, cycle_failures = o.cycle_failures,
@@ -446,7 +458,13 @@ const RECORD_SQL: &str = "WITH o AS (
              last_status_code = o.status_code, last_error_kind = o.error_kind,
              updated_at = o.finished_at
          FROM o
-         WHERE d.id = o.id AND d.created_at = o.created_at AND d.lease_token = o.token
+         WHERE d.tenant_id = o.tenant_id AND d.id = o.id AND d.created_at = o.created_at
+           AND d.lease_token = o.token
+           -- The same rows again as arrays: a generic plan made while the partitions were
+           -- new and empty otherwise joins `o` by hashing sequential scans of them, which
+           -- grow with the partition; with these it prunes the partitions at its start
+           -- and reads the rest by the id index, whatever the statistics said.
+           AND d.id = ANY($1::text[]) AND d.created_at = ANY($19::bigint[])
          RETURNING o.ord, d.tenant_id, d.created_at
      ), inserted AS (
          INSERT INTO attempts (id, delivery_id, started_at, duration_ms, status_code,
@@ -537,9 +555,11 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let mut responses = Vec::with_capacity(n);
     let mut succeeded = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
+    let mut tenants = Vec::with_capacity(n);
     for o in outcomes {
         let a = o.attempt;
         created.push(o.row);
+        tenants.push(o.tenant_id);
         ids.push(o.delivery_id);
         tokens.push(o.lease_token);
         statuses.push(o.status.as_str());
@@ -582,6 +602,7 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
                 &responses,
                 &succeeded,
                 &created,
+                &tenants,
             ],
         )
         .await?;
@@ -612,10 +633,12 @@ async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Ve
     let mut ids = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
+    let mut tenants = Vec::with_capacity(n);
     for j in jobs {
         ids.push(j.delivery_id);
         tokens.push(j.lease_token);
         created.push(j.row);
+        tenants.push(j.tenant_id);
     }
     let c = pool.get().await?;
     let stmt = c
@@ -623,15 +646,19 @@ async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Ve
             "WITH released AS (
                  UPDATE deliveries d
                  SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
-                 FROM unnest($1::text[], $2::bigint[], $4::bigint[]) AS j(id, token, created_at)
-                 WHERE d.id = j.id AND d.created_at = j.created_at AND d.lease_token = j.token
+                 FROM unnest($1::text[], $2::bigint[], $4::bigint[], $5::text[])
+                     AS j(id, token, created_at, tenant_id)
+                 WHERE d.tenant_id = j.tenant_id AND d.id = j.id
+                   AND d.created_at = j.created_at AND d.lease_token = j.token
+                   -- As in RECORD_SQL: prune at the start, then the id index.
+                   AND d.id = ANY($1::text[]) AND d.created_at = ANY($4::bigint[])
                  RETURNING d.endpoint_id
              )
              SELECT pg_notify($3, endpoint_id)
              FROM (SELECT DISTINCT endpoint_id FROM released) r",
         )
         .await?;
-    c.execute(&stmt, &[&ids, &tokens, &channel, &created])
+    c.execute(&stmt, &[&ids, &tokens, &channel, &created, &tenants])
         .await?;
     Ok(vec![(); n])
 }

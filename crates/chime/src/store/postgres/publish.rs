@@ -115,24 +115,25 @@ const INSERT_SQL: &str = concat!(
          SELECT id FROM endpoints WHERE id = ANY($11::text[]) FOR KEY SHARE
      ), locked_tenants AS (
          SELECT id FROM tenants WHERE id = ANY($2::text[]) FOR KEY SHARE
-     ), input AS (
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
-                              $6::bigint[], $18::text[], $19::text[])
-             AS u(id, tenant_id, name, payload, idempotency_key, created_at, traceparent,
-                  inbound)
      ), keys AS (
          -- An idempotency key is unique per tenant across every partition, so it lives in
-         -- a table of its own: the event is inserted only if its key was.
+         -- a table of its own: the event is inserted only if its key was. (The arrays are
+         -- read twice rather than through one CTE, which would copy every payload.)
          INSERT INTO event_keys (tenant_id, idempotency_key, event_id, created_at)
-         SELECT tenant_id, idempotency_key, id, created_at FROM input
-         WHERE idempotency_key IS NOT NULL
+         SELECT k.tenant_id, k.key, k.id, k.created_at
+         FROM unnest($2::text[], $5::text[], $1::text[], $6::bigint[])
+             AS k(tenant_id, key, id, created_at)
+         WHERE k.key IS NOT NULL
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING event_id
      ), ev AS (
          INSERT INTO events (id, tenant_id, name, payload, idempotency_key, created_at,
              traceparent, inbound)
-         SELECT * FROM input
-         WHERE idempotency_key IS NULL OR id IN (SELECT event_id FROM keys)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                              $6::bigint[], $18::text[], $19::text[])
+             AS u(id, tenant_id, name, payload, idempotency_key, created_at, traceparent,
+                  inbound)
+         WHERE u.idempotency_key IS NULL OR u.id IN (SELECT event_id FROM keys)
          RETURNING id
      ), dl AS (
          INSERT INTO deliveries (id, tenant_id, event_id, event_name, endpoint_id, status,
