@@ -49,14 +49,13 @@ impl Queue for PostgresStore {
         let claim_stmt = c.prepare_cached(CLAIM_SQL).await?;
         let limit_sql = i64::from(limit);
         let owner: &str = &lease.owner;
-        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
             &endpoint_id,
             &now,
             &limit_sql,
             &owner,
             &lease.token,
             &duration,
-            &endpoint.tenant_id,
         ];
         // Each statement is its own transaction: the next due time, when it is looked up, is
         // read after the claim committed, so it skips what this claim just leased.
