@@ -41,7 +41,6 @@ pub fn outcome_of(
     };
     Outcome {
         delivery_id: job.delivery_id.clone(),
-        tenant_id: job.tenant_id.clone(),
         lease_token: job.lease_token,
         row: job.row,
         attempt: Attempt {

@@ -481,9 +481,6 @@ impl Published {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub delivery_id: DeliveryId,
-    /// The job's tenant: every statement on the traffic tables names it (the column a
-    /// distributed PostgreSQL routes by, docs/SCALING.md).
-    pub tenant_id: String,
     pub lease_token: i64,
     /// The job's `row`.
     pub row: Option<i64>,

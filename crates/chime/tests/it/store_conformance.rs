@@ -78,7 +78,6 @@ fn page(limit: u32) -> Page {
 pub(crate) fn outcome(job: &Job, ok: bool, next: Option<Millis>, at: Millis) -> Outcome {
     Outcome {
         delivery_id: job.delivery_id.clone(),
-        tenant_id: job.tenant_id.clone(),
         lease_token: job.lease_token,
         row: job.row,
         attempt: Attempt {

@@ -386,10 +386,10 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// The claim statement. Parameters: $1 endpoint id, $2 the node's now (due-ness), $3 limit,
-/// $4 lease owner, $5 lease token, $6 lease duration (ms). (It does not name the tenant:
-/// `tenant_id = …` here let a generic plan made on empty partitions read the primary key,
-/// which leads with the tenant, instead of `deliveries_due` and the event's id, and a
-/// benchmark's deliveries then took minutes to drain.) One statement: picks the oldest due,
+/// $4 lease owner, $5 lease token, $6 lease duration (ms). (No hot statement names the
+/// tenant: with `tenant_id = …`, generic plans made on empty partitions read the primary
+/// key, which leads with the tenant, instead of the index meant, and a benchmark's
+/// deliveries then took minutes to drain.) One statement: picks the oldest due,
 /// unleased rows (skipping rows another node is claiming this instant), leases them on the
 /// database's clock, and returns them with their bodies. Shared with `explain_claim`.
 pub const CLAIM_SQL: &str = concat!(
@@ -437,11 +437,10 @@ const NEXT_DUE_SQL: &str = concat!(
 /// Returns the 1-based positions of the outcomes applied.
 const RECORD_SQL: &str = "WITH o AS (
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::bigint[],
-                              $6::bigint[], $7::int[], $8::text[], $9::bigint[], $19::bigint[],
-                              $20::text[])
+                              $6::bigint[], $7::int[], $8::text[], $9::bigint[], $19::bigint[])
              WITH ORDINALITY AS o(id, token, status, cycle_failures, next_attempt_at,
                                   started_at, status_code, error_kind, finished_at, created_at,
-                                  tenant_id, ord)
+                                  ord)
      ), applied AS (
          UPDATE deliveries d
          SET status = o.status, attempts = d.attempts + 1, cycle_failures = o.cycle_failures,
@@ -450,8 +449,7 @@ const RECORD_SQL: &str = "WITH o AS (
              last_status_code = o.status_code, last_error_kind = o.error_kind,
              updated_at = o.finished_at
          FROM o
-         WHERE d.tenant_id = o.tenant_id AND d.id = o.id AND d.created_at = o.created_at
-           AND d.lease_token = o.token
+         WHERE d.id = o.id AND d.created_at = o.created_at AND d.lease_token = o.token
            -- The same rows again as arrays: a generic plan made while the partitions were
            -- new and empty otherwise joins `o` by hashing sequential scans of them, which
            -- grow with the partition; with these it prunes the partitions at its start
@@ -547,11 +545,9 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let mut responses = Vec::with_capacity(n);
     let mut succeeded = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
-    let mut tenants = Vec::with_capacity(n);
     for o in outcomes {
         let a = o.attempt;
         created.push(o.row);
-        tenants.push(o.tenant_id);
         ids.push(o.delivery_id);
         tokens.push(o.lease_token);
         statuses.push(o.status.as_str());
@@ -594,7 +590,6 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
                 &responses,
                 &succeeded,
                 &created,
-                &tenants,
             ],
         )
         .await?;
@@ -625,12 +620,10 @@ async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Ve
     let mut ids = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
-    let mut tenants = Vec::with_capacity(n);
     for j in jobs {
         ids.push(j.delivery_id);
         tokens.push(j.lease_token);
         created.push(j.row);
-        tenants.push(j.tenant_id);
     }
     let c = pool.get().await?;
     let stmt = c
@@ -638,10 +631,8 @@ async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Ve
             "WITH released AS (
                  UPDATE deliveries d
                  SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
-                 FROM unnest($1::text[], $2::bigint[], $4::bigint[], $5::text[])
-                     AS j(id, token, created_at, tenant_id)
-                 WHERE d.tenant_id = j.tenant_id AND d.id = j.id
-                   AND d.created_at = j.created_at AND d.lease_token = j.token
+                 FROM unnest($1::text[], $2::bigint[], $4::bigint[]) AS j(id, token, created_at)
+                 WHERE d.id = j.id AND d.created_at = j.created_at AND d.lease_token = j.token
                    -- As in RECORD_SQL: prune at the start, then the id index.
                    AND d.id = ANY($1::text[]) AND d.created_at = ANY($4::bigint[])
                  RETURNING d.endpoint_id
@@ -650,7 +641,7 @@ async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Ve
              FROM (SELECT DISTINCT endpoint_id FROM released) r",
         )
         .await?;
-    c.execute(&stmt, &[&ids, &tokens, &channel, &created, &tenants])
+    c.execute(&stmt, &[&ids, &tokens, &channel, &created])
         .await?;
     Ok(vec![(); n])
 }
