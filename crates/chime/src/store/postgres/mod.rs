@@ -567,32 +567,39 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let clock = std::time::Instant::now();
     let c = pool.get().await?;
     let stmt = c.prepare_cached(RECORD_SQL).await?;
-    let applied_rows = c
-        .query(
-            &stmt,
-            &[
-                &ids,
-                &tokens,
-                &statuses,
-                &cycles,
-                &nexts,
-                &started,
-                &codes,
-                &kinds,
-                &finished,
-                &attempt_ids,
-                &attempt_deliveries,
-                &started,
-                &durations,
-                &codes,
-                &kinds,
-                &errors,
-                &responses,
-                &succeeded,
-                &created,
-            ],
-        )
-        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 19] = [
+        &ids,
+        &tokens,
+        &statuses,
+        &cycles,
+        &nexts,
+        &started,
+        &codes,
+        &kinds,
+        &finished,
+        &attempt_ids,
+        &attempt_deliveries,
+        &started,
+        &durations,
+        &codes,
+        &kinds,
+        &errors,
+        &responses,
+        &succeeded,
+        &created,
+    ];
+    let mut tries = 0;
+    let applied_rows = loop {
+        tries += 1;
+        match c.query(&stmt, &params).await {
+            Ok(rows) => break rows,
+            // Retention dropping or making a partition locks the parent tables; a batch that
+            // met it in the other order is the deadlock's victim, rolled back whole and safe
+            // to write again (it is fenced by the lease tokens).
+            Err(e) if is_transient_lock_error(&e) && tries < 3 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
     tracing::debug!(
         outcomes = n,
         took_us = clock.elapsed().as_micros() as u64,
@@ -610,6 +617,13 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
         }
     }
     Ok(applied)
+}
+
+/// A statement that lost a deadlock (or waited past a lock timeout) to partition
+/// maintenance: rolled back whole, worth one more try.
+fn is_transient_lock_error(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        || e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// Gives back the leases of a batch of deliveries (each only if its token still holds), in

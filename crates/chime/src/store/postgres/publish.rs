@@ -265,9 +265,12 @@ async fn write_batch(
             // and the next read sees it): read again and store what it finds. Or a row was
             // routed to the DEFAULT partition as the partition for it was being made (a
             // check violation of the default's new bound): the next try routes it there.
+            // Or it lost a deadlock to partition maintenance (which locks the parent
+            // tables): rolled back whole, so written again as it is.
             Err(e)
                 if (e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
-                    || e.code() == Some(&SqlState::CHECK_VIOLATION))
+                    || e.code() == Some(&SqlState::CHECK_VIOLATION)
+                    || is_transient_lock_error(&e))
                     && tries < 3 =>
             {
                 batch = planned.into_iter().map(|p| p.request).chain(rest).collect();
