@@ -340,6 +340,29 @@ async fn setup_reaching(
     .await
 }
 
+/// `throughput`'s set-up (`events` events over `endpoints` endpoints by plain HTTP) on a
+/// server started from `server_opts`.
+async fn setup_round_robin(
+    ctx: &Ctx,
+    server_opts: &ServerOpts,
+    label: &str,
+    events: u64,
+) -> anyhow::Result<Setup> {
+    let eps = ctx.plan.endpoints;
+    let tracker = Tracker::new(events, 1, eps);
+    let patterns = round_robin_patterns(eps);
+    setup_with(
+        ctx,
+        server_opts,
+        label,
+        tracker,
+        None,
+        &patterns,
+        Reach::Http,
+    )
+    .await
+}
+
 /// `setup_reaching` with a server started from `server_opts`.
 async fn setup_with(
     ctx: &Ctx,
@@ -1047,16 +1070,7 @@ async fn soak(ctx: &Ctx) -> anyhow::Result<ScenarioResult> {
             (keep / 4).as_secs().max(1)
         ));
     }
-    let s = setup_with(
-        ctx,
-        &opts,
-        label,
-        Tracker::new(n, 1, eps),
-        None,
-        &round_robin_patterns(eps),
-        Reach::Http,
-    )
-    .await?;
+    let s = setup_round_robin(ctx, &opts, label, n).await?;
     let target = ctx.chime_target(&s.server, round_robin(eps));
     let pg = s.server.postgres_url();
     let before = snap(Some(&s.server));
@@ -1215,16 +1229,7 @@ async fn nodes_run(ctx: &Ctx, n: usize) -> anyhow::Result<ScenarioResult> {
     // the endpoints' limits from the first seconds on.
     let mut opts = ctx.server_opts.clone();
     opts.extra_args.push("--poll-interval=1s".into());
-    let s = setup_with(
-        ctx,
-        &opts,
-        label,
-        Tracker::new(events, 1, eps),
-        None,
-        &round_robin_patterns(eps),
-        Reach::Http,
-    )
-    .await?;
+    let s = setup_round_robin(ctx, &opts, label, events).await?;
     let mut others = Vec::new();
     for _ in 1..n {
         others.push(Server::join(&s.server, &opts, label, &ctx.client).await?);

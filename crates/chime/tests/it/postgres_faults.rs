@@ -677,7 +677,7 @@ async fn readyz_until(http: &reqwest::Client, base: &str, status: u16) -> serde_
 // ---------------------------------------------------------------------------------------
 // store-level guarantees that need a real server
 
-async fn open(url: &str) -> chime::store::postgres::PostgresStore {
+pub(crate) async fn open(url: &str) -> chime::store::postgres::PostgresStore {
     chime::store::postgres::PostgresStore::connect(url, 4)
         .await
         .unwrap_or_else(|e| panic!("opening the PostgreSQL store: {e:#}"))
