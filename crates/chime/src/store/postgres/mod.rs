@@ -159,6 +159,41 @@ impl From<PoolError> for StoreError {
     }
 }
 
+/// The connections of the group-commit writers (`record_batch`, `release_batch`), which
+/// plan for batches: their statements join a batch (up to `MAX_RELEASE_BATCH` rows) to the
+/// rows it names, and the generic plan PostgreSQL caches for a prepared statement is made
+/// once, often while the day's partition is still empty, when a nested loop looks cheapest.
+/// Over a full batch that nested loop compares every row with every other (a fanout's
+/// batches are the largest: it made fanout three times slower). With nested loops, merge
+/// joins and sequential scans off, the only plan left reads each partition once by the id
+/// index and hashes the batch: linear whatever the statistics said when it was made. Only
+/// these connections plan this way; every other statement keeps the planner's choice.
+fn batch_pool(config: &tokio_postgres::Config) -> anyhow::Result<Pool> {
+    let mut config = config.clone();
+    let planner = "-c enable_nestloop=off -c enable_mergejoin=off -c enable_seqscan=off";
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {planner}"),
+        _ => planner.to_owned(),
+    };
+    config.options(&options);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    // The record and release writers each write one batch at a time.
+    Pool::builder(manager)
+        .max_size(2)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| anyhow::anyhow!("database pool: {e}"))
+}
+
 /// Brings the schema at `url` to migration `version` and no further: how a test builds a
 /// database of an older shape to upgrade.
 pub async fn migrate_until(url: &str, version: usize) -> anyhow::Result<()> {
@@ -214,9 +249,10 @@ impl PostgresStore {
             .map_err(StoreError::from)?
             .get(0);
         drop(client);
+        let batch_pool = batch_pool(&config)?;
         let (recorder, requests) = mpsc::unbounded_channel();
         tokio::spawn(run_batches(
-            pool.clone(),
+            batch_pool.clone(),
             requests,
             MAX_RECORD_BATCH,
             record_batch,
@@ -225,7 +261,7 @@ impl PostgresStore {
         let (releaser, requests) = mpsc::unbounded_channel();
         let release_channel = channel.clone();
         tokio::spawn(run_batches(
-            pool.clone(),
+            batch_pool,
             requests,
             MAX_RELEASE_BATCH,
             move |pool, jobs| release_batch(pool, jobs, release_channel.clone()),
@@ -450,10 +486,8 @@ const RECORD_SQL: &str = "WITH o AS (
              updated_at = o.finished_at
          FROM o
          WHERE d.id = o.id AND d.created_at = o.created_at AND d.lease_token = o.token
-           -- The same rows again as arrays: a generic plan made while the partitions were
-           -- new and empty otherwise joins `o` by hashing sequential scans of them, which
-           -- grow with the partition; with these it prunes the partitions at its start
-           -- and reads the rest by the id index, whatever the statistics said.
+           -- The same rows again as an array: each partition is read once by the id
+           -- index, then joined to `o` by hashing (see `batch_pool`).
            AND d.id = ANY($1::text[]) AND d.created_at = ANY($19::bigint[])
          RETURNING o.ord, d.tenant_id, d.created_at
      ), inserted AS (
@@ -647,7 +681,7 @@ async fn release_batch(pool: Pool, jobs: Vec<Job>, channel: String) -> Result<Ve
                  SET lease_owner = NULL, lease_token = NULL, leased_until = NULL
                  FROM unnest($1::text[], $2::bigint[], $4::bigint[]) AS j(id, token, created_at)
                  WHERE d.id = j.id AND d.created_at = j.created_at AND d.lease_token = j.token
-                   -- As in RECORD_SQL: prune at the start, then the id index.
+                   -- As in RECORD_SQL: each partition read once by the id index.
                    AND d.id = ANY($1::text[]) AND d.created_at = ANY($4::bigint[])
                  RETURNING d.endpoint_id
              )
