@@ -49,6 +49,8 @@ pub enum Scenario {
     Https,
     /// `throughput` to NATS JetStream destinations (needs NATS on 127.0.0.1:4222).
     Nats,
+    /// `throughput` with a small transformation (two fields renamed) on every endpoint.
+    Transform,
     /// One event to every one of 100 endpoints.
     Fanout,
     /// Open loop at a fixed offered rate.
@@ -68,10 +70,11 @@ pub enum Scenario {
 impl Scenario {
     /// What a run without named scenarios runs: all but `nats`, which needs a NATS server,
     /// `nodes`, which needs PostgreSQL, and `soak`, which runs for hours at full size.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Throughput,
         Scenario::Source,
         Scenario::Https,
+        Scenario::Transform,
         Scenario::Fanout,
         Scenario::Latency,
         Scenario::Backlog,
@@ -84,6 +87,7 @@ impl Scenario {
             Scenario::Source => "source",
             Scenario::Https => "https",
             Scenario::Nats => "nats",
+            Scenario::Transform => "transform",
             Scenario::Fanout => "fanout",
             Scenario::Latency => "latency",
             Scenario::Backlog => "backlog",
@@ -113,7 +117,7 @@ chime-bench throughput fanout     two scenarios\n  \
 chime-bench --quick --json bench.json"
 )]
 pub struct BenchArgs {
-    /// Scenarios to run, in this order [default: all but nats, nodes and soak]: throughput, source, https, nats, fanout, latency, backlog, isolation, nodes, soak.
+    /// Scenarios to run, in this order [default: all but nats, nodes and soak]: throughput, source, https, nats, transform, fanout, latency, backlog, isolation, nodes, soak.
     #[arg(value_enum)]
     scenarios: Vec<Scenario>,
     /// Also selects a scenario (repeatable); the same as naming it.

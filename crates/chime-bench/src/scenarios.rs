@@ -308,7 +308,17 @@ enum Reach {
     /// A JetStream publish per delivery to the NATS server on 127.0.0.1:4222, read back by a
     /// subscriber of the bench's own.
     Nats,
+    /// Plain HTTP, each endpoint with `TRANSFORMATION`.
+    Transformed,
 }
+
+/// The transform scenario's: two fields renamed (`pad` to `filler`, the event's name into
+/// `type`), `seq` kept for the receiver to count.
+const TRANSFORMATION: &str = "function handler(w) {
+  const d = w.data;
+  w.data = { seq: d.seq, filler: d.pad, type: w.event };
+  return w;
+}";
 
 async fn setup(
     ctx: &Ctx,
@@ -409,6 +419,11 @@ async fn setup_with(
             (None, Some(pem)) => {
                 json!({ "url": sink.url(k), "events": [pattern], "tls": {"ca_pem": pem} })
             }
+            (None, None) if matches!(reach, Reach::Transformed) => json!({
+                "url": sink.url(k),
+                "events": [pattern],
+                "transformation": TRANSFORMATION,
+            }),
             (None, None) => json!({ "url": sink.url(k), "events": [pattern] }),
         };
         api.post(&format!("/v1/tenants/{TENANT}/endpoints"), body)
@@ -639,6 +654,7 @@ pub async fn run(ctx: &Ctx, s: Scenario) -> anyhow::Result<ScenarioResult> {
         Scenario::Source => source(ctx).await,
         Scenario::Https => https(ctx).await,
         Scenario::Nats => nats(ctx).await,
+        Scenario::Transform => closed_reaching(ctx, "transform", Reach::Transformed).await,
         Scenario::Fanout => fanout(ctx).await,
         Scenario::Latency => latency(ctx).await,
         Scenario::Backlog => backlog(ctx).await,

@@ -114,6 +114,10 @@ pub struct DeliveryConfig {
     /// its own or its host is in `egress_no_proxy`.
     pub egress_proxy: Option<http::Uri>,
     pub egress_no_proxy: crate::dispatch::proxy::NoProxy,
+    /// Threads that run endpoints' transformations.
+    pub transform_workers: usize,
+    /// What one run of a transformation may use.
+    pub transform_limits: crate::transform::Limits,
 }
 
 /// The dispatcher's settings.
@@ -222,6 +226,15 @@ pub struct Layer {
     /// Bytes of each response kept with its attempt.
     #[arg(long, env = "CHIME_RESPONSE_CAPTURE_BYTES")]
     pub response_capture_bytes: Option<usize>,
+    /// Threads that run endpoints' transformations (1-64).
+    #[arg(long, env = "CHIME_TRANSFORM_WORKERS")]
+    pub transform_workers: Option<usize>,
+    /// CPU time one run of a transformation may take.
+    #[arg(long, env = "CHIME_TRANSFORM_TIME_LIMIT")]
+    pub transform_time_limit: Option<String>,
+    /// Memory one run of a transformation may use, in MiB (1-1024).
+    #[arg(long, env = "CHIME_TRANSFORM_MEMORY_MIB")]
+    pub transform_memory_mib: Option<usize>,
     /// Longest wait a receiver's Retry-After can impose.
     #[arg(long, env = "CHIME_MAX_RETRY_AFTER")]
     pub max_retry_after: Option<String>,
@@ -436,6 +449,23 @@ impl Config {
                 "metrics_tenant_series must be at most {MAX_TENANT_SERIES}"
             ));
         }
+        let transform_workers = required("transform_workers", l.transform_workers)?;
+        if !(1..=64).contains(&transform_workers) {
+            return Err("transform_workers must be between 1 and 64".into());
+        }
+        let transform_memory_mib = required("transform_memory_mib", l.transform_memory_mib)?;
+        if !(1..=1024).contains(&transform_memory_mib) {
+            return Err("transform_memory_mib must be between 1 and 1024".into());
+        }
+        let transform_time = duration("transform_time_limit", l.transform_time_limit.clone())?;
+        if transform_time.is_zero() || transform_time > Duration::from_secs(10) {
+            return Err("transform_time_limit must be more than 0 and at most 10s".into());
+        }
+        let transform_limits = crate::transform::Limits {
+            memory_bytes: transform_memory_mib << 20,
+            time: transform_time,
+            ..crate::transform::Limits::default()
+        };
         Ok(Config {
             http: HttpConfig {
                 listen,
@@ -459,6 +489,8 @@ impl Config {
                 )?,
                 egress_proxy,
                 egress_no_proxy,
+                transform_workers,
+                transform_limits,
             },
             dispatch: DispatchConfig {
                 retry_schedule,

@@ -9,6 +9,7 @@
 //! - `dispatch`: claims due deliveries, POSTs them (signed, SSRF-guarded), records attempts.
 //! - `retry`, `net_policy`: pure pieces: retry timing, which hosts deliveries may reach.
 //! - `auth`: tokens, their hashes and a short-lived lookup cache over the store.
+//! - `transform`: tenants' JavaScript webhook transformations, sandboxed in QuickJS.
 //! - `cli`: the `chime` command line (`serve` and friends).
 //!
 //! `run` is the whole service given a bound listener and a shutdown token; the binary and the
@@ -34,6 +35,7 @@ pub mod schema_cost;
 pub mod spans;
 pub mod store;
 pub mod tenant_work;
+pub mod transform;
 pub mod ui;
 
 use std::path::{Path, PathBuf};
@@ -204,6 +206,11 @@ pub async fn run(
             .with_context(|| format!("cannot export spans to {endpoint} (otlp_endpoint)"))?,
     };
     let policy = net_policy::TargetPolicy::new(config.delivery.allow_targets.clone());
+    // Transformations run on threads of their own, never on the runtime's workers.
+    let transforms = transform::Engine::new(
+        config.delivery.transform_workers,
+        config.delivery.transform_limits,
+    );
     let client = dispatch::http::DeliveryClient::new(
         policy.clone(),
         config.delivery.request_timeout,
@@ -214,7 +221,8 @@ pub async fn run(
         config.delivery.egress_proxy.clone(),
         config.delivery.egress_no_proxy.clone(),
     )
-    .with_spans(spans.clone());
+    .with_spans(spans.clone())
+    .with_transforms(transforms.clone());
     let metrics = Arc::new(metrics::Metrics::new(
         config.observability.metrics_tenant_series,
     ));
@@ -251,6 +259,7 @@ pub async fn run(
         links: Arc::new(ui::LinkIssuer::new(keys.clone(), &public_url)),
         spans: spans.clone(),
         inbox: Arc::default(),
+        transforms,
     };
     let api_router = api::router(state.clone());
     let app = ui::router(ui::UiState {

@@ -10,6 +10,7 @@ use super::error::{ApiError, ApiResult, Code};
 use super::extract::{JsonBody, PageParams, Principal, Query, checked_description, path_id};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::transformations::patched_transformation;
 use super::types::{
     AuthOut, EndpointDetailOut, EndpointIn, EndpointOut, EndpointPatch, EndpointPath, RotateIn,
     RotatedOut, SecretOut, SignatureScheme, TenantPath, TlsOut,
@@ -28,10 +29,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(secret))
         .routes(routes!(rotate_secret))
 }
-
-const MAX_HEADERS: usize = 20;
-const MAX_HEADER_VALUE: usize = 1024;
-const MAX_HEADER_NAME: usize = 128;
 
 fn public_key_of(secret: &str) -> Option<String> {
     chime_webhooks::SigningKey::parse(secret)
@@ -93,6 +90,12 @@ impl EndpointOut {
                 .map(|l| l.into_iter().map(String::from).collect()),
             headers: e.settings.headers,
             filter: e.settings.filter,
+            transformation_enabled: e
+                .settings
+                .transformation
+                .as_ref()
+                .is_some_and(|t| t.enabled),
+            transformation: e.settings.transformation.map(|t| t.code),
             disabled_reason: e.disabled_reason,
             failing_since: e.failing_since.map(format_time),
             created_at: format_time(e.created_at),
@@ -122,59 +125,8 @@ fn checked_events(events: Option<Vec<String>>) -> ApiResult<Subscription> {
     }
 }
 
-/// An RFC 9110 token, the grammar of a header name.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Printable ASCII, space and tab: what a header value may hold without being read
-/// differently by different HTTP stacks (no obs-text, no control bytes).
-fn is_visible_ascii(s: &str) -> bool {
-    s.bytes().all(|b| matches!(b, b' '..=b'~' | b'\t'))
-}
-
-/// The start of a long name, for an error message that stays readable.
-fn truncated(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
 fn checked_headers(headers: BTreeMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
-    if headers.len() > MAX_HEADERS {
-        return Err(ApiError::invalid(format!(
-            "at most {MAX_HEADERS} custom headers"
-        )));
-    }
-    let mut out = BTreeMap::new();
-    for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        if name.len() > MAX_HEADER_NAME || !is_token(&lower) {
-            return Err(ApiError::invalid(format!(
-                "header name {:?} must be 1 to {MAX_HEADER_NAME} token characters (letters, digits and !#$%&'*+-.^_`|~)",
-                truncated(&name)
-            )));
-        }
-        if crate::model::reserved_header(&lower) {
-            return Err(ApiError::invalid(format!(
-                "header {name:?} is set by chime or by the connection and cannot be configured"
-            )));
-        }
-        if value.len() > MAX_HEADER_VALUE || !is_visible_ascii(&value) {
-            return Err(ApiError::invalid(format!(
-                "header {name:?}: the value must be visible ASCII (spaces and tabs allowed), at most {MAX_HEADER_VALUE} bytes"
-            )));
-        }
-        if out.insert(lower, value).is_some() {
-            return Err(ApiError::invalid(format!(
-                "header {name:?} is given twice (header names are case-insensitive)"
-            )));
-        }
-    }
-    Ok(out)
+    crate::model::checked_headers(headers).map_err(ApiError::invalid)
 }
 
 /// Source ids that are the tenant's own sources.
@@ -336,6 +288,14 @@ async fn create(
             proxy: body.proxy,
             sources: checked_sources(&state, &tenant_id, body.sources).await?,
             destination: body.destination,
+            transformation: patched_transformation(
+                &state,
+                &tenant_id,
+                None,
+                body.transformation.map(Some),
+                body.transformation_enabled,
+            )
+            .await?,
         },
     )?;
     let now = now_millis();
@@ -545,6 +505,14 @@ async fn update(
     if let Some(v) = patch.sources {
         settings.sources = checked_sources(&state, &tenant_id, v).await?;
     }
+    settings.transformation = patched_transformation(
+        &state,
+        &tenant_id,
+        settings.transformation.take(),
+        patch.transformation,
+        patch.transformation_enabled,
+    )
+    .await?;
     let new_destination = patch.destination.is_some();
     if let Some(v) = patch.destination {
         settings.destination = v;

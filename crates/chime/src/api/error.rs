@@ -28,6 +28,8 @@ pub enum Code {
     InvalidSignature,
     /// An inbound source's rate was exceeded.
     RateLimited,
+    /// An inbound source's transformation failed on the request (a limit, an exception).
+    TransformationFailed,
     Internal,
     Unavailable,
 }
@@ -50,6 +52,7 @@ impl Code {
             Code::RefusedTarget => "refused_target",
             Code::InvalidSignature => "invalid_signature",
             Code::RateLimited => "rate_limited",
+            Code::TransformationFailed => "transformation_failed",
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
         }
@@ -68,7 +71,9 @@ impl Code {
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::Conflict => StatusCode::CONFLICT,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::InvalidRequest | Code::RefusedTarget => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::InvalidRequest | Code::RefusedTarget | Code::TransformationFailed => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -15,6 +15,7 @@ pub mod metrics;
 mod openapi;
 mod sources;
 mod tenants;
+mod transformations;
 pub mod types;
 
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub links: Arc<crate::ui::LinkIssuer>,
     /// This node's state of the inbound sources (lookups, rates, rejections).
     pub inbox: Arc<crate::inbox::Inbox>,
+    /// Where transformations are checked, tested and run (shared with the dispatcher).
+    pub transforms: crate::transform::Engine,
 }
 
 /// The routes of the API with the OpenAPI document their handlers describe: one list, so no
@@ -61,6 +64,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .merge(tenants::routes())
         .merge(endpoints::routes())
+        .merge(transformations::routes())
         .merge(events::routes())
         .merge(deliveries::routes())
         .merge(event_types::routes())

@@ -13,6 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::error::{ApiError, ApiResult, Code};
 use super::extract::{JsonBody, PageParams, Principal, Query, path_id, read_body};
+use super::transformations::patched_transformation;
 use super::types::{
     ErrorOut, ListOut, PublishedOut, RejectionOut, SourceIn, SourceOut, SourcePatch, SourcePath,
     TenantPath,
@@ -62,6 +63,12 @@ impl SourceOut {
                 .or_else(|| verify.default_dedupe_key().map(|l| l.text())),
             max_body_bytes: s.settings.max_body_bytes,
             rate_limit_per_s: s.settings.rate_limit_per_s,
+            transformation_enabled: s
+                .settings
+                .transformation
+                .as_ref()
+                .is_some_and(|t| t.enabled),
+            transformation: s.settings.transformation.map(|t| t.code),
             created_at: format_time(s.created_at),
             updated_at: format_time(s.updated_at),
         }
@@ -134,6 +141,14 @@ async fn create(
             dedupe_key: body.dedupe_key,
             max_body_bytes: body.max_body_bytes,
             rate_limit_per_s: body.rate_limit_per_s,
+            transformation: patched_transformation(
+                &state,
+                &tenant_id,
+                None,
+                body.transformation.map(Some),
+                body.transformation_enabled,
+            )
+            .await?,
         },
     )?;
     let key = new_key();
@@ -245,6 +260,14 @@ async fn update(
     if let Some(v) = patch.rate_limit_per_s {
         settings.rate_limit_per_s = v;
     }
+    settings.transformation = patched_transformation(
+        &state,
+        &tenant_id,
+        settings.transformation.take(),
+        patch.transformation,
+        patch.transformation_enabled,
+    )
+    .await?;
     s.settings = checked_settings(&state, settings)?;
     s.updated_at = now_millis();
     state
@@ -334,6 +357,46 @@ async fn rejections(
         data,
         next_cursor: None,
     }))
+}
+
+/// A source event as its transformation reshaped it: name, body and content type; `None`
+/// when the transformation cancelled it. A failed run refuses the request (422,
+/// `transformation_failed`, kept in the source's rejections) so the provider sends it again.
+async fn transformed(
+    state: &AppState,
+    source: &Source,
+    t: &crate::model::Transformation,
+    name: String,
+    body: &bytes::Bytes,
+    passed: &[(String, String)],
+) -> ApiResult<Option<(String, bytes::Bytes, String)>> {
+    use crate::transform::{Body, Input, TransformKey};
+    let input = Input {
+        event: name,
+        data: crate::dispatch::transformed::json_or_text(body),
+        headers: passed.iter().cloned().collect(),
+        url: String::new(),
+    };
+    let key = TransformKey {
+        owner: source.id.to_string(),
+        version: t.version(),
+    };
+    let failed = |why: String| ApiError::new(Code::TransformationFailed, why);
+    let out = state
+        .transforms
+        .run(key, std::sync::Arc::from(t.code.as_str()), input)
+        .await
+        .map_err(|e| failed(format!("the source's transformation: {e}")))?;
+    if out.cancel.is_some() {
+        return Ok(None);
+    }
+    let name = parse_event_name(&out.event)
+        .map_err(|e| failed(format!("the source's transformation named the event: {e}")))?;
+    let (body, content_type) = match out.body {
+        Body::Json(raw) => (bytes::Bytes::from(raw.get().to_owned()), "application/json"),
+        Body::Text(t) => (bytes::Bytes::from(t), "text/plain; charset=utf-8"),
+    };
+    Ok(Some((name, body, content_type.to_owned())))
 }
 
 /// The key of an ingest URL.
@@ -461,15 +524,30 @@ async fn receive(state: &AppState, source: &Arc<Source>, req: Request) -> ApiRes
             };
             format!("src:{}:{k}", source.id)
         });
-    let passed = verify
+    let passed: Vec<(String, String)> = verify
         .passed_headers()
         .iter()
         .filter_map(|h| Some(((*h).to_owned(), headers.get(*h)?.to_str().ok()?.to_owned())))
         .collect();
+    // The source's transformation reshapes the event before it is stored (after the
+    // provider's delivery id was read from the bytes as they came).
+    let (name, body, content_type) = match &settings.transformation {
+        Some(t) if t.enabled => match transformed(state, source, t, name, &body, &passed).await? {
+            Some(reshaped) => reshaped,
+            None => {
+                return Ok((
+                    StatusCode::OK,
+                    Json(serde_json::json!({ "cancelled": true })),
+                )
+                    .into_response());
+            }
+        },
+        _ => (name, body, content_type),
+    };
     let new = NewEvent {
         id: EventId::new(),
         tenant_id: source.tenant_id.clone(),
-        name,
+        name: name.clone(),
         payload: body,
         idempotency_key,
         created_at: now_millis(),
@@ -480,6 +558,7 @@ async fn receive(state: &AppState, source: &Arc<Source>, req: Request) -> ApiRes
             source_id: source.id.clone(),
             content_type,
             headers: passed,
+            event: name,
         })),
     };
     let published = state

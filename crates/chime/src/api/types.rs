@@ -172,6 +172,12 @@ pub struct EndpointIn {
     pub proxy: Option<String>,
     /// Receive only events from these sources (`src_…`).
     pub sources: Option<Vec<String>>,
+    /// JavaScript defining `function handler(webhook) { … return webhook; }`, run on each
+    /// delivery before its first attempt (at most 64 KiB; refused with 422, line and column
+    /// if it does not compile).
+    pub transformation: Option<String>,
+    /// Whether the transformation runs (default true); off keeps the code.
+    pub transformation_enabled: Option<bool>,
 }
 
 /// `PATCH …/endpoints/{id}`: absent fields are left as they are; `null` clears a setting.
@@ -204,6 +210,63 @@ pub struct EndpointPatch {
     pub proxy: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub sources: Option<Option<Vec<String>>>,
+    /// Replaces the transformation's code (`null`: removes it).
+    #[serde(default, deserialize_with = "nullable")]
+    pub transformation: Option<Option<String>>,
+    /// Turns the transformation on or off, keeping its code.
+    pub transformation_enabled: Option<bool>,
+}
+
+/// `POST …/endpoints/{id}/transformation/test`: a sample to run the transformation on.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformationTestIn {
+    /// The sample's event name.
+    pub event: String,
+    /// The sample's `data`.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Code to try instead of the endpoint's saved transformation (what an editor sends
+    /// before saving); the endpoint's is used when absent.
+    pub code: Option<String>,
+}
+
+/// What a transformation made of a sample, or why it failed; `logs` and `took_ms` either way.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TransformationTestOut {
+    /// True when the run returned a webhook that chime would send (or cancel).
+    pub ok: bool,
+    /// The event name after the transformation.
+    pub event: Option<String>,
+    /// The JSON body that would be sent (`{"event", "data"}`), when it is JSON.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+    /// The body that would be sent, when the transformation set `body` to a string.
+    pub body: Option<String>,
+    pub content_type: Option<String>,
+    /// The extra headers that would be sent (the endpoint's with the transformation's).
+    pub headers: Option<BTreeMap<String, String>>,
+    pub url: Option<String>,
+    /// Set when the transformation cancels the delivery: why.
+    pub cancelled: Option<String>,
+    /// Why the run failed: the limit it hit, or the exception with its line and column.
+    pub error: Option<TransformationErrorOut>,
+    /// What `console.log` (and `.info`, `.warn`, `.error`) wrote, in order.
+    pub logs: Vec<String>,
+    pub took_ms: f64,
+}
+
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TransformationErrorOut {
+    /// `compile`, `runtime`, `time_limit`, `memory_limit`, `output_too_large`,
+    /// `code_too_large`, `bad_result` or `invalid_output`.
+    pub kind: String,
+    pub message: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
 }
 
 /// An endpoint's TLS settings as answers show them: never the private key.
@@ -256,6 +319,11 @@ pub struct EndpointOut {
     pub proxy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<String>>,
+    /// The transformation's JavaScript, if the endpoint has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformation: Option<String>,
+    /// Whether it runs (false when there is none).
+    pub transformation_enabled: bool,
     /// What an operator should know about its settings (e.g. certificates not verified).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -591,6 +659,14 @@ pub struct SourceIn {
     pub max_body_bytes: Option<u64>,
     /// Requests per second accepted; more get 429 with `Retry-After`.
     pub rate_limit_per_s: Option<u32>,
+    /// JavaScript defining `handler(webhook)`, run on each verified request before it is
+    /// stored: `data` (the body, parsed when JSON) becomes the event's body, `event` its
+    /// name; `cancel = true` accepts the request and stores nothing.
+    #[serde(default)]
+    pub transformation: Option<String>,
+    /// Whether the transformation runs (default true); off keeps the code.
+    #[serde(default)]
+    pub transformation_enabled: Option<bool>,
 }
 
 /// `PATCH …/sources/{source}`: absent fields stay; `null` clears.
@@ -609,6 +685,11 @@ pub struct SourcePatch {
     pub max_body_bytes: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     pub rate_limit_per_s: Option<Option<u32>>,
+    /// Replaces the transformation's code (`null`: removes it).
+    #[serde(default, deserialize_with = "nullable")]
+    pub transformation: Option<Option<String>>,
+    /// Turns the transformation on or off, keeping its code.
+    pub transformation_enabled: Option<bool>,
 }
 
 /// A source as answers show it: the scheme and how many secrets, never the secrets.
@@ -624,6 +705,10 @@ pub struct SourceOut {
     pub dedupe_key: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub rate_limit_per_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformation: Option<String>,
+    #[serde(default)]
+    pub transformation_enabled: bool,
     /// Where the provider posts: `{public_url}/in/{key}`.
     pub ingest_url: String,
     pub created_at: String,

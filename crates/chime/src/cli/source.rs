@@ -94,6 +94,10 @@ struct CreateArgs {
     /// Requests per second accepted; more get 429.
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// A JavaScript file defining `handler(webhook)`, run on each verified request before
+    /// it is stored: what it returns in `data` becomes the event's body, `event` its name.
+    #[arg(long, value_name = "JS_FILE")]
+    transform: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -128,6 +132,12 @@ struct UpdateArgs {
     /// Accept requests at any rate again.
     #[arg(long)]
     clear_rate_limit: bool,
+    /// Replace the transformation with this JavaScript file.
+    #[arg(long, value_name = "JS_FILE", conflicts_with = "clear_transform")]
+    transform: Option<std::path::PathBuf>,
+    /// Remove the transformation: events are stored as they came.
+    #[arg(long)]
+    clear_transform: bool,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +234,7 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
                 dedupe_key,
                 max_body_bytes,
                 rate_limit,
+                transform,
             } = *args;
             let verify = verify_of(scheme, verify)?;
             let body = SourceIn {
@@ -233,6 +244,8 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
                 dedupe_key,
                 max_body_bytes,
                 rate_limit_per_s: rate_limit,
+                transformation: transform.as_deref().map(read_code).transpose()?,
+                transformation_enabled: None,
             };
             let s = api
                 .post::<SourceOut>(&["v1", "tenants", &tenant.tenant, "sources"], &body)
@@ -256,6 +269,8 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
                 max_body_bytes,
                 rate_limit,
                 clear_rate_limit,
+                transform,
+                clear_transform,
             } = *args;
             if scheme.is_none() && (!verify.secret.is_empty() || verify.username.is_some()) {
                 return Err(CliError::usage(
@@ -273,6 +288,12 @@ async fn run(api: &Client, json: bool, command: SourceCommand) -> Result<(), Cli
                     (None, true) => Some(None),
                     (None, false) => None,
                 },
+                transformation: match (transform, clear_transform) {
+                    (Some(path), _) => Some(Some(read_code(&path)?)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+                transformation_enabled: None,
             };
             if serde_json::to_string(&body).is_ok_and(|b| b == "{}") {
                 return Err(CliError::usage(
@@ -403,4 +424,10 @@ fn print_source(json: bool, s: &SourceOut) {
         println!("  rate limit  {r}/s");
     }
     println!("  ingest URL  {}", s.ingest_url);
+}
+
+/// A transformation's JavaScript, from the file a flag names.
+fn read_code(path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))
 }

@@ -78,6 +78,8 @@ pub struct Target {
     pub oauth: Option<Arc<OAuthConfig>>,
     /// A broker to publish to instead of POSTing to `uri` (`None`: HTTP).
     pub broker: Option<Arc<BrokerTarget>>,
+    /// The endpoint's transformation, when it has one that is on.
+    pub transformation: Option<Arc<super::transformed::Spec>>,
 }
 
 /// The result of one HTTP try, before it is turned into a delivery state.
@@ -116,6 +118,12 @@ pub enum ErrorKind {
     /// A broker refused the message or did not acknowledge it (no stream or queue takes
     /// it, a nack, an error answer).
     Rejected,
+    /// The endpoint's transformation failed (a limit, an exception, a result that cannot
+    /// be sent): nothing was sent.
+    Transformation,
+    /// The endpoint's transformation cancelled the delivery: nothing was sent, and the
+    /// delivery is skipped.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -130,6 +138,8 @@ impl ErrorKind {
             Self::Auth => "auth",
             Self::Protocol => "protocol",
             Self::Rejected => "rejected",
+            Self::Transformation => "transformation",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -210,6 +220,8 @@ pub struct DeliveryClient {
     user_agent: http::HeaderValue,
     /// The `attempt` spans (export off by default).
     spans: Spans,
+    /// Where endpoints' transformations run (a pool of threads of its own).
+    transforms: crate::transform::Engine,
 }
 
 /// Bytes of a response read in all; past that the connection is dropped rather than drained.
@@ -252,7 +264,20 @@ impl DeliveryClient {
                 env!("CARGO_PKG_VERSION")
             )),
             spans: Spans::default(),
+            transforms: crate::transform::Engine::new(1, crate::transform::Limits::default()),
         }
+    }
+
+    /// Runs transformations on `engine` (shared with the API, which tests and checks them).
+    pub fn with_transforms(self, engine: crate::transform::Engine) -> Self {
+        Self {
+            transforms: engine,
+            ..self
+        }
+    }
+
+    pub fn transforms(&self) -> &crate::transform::Engine {
+        &self.transforms
     }
 
     /// Every delivery leaves through `proxy` (`egress_proxy`) unless its host is listed in

@@ -46,6 +46,8 @@ pub mod pace;
 pub mod proxy;
 mod recorder;
 mod target;
+pub mod transformed;
+pub use target::target_of;
 mod tls;
 
 pub use handle::DispatchHandle;
@@ -86,6 +88,9 @@ enum Health {
     TimedOut,
     /// 410 Gone: the receiver asks never to be called again.
     Gone,
+    /// The receiver was not asked (a transformation cancelled the delivery): nothing is
+    /// known of its health.
+    Untouched,
 }
 
 enum Msg {
@@ -493,6 +498,7 @@ impl Dispatcher {
                 }
             }
             Health::Gone => self.disable(id, "the receiver answered 410 Gone".to_owned()),
+            Health::Untouched => {}
         }
         self.mark_ready(id);
         self.maybe_claim(id);
@@ -872,15 +878,59 @@ impl Dispatcher {
                 metrics.first_attempt(Duration::from_millis(waited));
             }
             metrics.attempt_started();
-            let attempt = client.attempt(
-                &target,
-                &job.event_id,
-                &job.delivery_id,
-                job.body.clone(),
-                job.traceparent.as_ref(),
-                job.inbound.as_deref(),
-            );
-            let result = tokio::select! {
+            let attempt = async {
+                let started_at_ms = now_millis();
+                let started = std::time::Instant::now();
+                let not_sent = |kind, error: String| http::HttpResult {
+                    started_at_ms,
+                    duration: started.elapsed(),
+                    status: None,
+                    error_kind: Some(kind),
+                    error: Some(error),
+                    response: None,
+                    retry_after: None,
+                };
+                match transformed::prepare(client.transforms(), &job, &target).await {
+                    transformed::Prepared::Plain => {
+                        let r = client.attempt(
+                            &target,
+                            &job.event_id,
+                            &job.delivery_id,
+                            job.body.clone(),
+                            job.traceparent.as_ref(),
+                            job.inbound.as_deref(),
+                        );
+                        (r.await, None)
+                    }
+                    transformed::Prepared::Send {
+                        target,
+                        body,
+                        inbound,
+                        keep,
+                    } => {
+                        let r = client.attempt(
+                            &target,
+                            &job.event_id,
+                            &job.delivery_id,
+                            body,
+                            job.traceparent.as_ref(),
+                            inbound.as_deref(),
+                        );
+                        (r.await, keep)
+                    }
+                    transformed::Prepared::Cancelled(why) => (
+                        not_sent(
+                            http::ErrorKind::Cancelled,
+                            format!("cancelled by the transformation: {why}"),
+                        ),
+                        None,
+                    ),
+                    transformed::Prepared::Failed(why) => {
+                        (not_sent(http::ErrorKind::Transformation, why), None)
+                    }
+                }
+            };
+            let (result, keep) = tokio::select! {
                 r = attempt => r,
                 _ = abandon.cancelled() => {
                     metrics.attempt_ended();
@@ -891,6 +941,7 @@ impl Dispatcher {
             metrics.attempt(&job.tenant_id, result.error_kind, result.duration);
             let health = match (result.error_kind, result.status) {
                 (None, _) => Health::Ok,
+                (Some(http::ErrorKind::Cancelled), _) => Health::Untouched,
                 (_, Some(410)) => Health::Gone,
                 (Some(http::ErrorKind::Timeout), _) => Health::TimedOut,
                 _ => Health::Failed,
@@ -901,7 +952,8 @@ impl Dispatcher {
                 health,
             ));
             let jitter = rand::random::<f64>() * 2.0 - 1.0;
-            let outcome = outcome::outcome_of(&job, result, &schedule, jitter, max_retry_after);
+            let mut outcome = outcome::outcome_of(&job, result, &schedule, jitter, max_retry_after);
+            outcome.transformed = keep;
             let retry_at = outcome.next_attempt_at;
             tracing::debug!(
                 delivery = %outcome.delivery_id,

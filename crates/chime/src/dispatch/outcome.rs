@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::dispatch::http::HttpResult;
+use crate::dispatch::http::{ErrorKind, HttpResult};
 use crate::retry::{NextStep, next_step};
 use crate::store::{Attempt, DeliveryStatus, Job, Outcome};
 
@@ -22,6 +22,8 @@ pub fn outcome_of(
     let succeeded = res.error_kind.is_none();
     let (status, next_attempt_at, cycle_failures) = if succeeded {
         (DeliveryStatus::Succeeded, None, job.cycle_failures)
+    } else if res.error_kind == Some(ErrorKind::Cancelled) {
+        (DeliveryStatus::Skipped, None, job.cycle_failures)
     } else {
         let failures = job.cycle_failures + 1;
         match next_step(schedule, failures, jitter) {
@@ -57,13 +59,13 @@ pub fn outcome_of(
         status,
         next_attempt_at,
         cycle_failures,
+        transformed: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::http::ErrorKind;
 
     fn job(cycle_failures: u32) -> Job {
         Job {
@@ -78,6 +80,7 @@ mod tests {
             unattempted_since: None,
             traceparent: None,
             inbound: None,
+            transformed: None,
             held_since: None,
         }
     }

@@ -13,7 +13,7 @@ use crate::store::Endpoint;
 
 /// The target an endpoint row describes, or `None` when its URL or secret no longer parse
 /// (rows written by an older version); `endpoint_concurrency` is the default cap.
-pub(super) fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc<Target>> {
+pub fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc<Target>> {
     let uri: ::http::Uri = row.url.parse().ok()?;
     let mut signers = vec![(Signer::parse(&row.secret)?, None)];
     if let (Some(prev), Some(until)) = (&row.previous_secret, row.previous_secret_expires_at)
@@ -103,5 +103,6 @@ pub(super) fn target_of(row: &Endpoint, endpoint_concurrency: u32) -> Option<Arc
         },
         oauth,
         broker,
+        transformation: super::transformed::Spec::of(row),
     }))
 }

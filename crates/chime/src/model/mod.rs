@@ -9,6 +9,7 @@ mod destination;
 mod ids;
 mod source;
 mod trace;
+mod transformation;
 mod transport;
 
 pub use branding::{Branding, check_accent, check_logo_url, check_name};
@@ -16,6 +17,7 @@ pub use destination::Destination;
 pub use ids::{AttemptId, DeliveryId, EndpointId, EventId, SourceId, looks_like_id, new_id};
 pub use source::{Inbound, Locator, SourceVerify};
 pub use trace::{TRACEPARENT, TraceParent};
+pub use transformation::Transformation;
 pub use transport::{EndpointAuth, TlsSettings, check_proxy_url};
 
 /// Milliseconds since the Unix epoch: the one time unit stored and passed around.
@@ -204,6 +206,69 @@ impl Subscription {
 
     pub fn to_texts(&self) -> Vec<String> {
         self.0.iter().map(EventPattern::as_text).collect()
+    }
+}
+
+/// Most extra headers an endpoint (or its transformation) may add.
+pub const MAX_HEADERS: usize = 20;
+pub const MAX_HEADER_VALUE: usize = 1024;
+pub const MAX_HEADER_NAME: usize = 128;
+
+/// Extra request headers an endpoint sends, as its settings or its transformation give
+/// them: at most `MAX_HEADERS`, each a token name (kept in lower case) that chime does not
+/// set itself, with a visible-ASCII value. The same rule for both, in one place.
+pub fn checked_headers(
+    headers: impl IntoIterator<Item = (String, String)>,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, value) in headers {
+        if out.len() == MAX_HEADERS {
+            return Err(format!("at most {MAX_HEADERS} custom headers"));
+        }
+        let lower = name.to_ascii_lowercase();
+        if name.len() > MAX_HEADER_NAME || !is_token(&lower) {
+            return Err(format!(
+                "header name {:?} must be 1 to {MAX_HEADER_NAME} token characters (letters, digits and !#$%&'*+-.^_`|~)",
+                truncated(&name)
+            ));
+        }
+        if reserved_header(&lower) {
+            return Err(format!(
+                "header {name:?} is set by chime or by the connection and cannot be configured"
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE || !is_visible_ascii(&value) {
+            return Err(format!(
+                "header {name:?}: the value must be visible ASCII (spaces and tabs allowed), at most {MAX_HEADER_VALUE} bytes"
+            ));
+        }
+        if out.insert(lower, value).is_some() {
+            return Err(format!(
+                "header {name:?} is given twice (header names are case-insensitive)"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// An RFC 9110 token, the grammar of a header name.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Printable ASCII, space and tab: what a header value may hold without being read
+/// differently by different HTTP stacks (no obs-text, no control bytes).
+fn is_visible_ascii(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b' '..=b'~' | b'\t'))
+}
+
+/// The start of a long name, for an error message that stays readable.
+fn truncated(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
     }
 }
 

@@ -458,6 +458,10 @@ pub struct Inbound {
     /// The provider's identifying headers, passed on under their own names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// The event's name, which the provider's bytes may not say where a transformation
+    /// would look for it (empty in rows written before transformations).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub event: String,
 }
 
 impl Inbound {

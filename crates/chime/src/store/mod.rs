@@ -192,6 +192,10 @@ pub struct EndpointSettings {
     /// A broker the `url` names, and where in it (`None`: an HTTP receiver).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<crate::model::Destination>,
+    /// JavaScript that reshapes each delivery before its first attempt (`None`: sent as
+    /// published).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformation: Option<crate::model::Transformation>,
 }
 
 /// A change of an endpoint's health, made by the dispatcher.
@@ -392,6 +396,10 @@ pub struct Job {
     pub traceparent: Option<TraceParent>,
     /// A source event's content type and passed-on headers (`None`: JSON from the API).
     pub inbound: Option<Arc<crate::model::Inbound>>,
+    /// What the endpoint's transformation made of this delivery at an earlier attempt
+    /// (`transform::Transformed` as JSON), sent again as it is: every retry sends the same
+    /// bytes even if the transformation was edited meanwhile. `None`: not transformed yet.
+    pub transformed: Option<Arc<str>>,
     /// When the lease began, by this process's clock (a little after it did: the job is made
     /// once the store answered): the dispatcher never starts an attempt the lease would not
     /// cover. `None`: not known.
@@ -488,6 +496,9 @@ pub struct Outcome {
     pub status: DeliveryStatus,
     pub next_attempt_at: Option<Millis>,
     pub cycle_failures: u32,
+    /// A transformation's result made by this attempt, kept with the delivery for the
+    /// attempts after it (`None`: nothing new to keep).
+    pub transformed: Option<Arc<str>>,
 }
 
 /// Whether a claim took all it was allowed. Its `next_due` is then its `now`, not looked up:
@@ -804,6 +815,9 @@ pub struct SourceSettings {
     pub max_body_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_s: Option<u32>,
+    /// JavaScript that reshapes each verified request before it is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformation: Option<crate::model::Transformation>,
 }
 
 /// Inbound sources: their settings and the lookup of a request's key.

@@ -73,6 +73,7 @@ pub fn published(
                 unattempted_since: Some(event.created_at),
                 traceparent: event.traceparent.clone(),
                 inbound: event.inbound.clone(),
+                transformed: None,
                 held_since: Some(held_since),
             });
         } else if p.status == DeliveryStatus::Pending {

@@ -71,6 +71,7 @@ pub fn source<R: Columns>(r: &R) -> Result<WithSeq<Source>, R::Error> {
                 dedupe_key: None,
                 max_body_bytes: None,
                 rate_limit_per_s: None,
+                transformation: None,
             }),
             ingest_key: r.text(4)?,
             ingest_key_hash: r.text(5)?,

@@ -176,6 +176,7 @@ pub fn router(state: UiState) -> Router {
 fn routes(state: UiState) -> Router {
     use pages::{
         deliveries, endpoints, event_types, events, overview, reference, signin, sources, tenants,
+        transformation,
     };
     let area = state.area;
     let mut r = Router::new()
@@ -192,6 +193,14 @@ fn routes(state: UiState) -> Router {
         .route(
             "/t/{tenant}/endpoints/{endpoint}/{action}",
             post(endpoints::act),
+        )
+        .route(
+            "/t/{tenant}/endpoints/{endpoint}/transformation",
+            get(transformation::editor),
+        )
+        .route(
+            "/t/{tenant}/endpoints/{endpoint}/transformation/{action}",
+            post(transformation::act),
         )
         .route("/t/{tenant}/events", get(events::list))
         .route("/t/{tenant}/deliveries", get(deliveries::list))

@@ -30,5 +30,6 @@ mod reach;
 mod sources;
 mod store_conformance;
 mod traces;
+mod transformations;
 mod ui_browser;
 mod ui_http;

@@ -210,6 +210,18 @@ async fn every_documented_operation_answers_as_documented() {
             .0,
         202
     );
+    let sample = json!({"event": "order.created", "data": {"n": 1},
+        "code": "function handler(w) { w.data = { n: w.data.n + 1 }; return w; }"});
+    assert_eq!(
+        w.call(
+            "POST",
+            &format!("{t}/endpoints/{ep}/transformation/test"),
+            Some(sample)
+        )
+        .await
+        .0,
+        200
+    );
 
     let (s, published) = w
         .call(

@@ -40,15 +40,7 @@ async fn publish_to(server: &TestServer, endpoint: &str) -> String {
     let published = server
         .publish("acme", "order.created", json!({"n": 1}))
         .await;
-    published["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["endpoint_id"] == endpoint)
-        .unwrap_or_else(|| panic!("no delivery to {endpoint}: {published}"))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    crate::support::delivery_to(&published, endpoint)
 }
 
 /// The first attempt of a delivery that ended `failed`.

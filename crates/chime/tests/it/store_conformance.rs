@@ -104,6 +104,7 @@ pub(crate) fn outcome(job: &Job, ok: bool, next: Option<Millis>, at: Millis) -> 
         } else {
             job.cycle_failures + 1
         },
+        transformed: None,
     }
 }
 
@@ -597,6 +598,49 @@ pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn
             .rows;
         assert_eq!(rows.len(), found, "since {since:?} until {until:?}");
     }
+}
+
+/// A transformation's result is kept with its delivery by the outcome that made it, comes
+/// back with every later claim (a later outcome without one keeps it), and is dropped by a
+/// manual retry or a replay, which run the current transformation.
+pub async fn a_transformed_result_is_kept_until_a_retry_or_replay(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    let p = s
+        .publish(event("a", "x", None, 100), lease("n", 1, HELD))
+        .await
+        .unwrap();
+    let job = p.jobs[0].clone();
+    assert_eq!(job.transformed, None);
+    let mut first = outcome(&job, false, Some(150), 120);
+    first.transformed = Some(Arc::from(r#"{"body":"v1"}"#));
+    assert_eq!(s.record(vec![first]).await.unwrap(), vec![true]);
+    let c = s.claim(&e.id, 10, 200, &lease("n", 2, HELD)).await.unwrap();
+    assert_eq!(c.jobs.len(), 1);
+    assert_eq!(c.jobs[0].transformed.as_deref(), Some(r#"{"body":"v1"}"#));
+    // A later attempt that made nothing new keeps what is stored.
+    let again = outcome(&c.jobs[0], false, None, 210);
+    assert_eq!(s.record(vec![again]).await.unwrap(), vec![true]);
+    s.retry_delivery("a", &job.delivery_id, 300).await.unwrap();
+    let c = s.claim(&e.id, 10, 300, &lease("n", 3, HELD)).await.unwrap();
+    assert_eq!(c.jobs.len(), 1);
+    assert_eq!(
+        c.jobs[0].transformed, None,
+        "a manual retry transforms afresh"
+    );
+    let mut made = outcome(&c.jobs[0], true, None, 310);
+    made.transformed = Some(Arc::from(r#"{"body":"v2"}"#));
+    assert_eq!(s.record(vec![made]).await.unwrap(), vec![true]);
+    let filter = ReplayFilter {
+        statuses: vec![DeliveryStatus::Succeeded],
+        ..Default::default()
+    };
+    let (n, _) = s.replay("a", &filter, 400, 10, false).await.unwrap();
+    assert_eq!(n, 1);
+    let c = s.claim(&e.id, 10, 400, &lease("n", 4, HELD)).await.unwrap();
+    assert_eq!(c.jobs.len(), 1);
+    assert_eq!(c.jobs[0].transformed, None, "a replay transforms afresh");
 }
 
 pub async fn releases_make_deliveries_claimable_again(s: Arc<dyn Store>) {
@@ -1269,6 +1313,7 @@ pub async fn sources_are_scoped_named_and_found_by_key(s: Arc<dyn Store>) {
             dedupe_key: None,
             max_body_bytes: Some(1000),
             rate_limit_per_s: None,
+            transformation: None,
         },
         ingest_key: format!("key-{hash}"),
         ingest_key_hash: hash.into(),
@@ -1336,6 +1381,7 @@ macro_rules! conformance {
                 traceparents_survive_publish_and_claim,
                 expired_meta_markers_are_purged,
                 sources_are_scoped_named_and_found_by_key,
+                a_transformed_result_is_kept_until_a_retry_or_replay,
             );
         }
     };

@@ -785,3 +785,98 @@ async fn a_tenants_sources_show_their_ingest_url_and_refusals() {
     assert_eq!(p.get("/portal/t/acme/sources").await.status, 404);
     server.stop().await;
 }
+
+/// The transformation editor: code tried on a sample before saving (the result, the logs and
+/// an error's line shown), saved through the API's rules (code that does not compile is
+/// refused and nothing changes), and out of reach of another tenant's portal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformation_is_tried_and_saved_from_the_editor() {
+    let two = two_tenants(Opts::default()).await;
+    let server = &two.server;
+    let mut v = admin_visitor(server).await;
+    let page = format!("/ui/t/alpha/endpoints/{}/transformation", two.a_endpoint);
+    let api = format!("/v1/tenants/alpha/endpoints/{}", two.a_endpoint);
+    let shown = v.get(&page).await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert!(
+        shown.text.contains("function handler(webhook)"),
+        "a starter"
+    );
+    let csrf = shown.csrf();
+    let code = "function handler(w) { console.log('n is', w.data.n); w.data = { doubled: w.data.n * 2 }; return w; }";
+    let tried = v
+        .post(
+            &format!("{page}/try"),
+            &[
+                ("csrf", &csrf),
+                ("code", code),
+                ("enabled", "on"),
+                ("event", "order.created"),
+                ("data", r#"{"n": 21}"#),
+            ],
+        )
+        .await;
+    assert_eq!(tried.status, 200, "{}", tried.text);
+    assert!(tried.text.contains("doubled"), "{}", tried.text);
+    assert!(tried.text.contains("42"), "{}", tried.text);
+    assert!(
+        tried.text.contains("n is 21"),
+        "the log line: {}",
+        tried.text
+    );
+    // Trying changes nothing stored.
+    assert!(server.admin("GET", &api, None).await.1["transformation"].is_null());
+    let broken = "function handler(w) {\n  return w.data.x.y;\n}";
+    let failed = v
+        .post(
+            &format!("{page}/try"),
+            &[
+                ("csrf", &csrf),
+                ("code", broken),
+                ("event", "order.created"),
+                ("data", "{}"),
+            ],
+        )
+        .await;
+    assert_eq!(failed.status, 200, "{}", failed.text);
+    assert!(failed.text.contains("line 2"), "{}", failed.text);
+    // Saved.
+    let saved = v
+        .post(
+            &format!("{page}/save"),
+            &[("csrf", &csrf), ("code", code), ("enabled", "on")],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.text);
+    let got = server.admin("GET", &api, None).await.1;
+    assert_eq!(got["transformation"], code);
+    assert_eq!(got["transformation_enabled"], true);
+    // What does not compile is refused, and the saved code stays.
+    let refused = v
+        .post(
+            &format!("{page}/save"),
+            &[
+                ("csrf", &csrf),
+                ("code", "function handler(w) { return w +; }"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(
+        server.admin("GET", &api, None).await.1["transformation"],
+        code
+    );
+    // Another tenant's portal cannot see or change it.
+    let portal = portal_link(server, "bravo", json!({})).await;
+    let mut p = Visitor::new(server);
+    p.get(&portal).await;
+    let other = format!(
+        "/portal/t/alpha/endpoints/{}/transformation",
+        two.a_endpoint
+    );
+    let seen = p.get(&other).await;
+    assert!(seen.status == 403 || seen.status == 404, "{}", seen.status);
+    assert!(!seen.text.contains("doubled"));
+    two.server.stop().await;
+}

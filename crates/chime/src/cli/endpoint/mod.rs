@@ -130,6 +130,15 @@ enum EndpointCommand {
         /// Remove the endpoint's own proxy (the server's egress proxy applies again).
         #[arg(long, conflicts_with = "proxy")]
         clear_proxy: bool,
+        /// Remove the transformation: deliveries go as published.
+        #[arg(long, conflicts_with_all = ["transform", "transform_off", "transform_on"])]
+        clear_transform: bool,
+        /// Stop running the transformation, keeping its code.
+        #[arg(long, conflicts_with = "transform_on")]
+        transform_off: bool,
+        /// Run the transformation again.
+        #[arg(long)]
+        transform_on: bool,
         /// Deliver over HTTP again (with --target http(s)://…) instead of to a broker.
         #[arg(long, conflicts_with = "destination")]
         clear_destination: bool,
@@ -217,6 +226,11 @@ struct SettingsArgs {
     /// one-element array holding the event, e.g. '$[?@.data.amount > 100]'.
     #[arg(long, value_name = "JSONPATH")]
     filter: Option<String>,
+    /// A JavaScript file defining `function handler(webhook) { … return webhook; }`, run on
+    /// each delivery before its first attempt (see the README's "Transformations"); refused
+    /// with its line and column if it does not compile.
+    #[arg(long, value_name = "JS_FILE")]
+    transform: Option<std::path::PathBuf>,
     /// A PEM file of CA certificates trusted for this receiver besides the system's (a
     /// private CA).
     #[arg(long, value_name = "PEM_FILE")]
@@ -291,6 +305,11 @@ fn read_pem(path: &std::path::Path) -> Result<String, CliError> {
 }
 
 impl SettingsArgs {
+    /// The transformation's code, read from --transform.
+    fn transformation(&self) -> Result<Option<String>, CliError> {
+        self.transform.as_deref().map(read_pem).transpose()
+    }
+
     /// The TLS settings given, if any.
     fn tls(&self) -> Result<Option<TlsSettings>, CliError> {
         let read = |p: &Option<std::path::PathBuf>| p.as_deref().map(read_pem).transpose();
@@ -406,6 +425,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
         } => {
             let (tls, auth, destination) =
                 (settings.tls()?, settings.auth()?, settings.destination());
+            let transformation = settings.transformation()?;
             let body = EndpointIn {
                 url: target,
                 events: (!events.is_empty()).then_some(events),
@@ -422,6 +442,8 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 proxy: settings.proxy,
                 destination,
                 sources: (!settings.sources.is_empty()).then_some(settings.sources),
+                transformation,
+                transformation_enabled: None,
                 filter: settings.filter,
             };
             let e = api
@@ -528,6 +550,9 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             clear_tls,
             clear_auth,
             clear_proxy,
+            clear_transform,
+            transform_off,
+            transform_on,
             clear_destination,
             disabled,
             enabled,
@@ -541,6 +566,7 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
             }
             let (tls, auth, destination) =
                 (settings.tls()?, settings.auth()?, settings.destination());
+            let transformation = settings.transformation()?;
             let body = EndpointPatch {
                 url: target,
                 events: (!events.is_empty()).then_some(events),
@@ -557,6 +583,8 @@ async fn run(api: &Client, json: bool, command: EndpointCommand) -> Result<(), C
                 proxy: set_or_clear(settings.proxy, clear_proxy),
                 destination: set_or_clear(destination, clear_destination),
                 sources: (!settings.sources.is_empty()).then_some(Some(settings.sources)),
+                transformation: set_or_clear(transformation, clear_transform),
+                transformation_enabled: (transform_off || transform_on).then_some(transform_on),
                 filter: set_or_clear(settings.filter, clear_filter),
             };
             if serde_json::to_string(&body).is_ok_and(|b| b == "{}") {

@@ -115,6 +115,18 @@ pub(super) fn settings_lines(e: &EndpointOut, all: bool) -> Vec<(&'static str, S
     } else if all {
         lines.push(("headers", "none".into()));
     }
+    match (&e.transformation, e.transformation_enabled) {
+        (Some(code), on) => lines.push((
+            "transformation",
+            format!(
+                "{} ({} lines of JavaScript)",
+                if on { "on" } else { "off" },
+                code.lines().count()
+            ),
+        )),
+        (None, _) if all => lines.push(("transformation", "none".into())),
+        (None, _) => {}
+    }
     match &e.filter {
         Some(f) => lines.push(("filter", f.clone())),
         None if all => lines.push(("filter", "none (every subscribed event)".into())),

@@ -174,7 +174,7 @@ impl EventLog for PostgresStore {
         let update = tx
             .prepare_cached(&format!(
                 "UPDATE deliveries SET status = 'pending', cycle_failures = 0,
-                     next_attempt_at = $1, updated_at = $1
+                     next_attempt_at = $1, updated_at = $1, transformed = NULL
                  WHERE id = $2 AND tenant_id = $3
                    AND (leased_until IS NULL OR leased_until <= {})
                    AND {NOT_PURGED}
@@ -315,7 +315,7 @@ impl EventLog for PostgresStore {
                      ORDER BY seq LIMIT $7 FOR UPDATE SKIP LOCKED
                  ), replayed AS (
                      UPDATE deliveries d SET status = 'pending', cycle_failures = 0,
-                         next_attempt_at = $8, updated_at = $8
+                         next_attempt_at = $8, updated_at = $8, transformed = NULL
                      FROM picked WHERE d.id = picked.id
                      RETURNING d.endpoint_id, d.seq
                  ), endpoints AS (

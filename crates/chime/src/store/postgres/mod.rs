@@ -446,13 +446,13 @@ pub const CLAIM_SQL: &str = concat!(
          FROM picked WHERE d.id = picked.id AND d.created_at = picked.created_at
          RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures, d.next_attempt_at, d.seq,
                    CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since,
-                   d.created_at
+                   d.created_at, d.transformed
      )
      -- The body (and traceparent) by a lookup per row, not a plain join: a prepared
      -- statement's generic plan cannot tell that LIMIT $3 is small and would hash-join all
      -- of events. The LIMIT 1 keeps the lateral subquery from being flattened into one.
      SELECT l.id, l.event_id, l.tenant_id, l.cycle_failures, e.payload, l.unattempted_since,
-            e.traceparent, e.inbound, l.created_at
+            e.traceparent, e.inbound, l.created_at, l.transformed
      FROM leased l
      CROSS JOIN LATERAL (SELECT payload, traceparent, inbound FROM events
                          WHERE id = l.event_id AND created_at = l.created_at LIMIT 1) e
@@ -473,17 +473,18 @@ const NEXT_DUE_SQL: &str = concat!(
 /// Returns the 1-based positions of the outcomes applied.
 const RECORD_SQL: &str = "WITH o AS (
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::bigint[],
-                              $6::bigint[], $7::int[], $8::text[], $9::bigint[], $19::bigint[])
+                              $6::bigint[], $7::int[], $8::text[], $9::bigint[], $19::bigint[],
+                              $20::text[])
              WITH ORDINALITY AS o(id, token, status, cycle_failures, next_attempt_at,
                                   started_at, status_code, error_kind, finished_at, created_at,
-                                  ord)
+                                  transformed, ord)
      ), applied AS (
          UPDATE deliveries d
          SET status = o.status, attempts = d.attempts + 1, cycle_failures = o.cycle_failures,
              next_attempt_at = o.next_attempt_at, lease_owner = NULL, lease_token = NULL,
              leased_until = NULL, last_attempt_at = o.started_at,
              last_status_code = o.status_code, last_error_kind = o.error_kind,
-             updated_at = o.finished_at
+             updated_at = o.finished_at, transformed = coalesce(o.transformed, d.transformed)
          FROM o
          WHERE d.id = o.id AND d.created_at = o.created_at AND d.lease_token = o.token
            -- The same rows again as an array: each partition is read once by the id
@@ -579,9 +580,11 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let mut responses = Vec::with_capacity(n);
     let mut succeeded = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
+    let mut transformed: Vec<Option<Arc<str>>> = Vec::with_capacity(n);
     for o in outcomes {
         let a = o.attempt;
         created.push(o.row);
+        transformed.push(o.transformed);
         ids.push(o.delivery_id);
         tokens.push(o.lease_token);
         statuses.push(o.status.as_str());
@@ -601,7 +604,8 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let clock = std::time::Instant::now();
     let c = pool.get().await?;
     let stmt = c.prepare_cached(RECORD_SQL).await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 19] = [
+    let transformed: Vec<Option<&str>> = transformed.iter().map(|t| t.as_deref()).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 20] = [
         &ids,
         &tokens,
         &statuses,
@@ -621,6 +625,7 @@ async fn record_batch(pool: Pool, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
         &responses,
         &succeeded,
         &created,
+        &transformed,
     ];
     let mut tries = 0;
     let applied_rows = loop {
@@ -729,11 +734,12 @@ impl PostgresStore {
                        AND coalesce(head.next_attempt_at, $2) <= $2
                      RETURNING d.id, d.event_id, d.tenant_id, d.cycle_failures,
                                CASE WHEN d.attempts = 0 THEN d.created_at END AS unattempted_since,
-                               d.created_at
+                               d.created_at, d.transformed
                  )
                  SELECT head.held, head.next_attempt_at, l.id, l.event_id, l.tenant_id,
                         l.cycle_failures,
-                        e.payload, l.unattempted_since, e.traceparent, e.inbound, l.created_at
+                        e.payload, l.unattempted_since, e.traceparent, e.inbound, l.created_at,
+                        l.transformed
                  FROM head
                  LEFT JOIN leased l ON true
                  LEFT JOIN LATERAL (SELECT payload, traceparent, inbound FROM events
@@ -772,6 +778,7 @@ impl PostgresStore {
                     unattempted_since: row.try_get(7)?,
                     traceparent: TraceParent::from_stored(row.try_get(8)?),
                     inbound: crate::model::Inbound::from_stored(row.try_get(9)?),
+                    transformed: row.try_get::<_, Option<String>>(11)?.map(Arc::from),
                     held_since: Some(std::time::Instant::now()),
                 });
             }

@@ -80,6 +80,7 @@ impl Queue for PostgresStore {
                 unattempted_since: r.try_get(5)?,
                 traceparent: TraceParent::from_stored(r.try_get(6)?),
                 inbound: crate::model::Inbound::from_stored(r.try_get(7)?),
+                transformed: r.try_get::<_, Option<String>>(9)?.map(std::sync::Arc::from),
                 held_since: Some(std::time::Instant::now()),
             })
         })?;

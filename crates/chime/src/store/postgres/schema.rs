@@ -595,6 +595,11 @@ CREATE TRIGGER events_deleted AFTER DELETE ON events
 CREATE TRIGGER deliveries_deleted AFTER DELETE ON deliveries
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION chime_delivery_deleted();
 "#,
+    // What an endpoint's transformation made of a delivery (transform::Transformed as JSON),
+    // kept so that every retry sends the same bytes; cleared by a replay. NULL: none yet.
+    r#"
+ALTER TABLE deliveries ADD COLUMN transformed text;
+"#,
 ];
 
 /// The advisory-lock class of migrations (an arbitrary constant: "chim"). The other key is

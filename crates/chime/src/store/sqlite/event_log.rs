@@ -148,7 +148,8 @@ impl EventLog for SqliteStore {
                 let n = c
                     .prepare_cached(&format!(
                         "UPDATE deliveries SET {REPENDING_ORDERED}, status = 'pending',
-                             cycle_failures = 0, next_attempt_at = ?1, updated_at = ?1
+                             cycle_failures = 0, next_attempt_at = ?1, updated_at = ?1,
+                             transformed = NULL
                          WHERE id = ?2 AND tenant_id = ?3 AND NOT chime_leased(seq, ?4)
                            AND {NOT_PURGED}"
                     ))?
@@ -291,7 +292,8 @@ impl EventLog for SqliteStore {
                 )?;
                 let mut update = c.prepare_cached(&format!(
                     "UPDATE deliveries SET {REPENDING_ORDERED}, status = 'pending',
-                         cycle_failures = 0, next_attempt_at = ?1, updated_at = ?1
+                         cycle_failures = 0, next_attempt_at = ?1, updated_at = ?1,
+                             transformed = NULL
                      WHERE id = ?2"
                 ))?;
                 let mut endpoints = Vec::new();

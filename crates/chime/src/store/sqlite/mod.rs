@@ -461,7 +461,8 @@ fn publish_tx(conn: &Connection, ev: NewEvent, lease: &Lease) -> Result<Publishe
 /// ?1 endpoint id, ?2 due time (ms), ?3 limit, ?4 now (ms). Shared with `explain_claim`, so
 /// the plan shown by `chime-bench` is the plan of the query that runs.
 pub const CLAIM_SQL: &str = "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures,
-            e.payload, CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent, e.inbound
+            e.payload, CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent, e.inbound,
+            d.transformed
      FROM deliveries d JOIN events e ON e.id = d.event_id
      WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
      AND NOT chime_leased(d.seq, ?4)
@@ -505,7 +506,7 @@ pub fn explain_claim(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// A claimable delivery as both claim queries return it: their first nine columns.
+/// A claimable delivery as both claim queries return it: their first ten columns.
 struct ClaimRow {
     seq: i64,
     id: DeliveryId,
@@ -516,6 +517,7 @@ struct ClaimRow {
     unattempted_since: Option<Millis>,
     traceparent: Option<String>,
     inbound: Option<String>,
+    transformed: Option<String>,
 }
 
 fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
@@ -529,6 +531,7 @@ fn claim_row(r: &Row) -> rusqlite::Result<ClaimRow> {
         unattempted_since: r.get(6)?,
         traceparent: r.get(7)?,
         inbound: r.get(8)?,
+        transformed: r.get(9)?,
     })
 }
 
@@ -547,6 +550,7 @@ fn lease_job(row: ClaimRow, ep: EndpointId, lease: &Lease, until: Millis, now: M
         unattempted_since: row.unattempted_since,
         traceparent: TraceParent::from_stored(row.traceparent),
         inbound: crate::model::Inbound::from_stored(row.inbound),
+        transformed: row.transformed.map(Arc::from),
         held_since: Some(std::time::Instant::now()),
     }
 }
@@ -564,13 +568,13 @@ fn claim_head(
         .prepare_cached(
             "SELECT d.seq, d.id, d.event_id, d.tenant_id, d.cycle_failures, e.payload,
                     CASE WHEN d.attempts = 0 THEN d.created_at END, e.traceparent, e.inbound,
-                    d.next_attempt_at, chime_leased(d.seq, ?2)
+                    d.transformed, d.next_attempt_at, chime_leased(d.seq, ?2)
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ordered = 1
              ORDER BY d.seq LIMIT 1",
         )?
         .query_row(params![&*ep, clock()], |r| {
-            Ok((claim_row(r)?, r.get(9)?, r.get(10)?))
+            Ok((claim_row(r)?, r.get(10)?, r.get(11)?))
         })
         .optional()?;
     let mut claimed = Claimed {
@@ -651,7 +655,7 @@ fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
     let mut update = conn.prepare_cached(
         "UPDATE deliveries SET status = ?1, attempts = attempts + 1, cycle_failures = ?2,
              next_attempt_at = ?3, last_attempt_at = ?4, last_status_code = ?5,
-             last_error_kind = ?6, updated_at = ?7
+             last_error_kind = ?6, updated_at = ?7, transformed = coalesce(?10, transformed)
          WHERE seq = ?8 AND id = ?9",
     )?;
     let mut insert = conn.prepare_cached(
@@ -680,7 +684,8 @@ fn record_tx(conn: &Connection, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
             a.error_kind,
             finished_at,
             seq,
-            o.delivery_id
+            o.delivery_id,
+            o.transformed.as_deref()
         ])?;
         if n == 1 {
             insert.execute(params![

@@ -256,6 +256,11 @@ CREATE TRIGGER tenants_sources_cascade AFTER DELETE ON tenants BEGIN
     DELETE FROM sources WHERE tenant_id = old.id;
 END;
 "#,
+    // What an endpoint's transformation made of a delivery (transform::Transformed as JSON),
+    // kept so that every retry sends the same bytes; cleared by a replay. NULL: none yet.
+    r#"
+ALTER TABLE deliveries ADD COLUMN transformed TEXT;
+"#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction. Returns the

@@ -281,6 +281,14 @@ pub async fn show(
                         }
                     }
                     @if let Some(p) = &e.proxy { dt { "Proxy" } dd { (p) } }
+                    dt { "Transformation" } dd {
+                        @match (&e.transformation, e.transformation_enabled) {
+                            (None, _) => "none. ",
+                            (Some(_), true) => "on. ",
+                            (Some(_), false) => "off (code kept). ",
+                        }
+                        a href={ (base) "/transformation" } { (if e.transformation.is_some() { "Edit and try it" } else { "Write one" }) }
+                    }
                     dt { "Created" } dd { (when(&e.created_at)) }
                     @if let Some(b) = &d.blocked_by { dt { "Blocked by" } dd { (b.id) } }
                 }

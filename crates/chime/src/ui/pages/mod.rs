@@ -10,6 +10,7 @@ pub mod reference;
 pub mod signin;
 pub mod sources;
 pub mod tenants;
+pub mod transformation;
 
 use axum::response::Response;
 

@@ -53,3 +53,16 @@ pub fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// The id of the delivery to `endpoint` among those a publish answered with.
+pub fn delivery_to(published: &serde_json::Value, endpoint: &str) -> String {
+    published["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["endpoint_id"] == endpoint)
+        .unwrap_or_else(|| panic!("no delivery to {endpoint}: {published}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

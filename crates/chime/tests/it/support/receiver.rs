@@ -17,6 +17,8 @@ pub struct Received {
     /// When it arrived.
     pub at: std::time::Instant,
     pub path: String,
+    /// The query string, if the request had one.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -87,6 +89,7 @@ impl Receiver {
                         received.push(Received {
                             at: std::time::Instant::now(),
                             path: uri.path().to_owned(),
+                            query: uri.query().map(str::to_owned),
                             headers,
                             body,
                         });
