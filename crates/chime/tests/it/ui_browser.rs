@@ -257,3 +257,41 @@ async fn a_portal_link_shows_one_tenant_once_and_only_where_it_may_be_framed() {
     b.quit().await;
     two.server.stop().await;
 }
+
+/// An operator writes a transformation in the dashboard's editor, runs it on a sample from
+/// the keyboard, sees what would be sent, saves it, and the next delivery carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformation_is_written_tried_and_saved_in_the_editor() {
+    let two = two_tenants(Opts::default()).await;
+    let server = &two.server;
+    let mut b = Browser::start("transformation").await;
+    b.goto(&crate::ui_http::dashboard_link(server).await).await;
+    b.find("h1").await;
+    let page = format!("/ui/t/alpha/endpoints/{}", two.a_endpoint);
+    b.goto(&server.url(&page)).await;
+    b.click(&format!("a[href$=\"{}/transformation\"]", two.a_endpoint))
+        .await;
+    b.find("#code").await;
+    let code = "function handler(webhook) {\n  console.log('order', webhook.data.n);\n  webhook.data = { text: `Order ${webhook.data.n} is in` };\n  return webhook;\n}";
+    b.fill("#code", code).await;
+    b.fill("#sample-data", r#"{"n": 7}"#).await;
+    // From the keyboard: focus the button, press Enter.
+    let run = b.find("#try-transformation").await;
+    run.send_keys("\u{E007}").await.unwrap();
+    b.wait_for_text("Order 7 is in", LIVE).await;
+    assert!(b.text("#transformation-result").await.contains("order 7"));
+    b.shot("transformation").await;
+    b.click("#save-transformation").await;
+    b.wait_for_text("Runs on deliveries", LIVE).await;
+    let api = format!("/v1/tenants/alpha/endpoints/{}", two.a_endpoint);
+    let saved = server.admin("GET", &api, None).await.1;
+    assert_eq!(saved["transformation"], code, "{saved}");
+    let before = two.rx.received().len();
+    server
+        .publish("alpha", "order.created", json!({"n": 8}))
+        .await;
+    let got = two.rx.wait_count(before + 1).await;
+    assert_eq!(&got[before].body[..], br#"{"text":"Order 8 is in"}"#);
+    b.quit().await;
+    two.server.stop().await;
+}

@@ -65,7 +65,9 @@ pub async fn act(
 ) -> Response {
     let api = &p.session.api;
     let path = endpoint_path(&tenant, &id);
-    let code = p.fields.get("code");
+    // Browsers send a textarea's lines ended by CRLF: kept as the editor showed them, LF.
+    let code = p.fields.get("code").map(|c| c.replace("\r\n", "\n"));
+    let code = code.as_deref();
     let enabled = p.fields.get("enabled") == Some("on");
     let r: Answer<Response> = async {
         match action.as_str() {
@@ -129,6 +131,7 @@ fn editor_page(
         seg(&e.id)
     );
     let writable = !s.claims.read_only;
+    let limits = state.app.transforms.limits();
     html(page(
         state,
         s,
@@ -137,8 +140,9 @@ fn editor_page(
             p { a href=(base) { "Back to the endpoint" } " · " (e.url) }
             p {
                 "JavaScript run on each delivery before its first attempt, in a sandbox with no "
-                "network, files or timers, at most 50 ms and 16 MiB a run (the server's limits). "
-                "What it returns is kept with the delivery: retries send the same bytes."
+                "network, files or timers, at most " (limits.time.as_millis()) " ms and "
+                (limits.memory_bytes >> 20) " MiB a run (this server's limits). What it returns "
+                "is kept with the delivery: retries send the same bytes."
             }
             @if let Some(r) = &draft.result { (result(r)) }
             form.card method="post" action={ (base) "/transformation/try" } {
@@ -155,9 +159,9 @@ fn editor_page(
                 label for="sample-data" { "Data (JSON)" }
                 textarea #sample-data.code name="data" rows="5" spellcheck="false" { (draft.data) }
                 div.actions {
-                    button type="submit" { "Run on the sample" }
+                    button #try-transformation type="submit" { "Run on the sample" }
                     @if writable {
-                        button type="submit" formaction={ (base) "/transformation/save" } { "Save" }
+                        button #save-transformation type="submit" formaction={ (base) "/transformation/save" } { "Save" }
                     }
                 }
             }
@@ -167,7 +171,7 @@ fn editor_page(
 
 fn result(r: &TransformationTestOut) -> Markup {
     html! {
-        section.card aria-live="polite" {
+        section.card #transformation-result aria-live="polite" {
             h2 { "Result " small { (format!("{:.2} ms", r.took_ms)) } }
             @if let Some(err) = &r.error {
                 p.warning role="alert" {
