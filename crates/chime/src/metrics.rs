@@ -46,7 +46,7 @@ const CODES: [Code; 17] = [
 ];
 
 /// The attempt's `error_kind` label: `none` for a success, else the stable kind.
-const ERROR_KINDS: [Option<ErrorKind>; 10] = [
+const ERROR_KINDS: [Option<ErrorKind>; 12] = [
     None,
     Some(ErrorKind::Timeout),
     Some(ErrorKind::Connect),
@@ -57,10 +57,28 @@ const ERROR_KINDS: [Option<ErrorKind>; 10] = [
     Some(ErrorKind::Protocol),
     Some(ErrorKind::Auth),
     Some(ErrorKind::Rejected),
+    Some(ErrorKind::Transformation),
+    Some(ErrorKind::Cancelled),
 ];
 
+/// The series of an attempt's kind: its place in `ERROR_KINDS`. An exhaustive match, so a
+/// new kind does not compile until it has a series (it could otherwise count as a success);
+/// a test checks the two agree.
 fn error_kind_index(kind: Option<ErrorKind>) -> usize {
-    ERROR_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+    match kind {
+        None => 0,
+        Some(ErrorKind::Timeout) => 1,
+        Some(ErrorKind::Connect) => 2,
+        Some(ErrorKind::Dns) => 3,
+        Some(ErrorKind::Tls) => 4,
+        Some(ErrorKind::RefusedTarget) => 5,
+        Some(ErrorKind::Status) => 6,
+        Some(ErrorKind::Protocol) => 7,
+        Some(ErrorKind::Auth) => 8,
+        Some(ErrorKind::Rejected) => 9,
+        Some(ErrorKind::Transformation) => 10,
+        Some(ErrorKind::Cancelled) => 11,
+    }
 }
 
 fn error_kind_label(kind: Option<ErrorKind>) -> &'static str {
@@ -548,6 +566,13 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_error_kind_counts_in_its_own_series() {
+        for (i, kind) in ERROR_KINDS.iter().enumerate() {
+            assert_eq!(error_kind_index(*kind), i, "{kind:?}");
+        }
+    }
 
     #[test]
     fn histograms_are_cumulative_with_sum_and_count() {

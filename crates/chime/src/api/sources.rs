@@ -192,7 +192,7 @@ async fn list(
     })))
 }
 
-async fn load(
+pub(super) async fn load(
     state: &AppState,
     principal: &Principal,
     tenant_id: &str,

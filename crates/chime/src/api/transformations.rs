@@ -9,16 +9,18 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Principal};
 use super::types::{
-    EndpointPath, TransformationErrorOut, TransformationTestIn, TransformationTestOut,
+    EndpointPath, SourcePath, TransformationErrorOut, TransformationTestIn, TransformationTestOut,
 };
 use crate::dispatch::transformed::{self, Made, Refused, Spec};
 use crate::model::Transformation;
 use std::sync::Arc;
 
-use crate::transform::{Error, TransformKey};
+use crate::transform::{Body, Error, Input, Output, TransformKey};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(test))
+    OpenApiRouter::new()
+        .routes(routes!(test))
+        .routes(routes!(test_source))
 }
 
 /// Largest sample `data`, as JSON.
@@ -45,24 +47,12 @@ async fn test(
     JsonBody(body): JsonBody<TransformationTestIn>,
 ) -> ApiResult<Json<TransformationTestOut>> {
     let mut endpoint = super::endpoints::load(&state, &principal, &tenant_id, &id).await?;
-    crate::model::parse_event_name(&body.event)
-        .map_err(|e| ApiError::invalid(format!("event: {e}")))?;
-    if body.data.to_string().len() > MAX_SAMPLE {
-        return Err(ApiError::invalid(format!(
-            "data: at most {MAX_SAMPLE} bytes of JSON"
-        )));
-    }
-    let code = match body.code {
-        Some(code) => code,
-        None => match &endpoint.settings.transformation {
-            Some(t) => t.code.clone(),
-            None => {
-                return Err(ApiError::invalid(
-                    "the endpoint has no transformation: give one as `code`",
-                ));
-            }
-        },
-    };
+    checked_sample(&body)?;
+    let code = chosen_code(
+        body.code,
+        endpoint.settings.transformation.as_ref(),
+        "endpoint",
+    )?;
     endpoint.settings.transformation = Some(Transformation {
         code,
         enabled: true,
@@ -72,15 +62,111 @@ async fn test(
         .ok_or_else(|| ApiError::invalid("the endpoint's URL or secret no longer parses"))?;
     let payload = serde_json::json!({"event": body.event, "data": body.data}).to_string();
     let input = transformed::input_of(payload.as_bytes(), None, &spec, &target);
-    // A test run compiles afresh under a key of its own: it never replaces the compiled
-    // code deliveries use.
-    let key = TransformKey {
-        owner: format!("test:{}", endpoint.id),
-        version: spec.key.version,
+    let (result, mut out) = match sample_run(&state, &endpoint.id, &spec.code, input).await {
+        Ok(ran) => ran,
+        Err(failed) => return Ok(Json(failed)),
     };
+    match transformed::made_of(result, &target) {
+        Ok(Made::Cancel(why)) => out.cancelled = Some(why),
+        Ok(Made::Send(t)) => {
+            let mut headers = endpoint.settings.headers.clone();
+            headers.extend(t.headers.clone());
+            out.headers = Some(headers);
+            out.url = Some(t.url.clone());
+            shown(&mut out, t.event, t.body, t.content_type);
+        }
+        Err(Refused(why)) => invalid_output(&mut out, why),
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/sources/{source}/transformation/test",
+    tag = "sources",
+    summary = "Run the source's transformation (or `code`) on a sample request body",
+    description = "As for an endpoint: 200 whether the run succeeded or not. `data` is the \
+                   provider's body as JSON; the answer shows the event's name and body as \
+                   they would be stored.",
+    params(SourcePath),
+    request_body = TransformationTestIn,
+    responses((status = 200, description = "What the transformation made of the sample", body = TransformationTestOut))
+)]
+async fn test_source(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((tenant_id, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<TransformationTestIn>,
+) -> ApiResult<Json<TransformationTestOut>> {
+    let source = super::sources::load(&state, &principal, &tenant_id, &id).await?;
+    checked_sample(&body)?;
+    let code = chosen_code(body.code, source.settings.transformation.as_ref(), "source")?;
+    let input = Input {
+        event: body.event,
+        data: serde_json::value::to_raw_value(&body.data)
+            .map_err(|e| ApiError::invalid(format!("data: {e}")))?,
+        headers: Default::default(),
+        url: String::new(),
+    };
+    let (result, mut out) = match sample_run(&state, &source.id, &code, input).await {
+        Ok(ran) => ran,
+        Err(failed) => return Ok(Json(failed)),
+    };
+    if let Some(why) = result.cancel {
+        out.cancelled = Some(why);
+        return Ok(Json(out));
+    }
+    if let Err(e) = crate::model::parse_event_name(&result.event) {
+        invalid_output(&mut out, format!("the event's name: {e}"));
+        return Ok(Json(out));
+    }
+    let (body, content_type) = match result.body {
+        Body::Json(raw) => (raw.get().to_owned(), "application/json"),
+        Body::Text(t) => (t, "text/plain; charset=utf-8"),
+    };
+    shown(&mut out, result.event, body, content_type.to_owned());
+    Ok(Json(out))
+}
+
+/// A sample's event name and size, checked before anything runs.
+fn checked_sample(body: &TransformationTestIn) -> ApiResult<()> {
+    crate::model::parse_event_name(&body.event)
+        .map_err(|e| ApiError::invalid(format!("event: {e}")))?;
+    if body.data.to_string().len() > MAX_SAMPLE {
+        return Err(ApiError::invalid(format!(
+            "data: at most {MAX_SAMPLE} bytes of JSON"
+        )));
+    }
+    Ok(())
+}
+
+/// The code to try: the one given, else the saved one.
+fn chosen_code(
+    given: Option<String>,
+    saved: Option<&Transformation>,
+    owner: &str,
+) -> ApiResult<String> {
+    match (given, saved) {
+        (Some(code), _) => Ok(code),
+        (None, Some(t)) => Ok(t.code.clone()),
+        (None, None) => Err(ApiError::invalid(format!(
+            "the {owner} has no transformation: give one as `code`"
+        ))),
+    }
+}
+
+/// Runs a sample. A test run compiles afresh under a key of its own: it never replaces the
+/// compiled code deliveries use. The answer so far (logs, time) with the output, or the
+/// whole answer when the run failed.
+async fn sample_run(
+    state: &AppState,
+    owner: &str,
+    code: &str,
+    input: Input,
+) -> Result<(Output, TransformationTestOut), TransformationTestOut> {
+    let key = TransformKey::new(format!("test:{owner}"), 0);
     let started = std::time::Instant::now();
-    let run = state.transforms.run(key, spec.code.clone(), input).await;
-    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let run = state.transforms.run(key, Arc::from(code), input).await;
     let mut out = TransformationTestOut {
         ok: false,
         event: None,
@@ -92,46 +178,41 @@ async fn test(
         cancelled: None,
         error: None,
         logs: vec![],
-        took_ms,
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    let result = match run {
-        Ok(result) => result,
+    match run {
+        Ok(result) => {
+            out.ok = true;
+            out.logs = result.logs.clone();
+            out.took_ms = result.took.as_secs_f64() * 1000.0;
+            Ok((result, out))
+        }
         Err(e) => {
             out.error = Some(error_out(&e));
-            return Ok(Json(out));
-        }
-    };
-    out.logs = result.logs.clone();
-    out.took_ms = result.took.as_secs_f64() * 1000.0;
-    match transformed::made_of(result, &target) {
-        Ok(Made::Cancel(why)) => {
-            out.ok = true;
-            out.cancelled = Some(why);
-        }
-        Ok(Made::Send(t)) => {
-            out.ok = true;
-            if t.content_type == "application/json" {
-                out.payload = serde_json::from_str(&t.body).ok();
-            } else {
-                out.body = Some(t.body);
-            }
-            out.event = Some(t.event);
-            out.content_type = Some(t.content_type);
-            let mut headers = endpoint.settings.headers.clone();
-            headers.extend(t.headers);
-            out.headers = Some(headers);
-            out.url = Some(t.url);
-        }
-        Err(Refused(why)) => {
-            out.error = Some(TransformationErrorOut {
-                kind: "invalid_output".into(),
-                message: why,
-                line: None,
-                column: None,
-            });
+            Err(out)
         }
     }
-    Ok(Json(out))
+}
+
+/// The event and body that would be sent or stored.
+fn shown(out: &mut TransformationTestOut, event: String, body: String, content_type: String) {
+    if content_type == "application/json" {
+        out.payload = serde_json::from_str(&body).ok();
+    } else {
+        out.body = Some(body);
+    }
+    out.event = Some(event);
+    out.content_type = Some(content_type);
+}
+
+fn invalid_output(out: &mut TransformationTestOut, why: String) {
+    out.ok = false;
+    out.error = Some(TransformationErrorOut {
+        kind: "invalid_output".into(),
+        message: why,
+        line: None,
+        column: None,
+    });
 }
 
 /// A transformation after a create or a change (of an endpoint or a source): `code` is

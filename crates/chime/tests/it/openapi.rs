@@ -185,6 +185,18 @@ async fn every_documented_operation_answers_as_documented() {
             .0,
         200
     );
+    let sample = json!({"event": "charge.succeeded", "data": {"id": "evt_1"},
+        "code": "function handler(w) { w.event = 'payment.in'; return w; }"});
+    assert_eq!(
+        w.call(
+            "POST",
+            &format!("{t}/sources/{sid}/transformation/test"),
+            Some(sample)
+        )
+        .await
+        .0,
+        200
+    );
     let (s, rotated) = w
         .call("POST", &format!("{t}/sources/{sid}/rotate-url"), None)
         .await;

@@ -475,6 +475,25 @@ function handler(w) {
     let got = rx.wait_count(1).await;
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body, json!({"id": "evt_1", "cents": 500}));
+    // The same code on a sample, through the source's test endpoint.
+    let (s, tried) = server
+        .admin(
+            "POST",
+            &format!(
+                "/v1/tenants/acme/sources/{}/transformation/test",
+                src["id"].as_str().unwrap()
+            ),
+            Some(json!({"event": "charge.succeeded",
+                "data": {"id": "evt_9", "type": "charge.refunded", "data": {"amount": 70}}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{tried}");
+    assert_eq!(tried["event"], "payment.refunded", "{tried}");
+    assert_eq!(
+        tried["payload"],
+        json!({"id": "evt_9", "cents": 70}),
+        "{tried}"
+    );
     // Cancelled: accepted, nothing stored.
     let (s, answer) = post(json!({"zen": "Keep it simple."})).await;
     assert_eq!(s, 200, "{answer}");
