@@ -176,6 +176,12 @@ fn batch_pool(config: &tokio_postgres::Config) -> anyhow::Result<Pool> {
         _ => planner.to_owned(),
     };
     config.options(&options);
+    // The record and release writers each write one batch at a time.
+    pool_of(config, 2)
+}
+
+/// A pool of up to `size` connections made from `config`.
+fn pool_of(config: tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -183,9 +189,8 @@ fn batch_pool(config: &tokio_postgres::Config) -> anyhow::Result<Pool> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    // The record and release writers each write one batch at a time.
     Pool::builder(manager)
-        .max_size(2)
+        .max_size(size.max(1))
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(POOL_WAIT))
         .create_timeout(Some(CONNECT_TIMEOUT))
@@ -218,21 +223,7 @@ impl PostgresStore {
         // Notice a dead peer (a network cut rather than a closed socket) within about a minute.
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| anyhow::anyhow!("database pool: {e}"))?;
+        let pool = pool_of(config.clone(), pool_size)?;
         let mut client = pool
             .get()
             .await
