@@ -216,13 +216,13 @@ pub async fn run(
         config.delivery.request_timeout,
         config.delivery.connect_timeout,
         config.delivery.response_capture_bytes,
+        transforms.clone(),
     )
     .with_egress_proxy(
         config.delivery.egress_proxy.clone(),
         config.delivery.egress_no_proxy.clone(),
     )
-    .with_spans(spans.clone())
-    .with_transforms(transforms.clone());
+    .with_spans(spans.clone());
     let metrics = Arc::new(metrics::Metrics::new(
         config.observability.metrics_tenant_series,
     ));

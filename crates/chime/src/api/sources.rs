@@ -370,7 +370,7 @@ async fn transformed(
     body: &bytes::Bytes,
     passed: &[(String, String)],
 ) -> ApiResult<Option<(String, bytes::Bytes, String)>> {
-    use crate::transform::{Body, Input, TransformKey};
+    use crate::transform::{Input, TransformKey};
     let input = Input {
         event: name,
         data: crate::dispatch::transformed::json_or_text(body),
@@ -392,11 +392,12 @@ async fn transformed(
     }
     let name = parse_event_name(&out.event)
         .map_err(|e| failed(format!("the source's transformation named the event: {e}")))?;
-    let (body, content_type) = match out.body {
-        Body::Json(raw) => (bytes::Bytes::from(raw.get().to_owned()), "application/json"),
-        Body::Text(t) => (bytes::Bytes::from(t), "text/plain; charset=utf-8"),
-    };
-    Ok(Some((name, body, content_type.to_owned())))
+    let (body, content_type) = crate::dispatch::transformed::body_of(out.body);
+    Ok(Some((
+        name,
+        bytes::Bytes::from(body),
+        content_type.to_owned(),
+    )))
 }
 
 /// The key of an ingest URL.

@@ -15,7 +15,7 @@ use crate::dispatch::transformed::{self, Made, Refused, Spec};
 use crate::model::Transformation;
 use std::sync::Arc;
 
-use crate::transform::{Body, Error, Input, Output, TransformKey};
+use crate::transform::{Error, Input, Output, TransformKey};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -120,10 +120,7 @@ async fn test_source(
         invalid_output(&mut out, format!("the event's name: {e}"));
         return Ok(Json(out));
     }
-    let (body, content_type) = match result.body {
-        Body::Json(raw) => (raw.get().to_owned(), "application/json"),
-        Body::Text(t) => (t, "text/plain; charset=utf-8"),
-    };
+    let (body, content_type) = transformed::body_of(result.body);
     shown(&mut out, result.event, body, content_type.to_owned());
     Ok(Json(out))
 }

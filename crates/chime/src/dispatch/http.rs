@@ -235,12 +235,15 @@ const WEBHOOK_SIGNATURE: http::HeaderName = http::HeaderName::from_static("webho
 const APPLICATION_JSON: http::HeaderValue = http::HeaderValue::from_static("application/json");
 
 impl DeliveryClient {
-    /// `timeout` bounds a whole attempt; `connect_timeout` (at most `timeout`) its connect.
+    /// `timeout` bounds a whole attempt; `connect_timeout` (at most `timeout`) its connect;
+    /// endpoints' transformations run on `transforms` (shared with the API, which tests and
+    /// checks them).
     pub fn new(
         policy: TargetPolicy,
         timeout: Duration,
         connect_timeout: Duration,
         capture: usize,
+        transforms: crate::transform::Engine,
     ) -> Self {
         let policy = Arc::new(policy);
         let resolver = GuardedResolver {
@@ -264,15 +267,7 @@ impl DeliveryClient {
                 env!("CARGO_PKG_VERSION")
             )),
             spans: Spans::default(),
-            transforms: crate::transform::Engine::new(1, crate::transform::Limits::default()),
-        }
-    }
-
-    /// Runs transformations on `engine` (shared with the API, which tests and checks them).
-    pub fn with_transforms(self, engine: crate::transform::Engine) -> Self {
-        Self {
-            transforms: engine,
-            ..self
+            transforms,
         }
     }
 

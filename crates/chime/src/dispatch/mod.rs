@@ -891,17 +891,6 @@ impl Dispatcher {
                     retry_after: None,
                 };
                 match transformed::prepare(client.transforms(), &job, &target).await {
-                    transformed::Prepared::Plain => {
-                        let r = client.attempt(
-                            &target,
-                            &job.event_id,
-                            &job.delivery_id,
-                            job.body.clone(),
-                            job.traceparent.as_ref(),
-                            job.inbound.as_deref(),
-                        );
-                        (r.await, None)
-                    }
                     transformed::Prepared::Send {
                         target,
                         body,

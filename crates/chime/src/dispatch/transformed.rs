@@ -128,17 +128,23 @@ pub fn made_of(out: Output, target: &Target) -> Result<Made, Refused> {
     }
     let headers = crate::model::checked_headers(out.headers).map_err(Refused)?;
     let url = checked_url(&out.url, target)?;
-    let (body, content_type) = match out.body {
-        Body::Json(raw) => (raw.get().to_owned(), "application/json".to_owned()),
-        Body::Text(t) => (t, "text/plain; charset=utf-8".to_owned()),
-    };
+    let (body, content_type) = body_of(out.body);
     Ok(Made::Send(Transformed {
         event: out.event,
         body,
-        content_type,
+        content_type: content_type.to_owned(),
         headers,
         url,
     }))
+}
+
+/// The bytes a transformation's body becomes and their content type: JSON as the handler
+/// left `data`, or the text it set as `body`.
+pub fn body_of(body: Body) -> (String, &'static str) {
+    match body {
+        Body::Json(raw) => (raw.get().to_owned(), "application/json"),
+        Body::Text(t) => (t, "text/plain; charset=utf-8"),
+    }
 }
 
 /// The endpoint's URL or one of the same scheme, host and port: a transformation chooses
@@ -210,17 +216,16 @@ pub fn apply(
     )
 }
 
-/// How a failed run is recorded on the attempt: which limit, or the exception and where.
-pub fn error_text(e: &transform::Error) -> String {
+/// How a failed run is recorded on the attempt: which limit, the exception and where, or
+/// what chime refused of its result.
+fn error_text(e: impl std::fmt::Display) -> String {
     format!("transformation: {e}")
 }
 
 /// A delivery made ready for its attempt.
 pub enum Prepared {
-    /// No transformation: sent as stored.
-    Plain,
-    /// Transformed (now, or at an earlier attempt): this request; `keep` is the result to
-    /// store with the delivery when it was made by this attempt.
+    /// This request: as stored, or transformed (now, or at an earlier attempt); `keep` is
+    /// the result to store with the delivery when this attempt made it.
     Send {
         target: Arc<Target>,
         body: Bytes,
@@ -241,7 +246,12 @@ pub async fn prepare(
     target: &Arc<Target>,
 ) -> Prepared {
     let Some(spec) = &target.transformation else {
-        return Prepared::Plain;
+        return Prepared::Send {
+            target: target.clone(),
+            body: job.body.clone(),
+            inbound: job.inbound.clone(),
+            keep: None,
+        };
     };
     if let Some(stored) = &job.transformed
         && let Ok(t) = serde_json::from_str::<Transformed>(stored)
@@ -257,7 +267,7 @@ pub async fn prepare(
     let input = input_of(&job.body, job.inbound.as_deref(), spec, target);
     let out = match engine.run(spec.key.clone(), spec.code.clone(), input).await {
         Ok(out) => out,
-        Err(e) => return Prepared::Failed(error_text(&e)),
+        Err(e) => return Prepared::Failed(error_text(e)),
     };
     match made_of(out, target) {
         Ok(Made::Cancel(reason)) => Prepared::Cancelled(reason),
@@ -271,6 +281,6 @@ pub async fn prepare(
                 keep,
             }
         }
-        Err(Refused(why)) => Prepared::Failed(format!("transformation: {why}")),
+        Err(refused) => Prepared::Failed(error_text(refused)),
     }
 }

@@ -306,7 +306,7 @@ async fn retries_send_the_stored_bytes_and_replays_use_the_current_code() {
     assert_eq!(got[0].body, got[1].body, "the retry sent the same bytes");
     assert!(got[0].body.starts_with(br#"{"v":1,"#));
 
-    // A replay is a new start: the current transformation.
+    // A manual retry is a new start: the current transformation.
     let (s, b) = server
         .admin(
             "POST",

@@ -132,6 +132,16 @@ fn tenant_path(tenant: &str) -> String {
     format!("/v1/tenants/{}", seg(tenant))
 }
 
+/// An endpoint in the API.
+pub(super) fn endpoint_api(tenant: &str, id: &str) -> String {
+    format!("{}/endpoints/{}", tenant_path(tenant), seg(id))
+}
+
+/// An endpoint's page.
+pub(super) fn endpoint_page(state: &UiState, tenant: &str, id: &str) -> String {
+    format!("{}/t/{}/endpoints/{}", state.base(), seg(tenant), seg(id))
+}
+
 pub async fn list(
     State(state): State<UiState>,
     s: Session,
@@ -224,7 +234,7 @@ fn secret_page(
     title: &str,
     secret: &str,
 ) -> Response {
-    let back = format!("{}/t/{}/endpoints/{}", state.base(), seg(tenant), seg(id));
+    let back = endpoint_page(state, tenant, id);
     html(page(
         state,
         s,
@@ -245,16 +255,11 @@ pub async fn show(
     let r = async {
         let d: EndpointDetailOut = s
             .api
-            .get(&format!("{}/endpoints/{}", tenant_path(&tenant), seg(&id)))
+            .get(&endpoint_api(&tenant, &id))
             .await?;
         let types = catalog(&s.api).await?;
         let e = &d.endpoint;
-        let base = format!(
-            "{}/t/{}/endpoints/{}",
-            state.base(),
-            seg(&tenant),
-            seg(&e.id)
-        );
+        let base = endpoint_page(&state, &tenant, &e.id);
         let writable = !s.claims.read_only;
         Ok(html(page(
             &state,
@@ -343,8 +348,8 @@ pub async fn act(
     p: Post,
 ) -> Response {
     let api = &p.session.api;
-    let path = format!("{}/endpoints/{}", tenant_path(&tenant), seg(&id));
-    let back = format!("{}/t/{}/endpoints/{}", state.base(), seg(&tenant), seg(&id));
+    let path = endpoint_api(&tenant, &id);
+    let back = endpoint_page(&state, &tenant, &id);
     let ask = |q: &str| html(confirm(&state, &p.session, &p.path, &p.fields, q, &back));
     let r: Answer<Response> = async {
         match action.as_str() {

@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
+use super::endpoints::{endpoint_api, endpoint_page};
 use super::or_failed;
 use crate::api::types::{EndpointDetailOut, EndpointOut, TransformationTestOut};
 use crate::ui::UiState;
-use crate::ui::call::{Answer, Failed, seg};
+use crate::ui::call::{Answer, Failed};
 use crate::ui::layout::{csrf, page};
 use crate::ui::web::{Post, Session, html};
 
@@ -31,17 +32,13 @@ struct Draft<'a> {
     result: Option<TransformationTestOut>,
 }
 
-fn endpoint_path(tenant: &str, id: &str) -> String {
-    format!("/v1/tenants/{}/endpoints/{}", seg(tenant), seg(id))
-}
-
 pub async fn editor(
     State(state): State<UiState>,
     s: Session,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Response {
     let r = async {
-        let d: EndpointDetailOut = s.api.get(&endpoint_path(&tenant, &id)).await?;
+        let d: EndpointDetailOut = s.api.get(&endpoint_api(&tenant, &id)).await?;
         let e = d.endpoint;
         let draft = Draft {
             code: e.transformation.as_deref().unwrap_or(STARTER),
@@ -64,7 +61,7 @@ pub async fn act(
     p: Post,
 ) -> Response {
     let api = &p.session.api;
-    let path = endpoint_path(&tenant, &id);
+    let path = endpoint_api(&tenant, &id);
     // Browsers send a textarea's lines ended by CRLF: kept as the editor showed them, LF.
     let code = p.fields.get("code").map(|c| c.replace("\r\n", "\n"));
     let code = code.as_deref();
@@ -77,13 +74,8 @@ pub async fn act(
                     None => json!({ "transformation": null }),
                 };
                 let _: EndpointOut = api.patch(&path, body).await?;
-                Ok(Redirect::to(&format!(
-                    "{}/t/{}/endpoints/{}/transformation",
-                    state.base(),
-                    seg(&tenant),
-                    seg(&id)
-                ))
-                .into_response())
+                let editor = endpoint_page(&state, &tenant, &id) + "/transformation";
+                Ok(Redirect::to(&editor).into_response())
             }
             "try" => {
                 let event = p.fields.get("event").unwrap_or("chime.test");
@@ -124,12 +116,7 @@ fn editor_page(
     e: &EndpointOut,
     draft: Draft<'_>,
 ) -> Response {
-    let base = format!(
-        "{}/t/{}/endpoints/{}",
-        state.base(),
-        seg(tenant),
-        seg(&e.id)
-    );
+    let base = endpoint_page(state, tenant, &e.id);
     let writable = !s.claims.read_only;
     let limits = state.app.transforms.limits();
     html(page(
