@@ -1,0 +1,3 @@
+\set b random(1, 1000000000)
+INSERT INTO pa.d (id, tenant_id, event_id, endpoint_id, status, next_attempt_at, lease_owner, lease_token, leased_until, created_at, updated_at) SELECT 'dlv_' || :b || '_' || g, 't1', 'evt_' || :b || '_' || g, 'ep1', 'pending', 1, 'n', :b, 5, 1000, 1000 FROM generate_series(1,50) g;
+UPDATE pa.d d SET status='delivered', attempts = attempts+1, next_attempt_at=NULL, lease_owner=NULL, lease_token=NULL, leased_until=NULL, last_attempt_at=5, last_status_code=200, updated_at=5, att_id = 'att_' || d.id, att_duration = 3, att_succeeded = true WHERE d.id = ANY(ARRAY(SELECT 'dlv_' || :b || '_' || g FROM generate_series(1,50) g)) AND d.lease_token = :b;

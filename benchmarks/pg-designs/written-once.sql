@@ -1,0 +1,3 @@
+\set b random(1, 1000000000)
+INSERT INTO pc.q (id, tenant_id, event_id, endpoint_id, next_attempt_at, lease_owner, lease_token, leased_until, created_at) SELECT 'dlv_' || :b || '_' || g, 't1', 'evt_' || :b || '_' || g, 'ep1', 1, 'n', :b, 5, 1000 FROM generate_series(1,50) g;
+WITH gone AS (DELETE FROM pc.q q WHERE q.created_at=1000 AND q.id = ANY(ARRAY(SELECT 'dlv_' || :b || '_' || g FROM generate_series(1,50) g)) AND q.lease_token=:b RETURNING q.*) INSERT INTO pc.d (seq, id, tenant_id, event_id, endpoint_id, status, attempts, last_attempt_at, last_status_code, first_duration, created_at, updated_at) SELECT seq, id, tenant_id, event_id, endpoint_id, 'delivered', 1, 5, 200, 3, created_at, 5 FROM gone;
