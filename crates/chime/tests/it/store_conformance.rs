@@ -494,6 +494,53 @@ pub async fn records_are_fenced_by_the_lease(s: Arc<dyn Store>) {
     );
 }
 
+/// A delivery's attempts across its retries list newest first, page by page, each exactly
+/// as recorded (whatever rows or partitions the store keeps them in).
+pub async fn attempts_list_newest_first_across_retries(s: Arc<dyn Store>) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    let p = s
+        .publish(event("a", "x", None, 100), lease("n", 1, HELD))
+        .await
+        .unwrap();
+    let id = p.jobs[0].delivery_id.clone();
+    let mut recorded = vec![outcome(&p.jobs[0], false, Some(1_000), 200)];
+    s.record(vec![recorded[0].clone()]).await.unwrap();
+    for (token, (ok, next, at)) in [(false, Some(3_000), 1_100), (true, None, 3_100)]
+        .into_iter()
+        .enumerate()
+    {
+        let job = s
+            .claim(&e.id, 1, at, &lease("n", 10 + token as i64, HELD))
+            .await
+            .unwrap()
+            .jobs
+            .remove(0);
+        let o = outcome(&job, ok, next, at);
+        assert_eq!(s.record(vec![o.clone()]).await.unwrap(), [true]);
+        recorded.push(o);
+    }
+    let d = s.get_delivery("a", &id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 3));
+
+    let first = s.list_attempts(&id, page(2)).await.unwrap();
+    let rest = s
+        .list_attempts(
+            &id,
+            Page {
+                limit: 2,
+                cursor: first.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.next_cursor, None);
+    let listed: Vec<_> = first.rows.iter().chain(&rest.rows).cloned().collect();
+    let expected: Vec<_> = recorded.iter().rev().map(|o| o.attempt.clone()).collect();
+    assert_eq!(listed, expected, "newest first, each as recorded");
+}
+
 pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn Store>) {
     s.create_tenant(tenant("a")).await.unwrap();
     let e = endpoint("a", &["*"], true);
@@ -1367,6 +1414,7 @@ macro_rules! conformance {
                 claims_take_due_unleased_deliveries_oldest_first,
                 records_are_fenced_by_the_lease,
                 failures_move_through_pending_to_failed_and_retry_resets,
+                attempts_list_newest_first_across_retries,
                 releases_make_deliveries_claimable_again,
                 deleting_an_endpoint_or_tenant_removes_its_deliveries,
                 ordered_endpoints_claim_only_their_head,
