@@ -452,6 +452,7 @@ function handler(w) {
     assert_eq!(s, StatusCode::CREATED, "{src}");
     assert_eq!(src["transformation_enabled"], true, "{src}");
     let url = src["ingest_url"].as_str().unwrap().to_owned();
+    let source = format!("/v1/tenants/acme/sources/{}", src["id"].as_str().unwrap());
     let post = |body: Value| {
         let url = url.clone();
         async move {
@@ -479,10 +480,7 @@ function handler(w) {
     let (s, tried) = server
         .admin(
             "POST",
-            &format!(
-                "/v1/tenants/acme/sources/{}/transformation/test",
-                src["id"].as_str().unwrap()
-            ),
+            &format!("{source}/transformation/test"),
             Some(json!({"event": "charge.succeeded",
                 "data": {"id": "evt_9", "type": "charge.refunded", "data": {"amount": 70}}})),
         )
@@ -503,7 +501,7 @@ function handler(w) {
     let (s, b) = server
         .admin(
             "PATCH",
-            &format!("/v1/tenants/acme/sources/{}", src["id"].as_str().unwrap()),
+            &source,
             Some(json!({"transformation": "function handler(w) { return w.data.missing.field; }"})),
         )
         .await;
@@ -512,14 +510,7 @@ function handler(w) {
     assert_eq!(s, 422, "{refused}");
     assert_eq!(refused["code"], "transformation_failed", "{refused}");
     let (_, rejections) = server
-        .admin(
-            "GET",
-            &format!(
-                "/v1/tenants/acme/sources/{}/rejections",
-                src["id"].as_str().unwrap()
-            ),
-            None,
-        )
+        .admin("GET", &format!("{source}/rejections"), None)
         .await;
     assert_eq!(
         rejections["data"][0]["code"], "transformation_failed",
