@@ -387,17 +387,46 @@ async fn transformed(
         .run(key, std::sync::Arc::from(t.code.as_str()), input)
         .await
         .map_err(|e| failed(format!("the source's transformation: {e}")))?;
-    if out.cancel.is_some() {
-        return Ok(None);
+    match reshaped(out).map_err(|why| failed(format!("the source's transformation {why}")))? {
+        Reshaped::Cancel(_) => Ok(None),
+        Reshaped::Store {
+            name,
+            body,
+            content_type,
+        } => Ok(Some((
+            name,
+            bytes::Bytes::from(body),
+            content_type.to_owned(),
+        ))),
     }
-    let name = parse_event_name(&out.event)
-        .map_err(|e| failed(format!("the source's transformation named the event: {e}")))?;
+}
+
+/// What a source's transformation made of a request.
+pub(super) enum Reshaped {
+    /// Dropped, for this reason.
+    Cancel(String),
+    /// Stored as this event: its name, body and content type.
+    Store {
+        name: String,
+        body: String,
+        content_type: &'static str,
+    },
+}
+
+/// A source transformation's result, checked: its event's name must be one chime accepts
+/// (`Err` says why, after "the source's transformation"). Ingest and the test endpoint
+/// both read a result through this.
+pub(super) fn reshaped(out: crate::transform::Output) -> Result<Reshaped, String> {
+    if let Some(why) = out.cancel {
+        return Ok(Reshaped::Cancel(why));
+    }
+    let name = parse_event_name(&out.event).map_err(|e| format!("named the event: {e}"))?;
     let (body, content_type) = crate::dispatch::transformed::body_of(out.body);
-    Ok(Some((
+    Ok(Reshaped::Store {
         name,
-        bytes::Bytes::from(body),
-        content_type.to_owned(),
-    )))
+        body,
+        content_type,
+    })
 }
 
 /// The key of an ingest URL.

@@ -8,6 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Principal};
+use super::sources::Reshaped;
 use super::types::{
     EndpointPath, SourcePath, TransformationErrorOut, TransformationTestIn, TransformationTestOut,
 };
@@ -112,16 +113,15 @@ async fn test_source(
         Ok(ran) => ran,
         Err(failed) => return Ok(Json(failed)),
     };
-    if let Some(why) = result.cancel {
-        out.cancelled = Some(why);
-        return Ok(Json(out));
+    match super::sources::reshaped(result) {
+        Ok(Reshaped::Cancel(why)) => out.cancelled = Some(why),
+        Ok(Reshaped::Store {
+            name,
+            body,
+            content_type,
+        }) => shown(&mut out, name, body, content_type.to_owned()),
+        Err(why) => invalid_output(&mut out, format!("the source's transformation {why}")),
     }
-    if let Err(e) = crate::model::parse_event_name(&result.event) {
-        invalid_output(&mut out, format!("the event's name: {e}"));
-        return Ok(Json(out));
-    }
-    let (body, content_type) = transformed::body_of(result.body);
-    shown(&mut out, result.event, body, content_type.to_owned());
     Ok(Json(out))
 }
 
