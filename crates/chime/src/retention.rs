@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Millis, now_millis};
+use crate::model::{Millis, millis_of, now_millis};
 use crate::store::Retention;
 
 /// Rows touched per statement: small, so publishing never waits long behind retention.
@@ -39,14 +39,14 @@ impl Policy {
     /// by row, nothing is left past `event_retention` but events with a pending delivery,
     /// whose payloads are never purged: the rule changes nothing there.
     pub fn payload_cutoff(&self, now: Millis) -> Millis {
-        let payloads = now.saturating_sub(ms(self.payloads));
-        let events = now.saturating_sub(ms(self.events));
+        let payloads = now.saturating_sub(millis_of(self.payloads));
+        let events = now.saturating_sub(millis_of(self.events));
         if payloads > events {
             // Payloads go before their events: every one past its retention is purged
             // (those about to go with their event were purged long ago).
             payloads
         } else {
-            payloads.min(events.saturating_sub(ms(self.partition)))
+            payloads.min(events.saturating_sub(millis_of(self.partition)))
         }
     }
 
@@ -57,16 +57,12 @@ impl Policy {
     }
 }
 
-fn ms(d: Duration) -> Millis {
-    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
-}
-
 /// Makes the partitions from now to `Policy::partitions_ahead` (a store that is not
 /// partitioned has nothing to do). Returns how many it made.
 pub async fn prepare(store: &dyn Retention, policy: Policy) -> crate::store::Result<u32> {
     let now = now_millis();
-    let interval = policy.partition.as_millis() as i64;
-    let ahead = policy.partitions_ahead().as_millis() as i64;
+    let interval = millis_of(policy.partition);
+    let ahead = millis_of(policy.partitions_ahead());
     store.ensure_partitions(now, now + ahead, interval).await
 }
 
@@ -79,7 +75,7 @@ pub async fn pass(store: &dyn Retention, policy: Policy) -> crate::store::Result
     prepare(store, policy).await?;
     let now = now_millis();
     let payload_cutoff = policy.payload_cutoff(now);
-    let event_cutoff = now.saturating_sub(ms(policy.events));
+    let event_cutoff = now.saturating_sub(millis_of(policy.events));
     let mut deleted = 0;
     for _ in 0..MAX_BATCHES {
         let n = store.purge_events(event_cutoff, BATCH).await?;

@@ -23,6 +23,11 @@ pub use transport::{EndpointAuth, TlsSettings, check_proxy_url};
 /// Milliseconds since the Unix epoch: the one time unit stored and passed around.
 pub type Millis = i64;
 
+/// A duration in milliseconds (saturating: a duration past `Millis::MAX` is `Millis::MAX`).
+pub fn millis_of(d: std::time::Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
 /// The wall clock in milliseconds. One function so that every stored time comes from one place.
 pub fn now_millis() -> Millis {
     std::time::SystemTime::now()

@@ -38,7 +38,7 @@ use super::rows::{
 };
 
 use super::*;
-use crate::model::{DeliveryId, EndpointId, Millis, TraceParent};
+use crate::model::{DeliveryId, EndpointId, Millis, TraceParent, millis_of};
 
 /// "Now" on the database's clock, in milliseconds since the epoch: the clock of leases.
 /// `now()` is the start of the current transaction, which for one statement is its start.
@@ -406,10 +406,6 @@ fn fetch(page: Page) -> i64 {
 
 fn status_of(text: &str) -> DeliveryStatus {
     DeliveryStatus::parse(text).unwrap_or(DeliveryStatus::Pending)
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The claim statement. Parameters: $1 endpoint id, $2 the node's now (due-ness), $3 limit,

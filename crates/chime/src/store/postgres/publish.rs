@@ -438,7 +438,7 @@ async fn insert(
             d_next.push(d.next_attempt_at(ev));
             d_owners.push(leased.then_some(&*lease.owner));
             d_tokens.push(leased.then_some(lease.token));
-            d_durations.push(leased.then(|| millis(lease.duration)));
+            d_durations.push(leased.then(|| millis_of(lease.duration)));
             d_created.push(ev.created_at);
         }
     }

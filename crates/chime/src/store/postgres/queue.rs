@@ -12,7 +12,7 @@ use crate::store::{
 };
 
 use super::{
-    CLAIM_SQL, ENDPOINT_COLS, NEXT_DUE_SQL, PostgresStore, endpoint_row, millis, notify, rows,
+    CLAIM_SQL, ENDPOINT_COLS, NEXT_DUE_SQL, PostgresStore, endpoint_row, millis_of, notify, rows,
     to_u32,
 };
 
@@ -40,7 +40,7 @@ impl Queue for PostgresStore {
         };
         let endpoint = endpoint_row(&endpoint)?.0;
         let ep = EndpointId::from_stored(endpoint_id);
-        let duration = millis(lease.duration);
+        let duration = millis_of(lease.duration);
         if endpoint.settings.ordered {
             return self
                 .claim_head(&c, ep, endpoint, now, lease, duration)
@@ -234,7 +234,7 @@ impl Queue for PostgresStore {
 
     async fn live_nodes(&self, node: &str, ttl: Duration) -> Result<u32> {
         let c = self.conn().await?;
-        let ttl = millis(ttl);
+        let ttl = millis_of(ttl);
         // One statement: the heartbeat, the count, and forgetting long-dead nodes.
         let row = c
             .query_one(
