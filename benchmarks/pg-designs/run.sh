@@ -1,5 +1,5 @@
 #!/bin/bash
-# Alternates the scripts named (default: all four), each twice, on fresh tables; prints
+# Alternates the scripts named (default: all four), three rounds, on fresh tables; prints
 # transactions/s and the machine's busy CPU per delivery (µs).
 cd "$(dirname "$0")"
 psql -h 127.0.0.1 -U postgres -d test -q -f setup.sql
