@@ -98,8 +98,17 @@ impl TlsReceiver {
                 .collect::<Result<_, _>>()
                 .unwrap();
         let key = PrivateKeyDer::from_pem_slice(server.key.as_bytes()).unwrap();
+        // A receiver that requires a client certificate speaks TLS 1.2, where its verdict on
+        // the certificate is part of the handshake. In TLS 1.3 the client's handshake is over
+        // before the server judges its certificate, and the refusal reaches the client as a
+        // closed connection or as an alert, depending on timing: the test of a missing
+        // certificate would then see either a protocol or a TLS failure.
+        let versions: &[&rustls::SupportedProtocolVersion] = match client_ca {
+            Some(_) => &[&rustls::version::TLS12],
+            None => rustls::DEFAULT_VERSIONS,
+        };
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap();
         let config = match client_ca {
             None => builder.with_no_client_auth(),
