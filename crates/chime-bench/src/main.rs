@@ -24,6 +24,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cpu_cap;
 mod load;
 mod report;
 mod scenarios;
@@ -204,6 +205,12 @@ pub struct BenchArgs {
     /// generator.
     #[arg(long)]
     server_exe: Option<PathBuf>,
+    /// Caps every `chime serve` process at this many CPUs (a cgroup CPU quota: Linux, as
+    /// root or in a delegated cgroup). With `nodes`, each node gets the same budget, so that
+    /// one, two and three nodes are compared as on machines with cores of their own rather
+    /// than taking each other's.
+    #[arg(long, value_name = "CPUS")]
+    server_cpus: Option<f64>,
     /// Skip the ceiling measurements (no ratios are reported).
     #[arg(long)]
     no_ceiling: bool,
@@ -237,6 +244,7 @@ pub struct Plan {
     pub pause_hold: Duration,
     pub stall_timeout: Duration,
     pub ceiling: bool,
+    pub server_cpus: Option<f64>,
 }
 
 impl Plan {
@@ -279,11 +287,18 @@ impl Plan {
             pause_hold: a.pause_hold,
             stall_timeout: a.stall_timeout,
             ceiling: !a.no_ceiling,
+            server_cpus: a.server_cpus,
         };
         let mut plan = plan;
         plan.soak_every = a.soak_every.unwrap_or(plan.soak_events / 10).max(1);
         if plan.soak_retention < Duration::from_secs(10) {
             return Err("--soak-retention must be at least 10s".into());
+        }
+        if plan
+            .server_cpus
+            .is_some_and(|c| !(c.is_finite() && c >= 0.01))
+        {
+            return Err("--server-cpus must be a number of CPUs of at least 0.01".into());
         }
         if plan.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
@@ -332,6 +347,7 @@ impl Plan {
             "soak_retention_s": self.soak_retention.as_secs_f64(),
             "sink_delay_s": self.sink_delay.as_secs_f64(),
             "sink_fail_rate": self.sink_fail_rate,
+            "server_cpus": self.server_cpus,
         })
     }
 }
@@ -381,6 +397,7 @@ fn main() -> ExitCode {
         database_url: args.database_url.clone(),
         extra_args: args.server_args.clone(),
         keep_data: args.keep_data,
+        cpus: args.server_cpus,
     };
     // One worker per core, set here rather than left to tokio's default, which reads
     // TOKIO_WORKER_THREADS: a setting meant for the server under test (the child inherits

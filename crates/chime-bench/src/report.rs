@@ -368,6 +368,22 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
             f.delivered_per_s >= 30_000.0,
         );
     }
+    if let Some(n) = scenario(r, "nodes")
+        && let Some((one, three)) = nodes_rates(n)
+    {
+        let budget = match r.plan.get("server_cpus").and_then(|c| c.as_f64()) {
+            Some(c) => format!("each node capped at {c} CPUs"),
+            None => "uncapped nodes sharing the machine".to_owned(),
+        };
+        push(
+            "nodes: three nodes deliver more than one (issue 19)",
+            format!(
+                "{three:.0}/s against {one:.0}/s = {:.2} x ({budget})",
+                three / one.max(f64::MIN_POSITIVE)
+            ),
+            three > one,
+        );
+    }
     if let Some(l) = scenario(r, "latency") {
         let e = l.e2e_latency_ms;
         push(
@@ -448,6 +464,20 @@ pub fn evaluate_targets(r: &Report) -> Vec<Target> {
         }
     }
     out
+}
+
+/// The `nodes` scenario's rates with one node and with three (`by_nodes`), when both ran.
+fn nodes_rates(n: &ScenarioResult) -> Option<(f64, f64)> {
+    let rate = |count: u64| {
+        n.extra
+            .get("by_nodes")?
+            .as_array()?
+            .iter()
+            .find(|r| r.get("nodes").and_then(|v| v.as_u64()) == Some(count))?
+            .get("delivered_per_s")?
+            .as_f64()
+    };
+    Some((rate(1)?, rate(3)?))
 }
 
 /// True when the plan reads deliveries through an index and scans no table.
@@ -793,6 +823,21 @@ impl PhaseBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_rates_reads_one_and_three_from_by_nodes() {
+        let mut n = ScenarioResult::default();
+        assert_eq!(nodes_rates(&n), None);
+        n.extra.insert(
+            "by_nodes".into(),
+            serde_json::json!([
+                {"nodes": 1, "delivered_per_s": 2112.0},
+                {"nodes": 2, "delivered_per_s": 3337.0},
+                {"nodes": 3, "delivered_per_s": 3842.0},
+            ]),
+        );
+        assert_eq!(nodes_rates(&n), Some((2112.0, 3842.0)));
+    }
 
     #[test]
     fn plan_check_wants_the_index_and_no_scan() {

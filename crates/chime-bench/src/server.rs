@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
+use super::cpu_cap::CpuCap;
 use super::load::HttpClient;
 
 /// The admin token every bench server is given (through the environment, never a flag).
@@ -29,6 +30,8 @@ pub struct ServerOpts {
     pub database_url: Option<String>,
     pub extra_args: Vec<String>,
     pub keep_data: bool,
+    /// Caps every server process at this many CPUs (`--server-cpus`).
+    pub cpus: Option<f64>,
 }
 
 /// CPU time and memory of a process, from `/proc`.
@@ -144,6 +147,8 @@ pub struct Server {
     keep_data: bool,
     /// The fresh PostgreSQL database of this server: (admin URL, database name).
     pg_database: Option<(String, String)>,
+    /// The CPU quota the process runs under, removed once it has stopped.
+    cpu_cap: Option<CpuCap>,
 }
 
 static DIRS: AtomicU64 = AtomicU64::new(0);
@@ -266,6 +271,19 @@ impl Server {
             .spawn()
             .with_context(|| format!("starting {} serve", opts.exe.display()))?;
         let pid = child.id().context("the server has no pid")? as i32;
+        let cpu_cap = match opts.cpus {
+            Some(cpus) => {
+                let name = format!(
+                    "chime-bench-{}-{}",
+                    std::process::id(),
+                    DIRS.fetch_add(1, Ordering::Relaxed)
+                );
+                let cap = CpuCap::new(&name, cpus)?;
+                cap.add(pid)?;
+                Some(cap)
+            }
+            None => None,
+        };
 
         // The first line of stdout names the address (`chime X serving on http://ADDR`): the
         // server binds port 0 itself, so no other process can take the port in between.
@@ -311,6 +329,7 @@ impl Server {
             data_dir,
             keep_data: opts.keep_data,
             pg_database,
+            cpu_cap,
         };
         server.wait_healthy(client, deadline).await?;
         Ok(server)
@@ -371,6 +390,7 @@ impl Server {
                 bail!("chime serve did not stop within {STOP_DEADLINE:?} of SIGTERM");
             }
         };
+        drop(self.cpu_cap.take());
         let log = self.data_dir.join("server.log");
         if !status.success() {
             bail!(
