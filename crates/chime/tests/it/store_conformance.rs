@@ -75,6 +75,16 @@ fn page(limit: u32) -> Page {
     }
 }
 
+/// Tenant "a" with one endpoint for every event, and one event (`x`, at 100) published to it
+/// under `l`: the endpoint, and the job of its one delivery.
+async fn one_delivery(s: &Arc<dyn Store>, l: Lease) -> (Endpoint, Job) {
+    s.create_tenant(tenant("a")).await.unwrap();
+    let e = endpoint("a", &["*"], true);
+    s.create_endpoint(e.clone()).await.unwrap();
+    let p = s.publish(event("a", "x", None, 100), l).await.unwrap();
+    (e, p.jobs[0].clone())
+}
+
 pub(crate) fn outcome(job: &Job, ok: bool, next: Option<Millis>, at: Millis) -> Outcome {
     Outcome {
         delivery_id: job.delivery_id.clone(),
@@ -451,14 +461,7 @@ pub async fn claims_take_due_unleased_deliveries_oldest_first(s: Arc<dyn Store>)
 }
 
 pub async fn records_are_fenced_by_the_lease(s: Arc<dyn Store>) {
-    s.create_tenant(tenant("a")).await.unwrap();
-    let e = endpoint("a", &["*"], true);
-    s.create_endpoint(e.clone()).await.unwrap();
-    let p = s
-        .publish(event("a", "x", None, 100), lease("n1", 11, EXPIRED))
-        .await
-        .unwrap();
-    let stale = p.jobs[0].clone();
+    let (e, stale) = one_delivery(&s, lease("n1", 11, EXPIRED)).await;
     // The lease expires and another node claims the delivery.
     let fresh = s
         .claim(&e.id, 1, 600, &lease("n2", 22, HELD))
@@ -497,15 +500,9 @@ pub async fn records_are_fenced_by_the_lease(s: Arc<dyn Store>) {
 /// A delivery's attempts across its retries list newest first, page by page, each exactly
 /// as recorded (whatever rows or partitions the store keeps them in).
 pub async fn attempts_list_newest_first_across_retries(s: Arc<dyn Store>) {
-    s.create_tenant(tenant("a")).await.unwrap();
-    let e = endpoint("a", &["*"], true);
-    s.create_endpoint(e.clone()).await.unwrap();
-    let p = s
-        .publish(event("a", "x", None, 100), lease("n", 1, HELD))
-        .await
-        .unwrap();
-    let id = p.jobs[0].delivery_id.clone();
-    let mut recorded = vec![outcome(&p.jobs[0], false, Some(1_000), 200)];
+    let (e, first) = one_delivery(&s, lease("n", 1, HELD)).await;
+    let id = first.delivery_id.clone();
+    let mut recorded = vec![outcome(&first, false, Some(1_000), 200)];
     s.record(vec![recorded[0].clone()]).await.unwrap();
     for (token, (ok, next, at)) in [(false, Some(3_000), 1_100), (true, None, 3_100)]
         .into_iter()
@@ -542,14 +539,7 @@ pub async fn attempts_list_newest_first_across_retries(s: Arc<dyn Store>) {
 }
 
 pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn Store>) {
-    s.create_tenant(tenant("a")).await.unwrap();
-    let e = endpoint("a", &["*"], true);
-    s.create_endpoint(e.clone()).await.unwrap();
-    let p = s
-        .publish(event("a", "x", None, 100), lease("n", 1, HELD))
-        .await
-        .unwrap();
-    let job = p.jobs[0].clone();
+    let (e, job) = one_delivery(&s, lease("n", 1, HELD)).await;
     // In flight: a manual retry is refused.
     assert!(matches!(
         s.retry_delivery("a", &job.delivery_id, 200).await,
@@ -651,14 +641,7 @@ pub async fn failures_move_through_pending_to_failed_and_retry_resets(s: Arc<dyn
 /// back with every later claim (a later outcome without one keeps it), and is dropped by a
 /// manual retry or a replay, which run the current transformation.
 pub async fn a_transformed_result_is_kept_until_a_retry_or_replay(s: Arc<dyn Store>) {
-    s.create_tenant(tenant("a")).await.unwrap();
-    let e = endpoint("a", &["*"], true);
-    s.create_endpoint(e.clone()).await.unwrap();
-    let p = s
-        .publish(event("a", "x", None, 100), lease("n", 1, HELD))
-        .await
-        .unwrap();
-    let job = p.jobs[0].clone();
+    let (e, job) = one_delivery(&s, lease("n", 1, HELD)).await;
     assert_eq!(job.transformed, None);
     let mut first = outcome(&job, false, Some(150), 120);
     first.transformed = Some(Arc::from(r#"{"body":"v1"}"#));
@@ -831,14 +814,7 @@ pub async fn ordered_endpoints_claim_only_their_head(s: Arc<dyn Store>) {
 /// (SQLite gives a new row the number of the newest row once that row is deleted, and keys
 /// its leases by that number.)
 pub async fn a_deleted_deliverys_lease_touches_nothing_after_it(s: Arc<dyn Store>) {
-    s.create_tenant(tenant("a")).await.unwrap();
-    let gone = endpoint("a", &["*"], true);
-    s.create_endpoint(gone.clone()).await.unwrap();
-    let p1 = s
-        .publish(event("a", "x", None, 100), lease("n", 1, HELD))
-        .await
-        .unwrap();
-    let late = p1.jobs[0].clone();
+    let (gone, late) = one_delivery(&s, lease("n", 1, HELD)).await;
     s.delete_endpoint("a", &gone.id).await.unwrap();
 
     // Stored unleased (ordered endpoints are claimed), then leased by a claim.
