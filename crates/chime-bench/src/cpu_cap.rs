@@ -16,23 +16,23 @@ pub struct CpuCap {
     dir: PathBuf,
 }
 
-/// Where the `cpu` controller can be used: a v1 hierarchy of its own, or the v2 root.
-enum Hierarchy {
-    V1(PathBuf),
-    V2(PathBuf),
-}
-
-fn hierarchy() -> anyhow::Result<Hierarchy> {
+/// Where a capped cgroup is made (a v1 `cpu` hierarchy of its own, or the v2 root) and the
+/// files, with their values, that set its quota of `quota_us` per period.
+fn quota_files(quota_us: u64) -> anyhow::Result<(&'static Path, Vec<(&'static str, String)>)> {
     let v1 = Path::new("/sys/fs/cgroup/cpu");
     if v1.join("cpu.cfs_quota_us").exists() {
-        return Ok(Hierarchy::V1(v1.to_path_buf()));
+        let files = vec![
+            ("cpu.cfs_period_us", PERIOD_US.to_string()),
+            ("cpu.cfs_quota_us", quota_us.to_string()),
+        ];
+        return Ok((v1, files));
     }
     let v2 = Path::new("/sys/fs/cgroup");
     let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
     if controllers.split_whitespace().any(|c| c == "cpu") {
         // Children get the controller only once the parent hands it down.
         let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
-        return Ok(Hierarchy::V2(v2.to_path_buf()));
+        return Ok((v2, vec![("cpu.max", format!("{quota_us} {PERIOD_US}"))]));
     }
     bail!(
         "no cgroup `cpu` controller to cap a process with (neither /sys/fs/cgroup/cpu nor cgroup v2 with `cpu`)"
@@ -43,20 +43,8 @@ impl CpuCap {
     /// A new cgroup named `name` whose processes together get at most `cpus` CPUs.
     pub fn new(name: &str, cpus: f64) -> anyhow::Result<Self> {
         let quota_us = (cpus * PERIOD_US as f64).round() as u64;
-        let (dir, files) = match hierarchy()? {
-            Hierarchy::V1(root) => {
-                let dir = root.join(name);
-                let files = vec![
-                    ("cpu.cfs_period_us", PERIOD_US.to_string()),
-                    ("cpu.cfs_quota_us", quota_us.to_string()),
-                ];
-                (dir, files)
-            }
-            Hierarchy::V2(root) => {
-                let dir = root.join(name);
-                (dir, vec![("cpu.max", format!("{quota_us} {PERIOD_US}"))])
-            }
-        };
+        let (root, files) = quota_files(quota_us)?;
+        let dir = root.join(name);
         std::fs::create_dir_all(&dir).with_context(|| {
             format!(
                 "making cgroup {} (--server-cpus needs root or a delegated cgroup)",
